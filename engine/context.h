@@ -1,0 +1,66 @@
+// The device context: which device runs the ops and, on CUDA, the stream, the cuDNN and cuBLAS
+// handles and the one workspace every op borrows. In CPU-only builds a CUDA context throws
+// "built without CUDA" (engine/cuda_stub.cpp). Covered by tests/test_engine.cpp.
+#pragma once
+#include <cstddef>
+
+#include "engine/tensor.h"
+
+namespace u2pl {
+
+struct CudaHandles;  // engine/cuda/cuda_context.h: stream, cudnn, cublas
+
+class Context {
+ public:
+  // deterministic: pick deterministic cuDNN algorithms and disable TF32 (tests and parity).
+  explicit Context(Device dev, bool deterministic = false);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Device device() const { return dev_; }
+  bool deterministic() const { return deterministic_; }
+  CudaHandles& cuda() const;  // throws on a CPU context
+  // The shared scratch memory, at least `bytes` long. It grows when a shape needs more than any
+  // before, so after the first step of a fixed-shape loop it never reallocates. The memory is
+  // valid until the next call.
+  void* workspace(size_t bytes);
+  size_t workspace_bytes() const { return ws_.bytes(); }
+  void synchronize() const;  // waits for the stream (no-op on CPU)
+
+ private:
+  Device dev_;
+  bool deterministic_;
+  CudaHandles* cuda_ = nullptr;  // owned; destroyed through destroy_cuda_handles
+  Buffer ws_;
+};
+
+CudaHandles* create_cuda_handles(bool deterministic);
+void destroy_cuda_handles(CudaHandles* h) noexcept;
+void cuda_synchronize(const CudaHandles& h);
+
+// A role-specific flat buffer (parameters, gradients, teacher, BN buffers, activations, saved
+// state), planned segment by segment and allocated once. Views index into it by segment id.
+class Arena {
+ public:
+  explicit Arena(std::string name) : name_(std::move(name)) {}
+  int add(Shape s);  // before allocate(); returns the segment id
+  void allocate(Device dev);
+  bool allocated() const { return buf_.data() != nullptr || floats_ == 0; }
+  TensorView view(int id) const;
+  TensorView all() const;  // the whole arena as one 1-D view
+  int64_t floats() const { return floats_; }
+  size_t bytes() const { return static_cast<size_t>(floats_) * sizeof(float); }
+  int segments() const { return static_cast<int>(shapes_.size()); }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  std::vector<Shape> shapes_;
+  std::vector<int64_t> offsets_;
+  int64_t floats_ = 0;
+  bool frozen_ = false;
+  Buffer buf_;
+};
+
+}  // namespace u2pl

@@ -1,0 +1,24 @@
+// CPU-only builds: every CUDA entry point of the engine throws "built without CUDA" (STYLE 3).
+#include <memory>
+
+#include "engine/context.h"
+#include "engine/device_memory.h"
+
+namespace u2pl {
+
+[[noreturn]] static void no_cuda(const char* what) {
+  U2PL_FAIL(what << ": this build of u2pl was built without CUDA (configure with nvcc on PATH or "
+                    "-DU2PL_CUDA=ON)");
+}
+
+bool cuda_built() { return false; }
+int cuda_device_count() { return 0; }
+void* cuda_malloc(size_t) { no_cuda("cuda_malloc"); }
+void cuda_free(void*) noexcept {}
+void cuda_memset_zero(void*, size_t) { no_cuda("cuda_memset"); }
+void cuda_memcpy(void*, const void*, size_t, CopyKind) { no_cuda("cuda_memcpy"); }
+CudaHandles* create_cuda_handles(bool) { no_cuda("a CUDA context"); }
+void destroy_cuda_handles(CudaHandles*) noexcept {}
+void cuda_synchronize(const CudaHandles&) { no_cuda("cuda_synchronize"); }
+
+}  // namespace u2pl

@@ -1,0 +1,39 @@
+// Per-pixel softmax and cross-entropy over a strided channel axis, shared by the CPU loops and
+// the CUDA kernels (STYLE 9). `x` points at channel 0 of one pixel; channels are `stride` apart.
+#pragma once
+#include <cstdint>
+
+#include "engine/math.h"
+
+namespace u2pl {
+
+template <class T>
+struct PixelSoftmax {
+  T max, sum;  // softmax_c = exp(x_c − max) / sum
+};
+
+template <class T>
+U2PL_HD PixelSoftmax<T> pixel_softmax(const T* x, int64_t C, int64_t stride) {
+  T m = x[0];
+  for (int64_t c = 1; c < C; ++c) m = x[c * stride] > m ? x[c * stride] : m;
+  T s = 0;
+  for (int64_t c = 0; c < C; ++c) s += hd_exp(x[c * stride] - m);
+  return {m, s};
+}
+
+// −log softmax_label = log Σ exp(x − max) + max − x_label.
+template <class T>
+U2PL_HD T pixel_ce(const T* x, int64_t stride, const PixelSoftmax<T>& sm, int label) {
+  return hd_log(sm.sum) + sm.max - x[label * stride];
+}
+
+template <class T>
+U2PL_HD T pixel_prob(const T* x, int64_t stride, const PixelSoftmax<T>& sm, int c) {
+  return hd_exp(x[c * stride] - sm.max) / sm.sum;
+}
+
+U2PL_HD bool label_ok(int label, int C, int ignore) {
+  return label == ignore || (label >= 0 && label < C);
+}
+
+}  // namespace u2pl
