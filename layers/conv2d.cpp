@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/cpu/blas.h"
+#include "engine/cpu/dnnl_conv.h"
 
 namespace u2pl {
 
@@ -104,6 +105,11 @@ template void conv2d_backward_cpu<float>(const Conv2dSpec&, Shape, const float*,
 template void conv2d_backward_cpu<double>(const Conv2dSpec&, Shape, const double*, const double*,
                                           const double*, double*, double, double*, double*, double*);
 
+cpu::ConvDims conv2d_dnnl_dims(const Conv2dSpec& s, Shape x) {
+  const Shape y = conv2d_out_shape(s, x);
+  return {x.n(), s.cin, x.h(), x.w(), s.cout, s.kh, s.kw, s.stride, s.pad, s.dilation, y.h(), y.w(), s.bias};
+}
+
 Conv2d::Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, int group)
     : ps_(&ps), spec_(spec) {
   w_ = ps.declare(name + ".weight", Shape::nchw(spec.cout, spec.cin, spec.kh, spec.kw),
@@ -118,8 +124,8 @@ void Conv2d::forward(Context& ctx, TensorView x, TensorView y) const {
   const TensorView w = ps_->value(w_);
   const TensorView b = b_ >= 0 ? ps_->value(b_) : TensorView();
   if (ctx.device() == Device::CUDA) return conv2d_forward_cuda(ctx, spec_, x, w, b, y);
-  float* col = static_cast<float*>(ctx.workspace(conv2d_col_floats(spec_, x.shape) * sizeof(float)));
-  conv2d_forward_cpu<float>(spec_, x.shape, x.data, w.data, b.data, y.data, col);
+  const cpu::ConvDims d = conv2d_dnnl_dims(spec_, x.shape);
+  cpu::dnnl_conv_forward(d, x.data, w.data, b.data, y.data, ctx.workspace(cpu::dnnl_conv_scratch_bytes(d, false)));
 }
 
 void Conv2d::backward(Context& ctx, TensorView x, TensorView dy, TensorView dx, float beta) const {
@@ -130,9 +136,9 @@ void Conv2d::backward(Context& ctx, TensorView x, TensorView dy, TensorView dx, 
   const TensorView w = ps_->value(w_), dw = ps_->grad(w_);
   const TensorView db = b_ >= 0 ? ps_->grad(b_) : TensorView();
   if (ctx.device() == Device::CUDA) return conv2d_backward_cuda(ctx, spec_, x, w, dy, dx, beta, dw, db);
-  float* col = static_cast<float*>(ctx.workspace(conv2d_col_floats(spec_, x.shape) * sizeof(float)));
-  conv2d_backward_cpu<float>(spec_, x.shape, x.data, w.data, dy.data, dx.data, beta, dw.data,
-                             db.data, col);
+  const cpu::ConvDims d = conv2d_dnnl_dims(spec_, x.shape);
+  cpu::dnnl_conv_backward(d, x.data, w.data, dy.data, dx.data, beta, dw.data, db.data,
+                          ctx.workspace(cpu::dnnl_conv_scratch_bytes(d, true)));
 }
 
 }  // namespace u2pl

@@ -1,6 +1,8 @@
 // Conv2d: any kernel size, stride, padding, dilation, optional bias; forward and hand-written
-// backward on CPU (im2col + OpenBLAS GEMM) and CUDA (cuDNN). Must match torch.nn.Conv2d
-// (groups = 1). Tests: test_layers_grad.cpp (gradients), test_fixtures.cpp, test_cuda_parity.cpp.
+// backward on CPU and CUDA (cuDNN). The CPU layer runs oneDNN in float32; the templated
+// im2col + OpenBLAS GEMM path is the oracle (double gradient checks) that oneDNN is compared
+// with. Must match torch.nn.Conv2d (groups = 1). Tests: test_layers_grad.cpp (gradients,
+// oneDNN vs oracle), test_fixtures.cpp, test_cuda_parity.cpp.
 #pragma once
 #include <string>
 

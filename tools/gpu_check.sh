@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# For the day a GPU is lent: builds for the local GPU only, runs the `cuda` parity suite and the
+# layer benchmark on CUDA (crops 129 and 513), and prints a short summary. Meant to finish within
+# 5 minutes on an H100/H200. Usage: bash tools/gpu_check.sh [OUT_DIR]   (default: gpu-check/)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu-check}
+mkdir -p "$out"
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+bash tools/install_deps.sh >"$out/deps.log" 2>&1 || { echo "dependency install failed: $out/deps.log"; exit 1; }
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DU2PL_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=native >"$out/configure.log" 2>&1 || { tail -20 "$out/configure.log"; exit 1; }
+cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || { grep -m20 -E "error" "$out/build.log"; exit 1; }
+t_build=$(date +%s)
+(cd build-gpu && timeout 150 ctest --output-on-failure -L cuda) >"$out/cuda_tests.log" 2>&1
+cuda_rc=$?
+./build-gpu/tests/u2pl_tests --test-suite=cuda --reporters=console --duration=true >"$out/cuda_cases.log" 2>&1
+t_test=$(date +%s)
+timeout 60 ./build-gpu/apps/u2pl_bench layers --device cuda --crop 129 --batch 2 --json "$out/bench_cuda_129.json" >"$out/bench_129.txt" 2>&1
+timeout 90 ./build-gpu/apps/u2pl_bench layers --device cuda --crop 513 --batch 2 --json "$out/bench_cuda_513.json" >"$out/bench_513.txt" 2>&1
+t_end=$(date +%s)
+echo "== summary"
+echo "build: $((t_build - t0)) s; cuda suite: $([ $cuda_rc -eq 0 ] && echo PASS || echo FAIL) ($((t_test - t_build)) s); bench: $((t_end - t_test)) s"
+grep -E "test cases|assertions" "$out/cuda_cases.log"
+[ $cuda_rc -eq 0 ] || grep -E "ERROR|FAILED|error" "$out/cuda_cases.log" | head -30
+tail -3 "$out/bench_129.txt"; tail -3 "$out/bench_513.txt"
+exit $cuda_rc
