@@ -4,6 +4,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -15,13 +16,17 @@
 
 namespace u2pl::test {
 
-// Pass when |got − want| ≤ abs + rel·|want|.
+// Pass when |got − want| ≤ abs + rel·|want| (normwise: rel·max|want| over the tensor, the
+// scale float32 rounding error follows in long reductions such as a deep network's gradients).
 struct Tol {
   double abs, rel;
+  bool normwise = false;
 };
 constexpr Tol kForward{1e-5, 1e-4};
 constexpr Tol kGrad{1e-5, 1e-3};
 constexpr Tol kExact{0, 0};
+constexpr Tol kForwardNormwise{1e-5, 1e-4, true};
+constexpr Tol kGradNormwise{1e-5, 1e-3, true};
 
 template <class T>
 void check_close(const std::string& what, const std::vector<T>& got, const std::vector<T>& want,
@@ -31,9 +36,11 @@ void check_close(const std::string& what, const std::vector<T>& got, const std::
   if (got.empty()) return;
   size_t bad = 0, worst = 0;
   double worst_excess = -INFINITY;  // error minus tolerance of the worst entry
+  double scale = 0;
+  for (const T& w : want) scale = std::max(scale, std::fabs(double(w)));
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(double(got[i]) - double(want[i]));
-    const double lim = tol.abs + tol.rel * std::fabs(double(want[i]));
+    const double lim = tol.abs + tol.rel * (tol.normwise ? scale : std::fabs(double(want[i])));
     if (!(err <= lim)) ++bad;  // counts NaN
     const double excess = std::isnan(err) ? INFINITY : err - lim;
     if (excess > worst_excess) worst_excess = excess, worst = i;

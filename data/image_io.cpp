@@ -1,0 +1,124 @@
+// Image decoding and encoding, palettes and .npy output (data/image_io.h).
+#include "data/image_io.h"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_FAILURE_USERMSG
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+namespace u2pl {
+
+Image read_image(const std::string& path, int want_channels) {
+  U2PL_CHECK(want_channels == 1 || want_channels == 3, "read_image: channels must be 1 or 3");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  U2PL_CHECK(f != nullptr, path << ": cannot open (missing or unreadable)");
+  int w = 0, h = 0, c = 0;
+  unsigned char* data = stbi_load_from_file(f, &w, &h, &c, want_channels);
+  std::fclose(f);
+  U2PL_CHECK(data != nullptr, path << ": cannot decode image: " << stbi_failure_reason());
+  Image img{w, h, want_channels, std::vector<uint8_t>(data, data + size_t(w) * h * want_channels)};
+  stbi_image_free(data);
+  return img;
+}
+
+void write_png(const std::string& path, const Image& img) {
+  U2PL_CHECK(img.channels == 1 || img.channels == 3, path << ": PNG output needs 1 or 3 channels");
+  U2PL_CHECK(img.pixels.size() == size_t(img.width) * img.height * img.channels,
+             path << ": image buffer does not match " << img.width << "x" << img.height);
+  const std::string tmp = path + ".tmp";
+  const int ok = stbi_write_png(tmp.c_str(), img.width, img.height, img.channels, img.pixels.data(),
+                                img.width * img.channels);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    U2PL_FAIL(path << ": cannot write PNG");
+  }
+}
+
+std::vector<std::array<uint8_t, 3>> class_palette(int num_classes) {
+  std::vector<std::array<uint8_t, 3>> p(static_cast<size_t>(num_classes));
+  if (num_classes == 19) {
+    static const uint8_t city[19][3] = {{128, 64, 128}, {244, 35, 232}, {70, 70, 70},    {102, 102, 156},
+                                        {190, 153, 153}, {153, 153, 153}, {250, 170, 30}, {220, 220, 0},
+                                        {107, 142, 35}, {152, 251, 152}, {70, 130, 180},  {220, 20, 60},
+                                        {255, 0, 0},    {0, 0, 142},     {0, 0, 70},      {0, 60, 100},
+                                        {0, 80, 100},   {0, 0, 230},     {119, 11, 32}};
+    for (int i = 0; i < 19; ++i) p[i] = {city[i][0], city[i][1], city[i][2]};
+    return p;
+  }
+  if (num_classes == 21) {
+    // The VOC colour map: the bits of the class index spread over R, G, B from the high bit down.
+    for (int i = 0; i < 21; ++i) {
+      int c = i, r = 0, g = 0, b = 0;
+      for (int j = 0; j < 8; ++j, c >>= 3) {
+        r |= (c & 1) << (7 - j);
+        g |= ((c >> 1) & 1) << (7 - j);
+        b |= ((c >> 2) & 1) << (7 - j);
+      }
+      p[i] = {uint8_t(r), uint8_t(g), uint8_t(b)};
+    }
+    return p;
+  }
+  // Otherwise hues a golden-ratio step apart, alternating two brightness levels.
+  for (int i = 0; i < num_classes; ++i) {
+    const double h = std::fmod(i * 0.618033988749895, 1.0) * 6, v = i % 2 ? 0.75 : 1.0, s = 0.8;
+    const double f = h - std::floor(h), pp = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+    const double rgb[6][3] = {{v, t, pp}, {q, v, pp}, {pp, v, t}, {pp, q, v}, {t, pp, v}, {v, pp, q}};
+    const int k = static_cast<int>(h) % 6;
+    p[i] = {uint8_t(255 * rgb[k][0]), uint8_t(255 * rgb[k][1]), uint8_t(255 * rgb[k][2])};
+  }
+  return p;
+}
+
+Image colourise(const std::vector<int32_t>& index, int width, int height, int num_classes) {
+  U2PL_CHECK(index.size() == size_t(width) * height, "colourise: " << index.size() << " indices for "
+                                                                   << width << "x" << height);
+  const auto pal = class_palette(num_classes);
+  Image img{width, height, 3, std::vector<uint8_t>(index.size() * 3, 0)};
+  for (size_t i = 0; i < index.size(); ++i)
+    if (index[i] >= 0 && index[i] < num_classes)
+      for (int c = 0; c < 3; ++c) img.pixels[3 * i + c] = pal[index[i]][c];
+  return img;
+}
+
+std::vector<float> normalise_rgb(const Image& rgb, const std::array<float, 3>& mean, const std::array<float, 3>& std) {
+  U2PL_CHECK(rgb.channels == 3, "normalise_rgb: expected an RGB image, got " << rgb.channels << " channels");
+  const size_t hw = size_t(rgb.width) * rgb.height;
+  std::vector<float> out(3 * hw);
+  for (int c = 0; c < 3; ++c)
+    for (size_t i = 0; i < hw; ++i) out[c * hw + i] = (float(rgb.pixels[3 * i + c]) - mean[c]) / std[c];
+  return out;
+}
+
+void write_npy(const std::string& path, const TensorView& t) {
+  const std::vector<float> v = to_host(t);
+  std::string shape = "(";
+  for (int i = 0; i < t.shape.ndim; ++i) shape += std::to_string(t.shape[i]) + (t.shape.ndim == 1 || i + 1 < t.shape.ndim ? "," : "");
+  shape += ")";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header.append(63 - (10 + header.size()) % 64, ' ');  // magic (6) + version (2) + length (2), 64-aligned
+  header += '\n';
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    U2PL_CHECK(f.good(), tmp << ": cannot open for writing");
+    f.write("\x93NUMPY\x01\x00", 8);
+    const uint16_t n = static_cast<uint16_t>(header.size());
+    const char len[2] = {char(n & 0xff), char(n >> 8)};
+    f.write(len, 2);
+    f << header;
+    f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+    if (!f.good()) {
+      f.close();
+      std::remove(tmp.c_str());
+      U2PL_FAIL(path << ": write failed");
+    }
+  }
+  U2PL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path << ": cannot rename the temporary file into place");
+}
+
+}  // namespace u2pl

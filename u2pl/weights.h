@@ -1,0 +1,34 @@
+// Loading and saving the engine's weights (safetensors, engine/safetensors.h) by state-dict key
+// with exact dtype and shape checks: one error lists every missing, unexpected and mis-shaped
+// tensor. A whole-model file fills every parameter and buffer; a backbone file fills `encoder.*`
+// and leaves the rest as initialised. Covered by tests/test_weights.cpp.
+#pragma once
+#include <map>
+#include <string>
+
+#include "engine/params.h"
+
+namespace u2pl {
+
+enum class WeightScope {
+  Auto,      // Model when the file holds any non-encoder tensor, else Backbone
+  Model,     // every tensor of the ParamSet must be in the file, and nothing else
+  Backbone,  // every `encoder.*` tensor of the ParamSet must be in the file; the file holds only encoder.*
+};
+
+struct WeightReport {
+  WeightScope scope;     // the scope actually used (Auto resolved)
+  int loaded = 0;        // tensors copied
+  std::string source;    // the file's `source` metadata (what it was converted from), or the path
+};
+
+// Copies tensors into `ps` (allocated, any device). Throws u2pl::Error naming the file and listing
+// every missing, unexpected and mis-shaped (or non-F32) tensor; nothing is copied then.
+WeightReport load_weights(ParamSet& ps, const std::string& path, WeightScope scope = WeightScope::Auto);
+
+// Writes every parameter and buffer of `ps` as F32, atomically (temporary file, then rename).
+// `meta` is stored as __metadata__; callers record there where the weights came from (`source`).
+void save_weights(const ParamSet& ps, const std::string& path,
+                  const std::map<std::string, std::string>& meta);
+
+}  // namespace u2pl
