@@ -97,7 +97,8 @@ std::vector<float> normalise_rgb(const Image& rgb, const std::array<float, 3>& m
 void write_npy(const std::string& path, const TensorView& t) {
   const std::vector<float> v = to_host(t);
   std::string shape = "(";
-  for (int i = 0; i < t.shape.ndim; ++i) shape += std::to_string(t.shape[i]) + (t.shape.ndim == 1 || i + 1 < t.shape.ndim ? "," : "");
+  for (int i = 0; i < t.shape.ndim; ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
+  if (t.shape.ndim == 1) shape += ",";
   shape += ")";
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
   header.append(63 - (10 + header.size()) % 64, ' ');  // magic (6) + version (2) + length (2), 64-aligned

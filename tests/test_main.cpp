@@ -1,9 +1,11 @@
 // Test main: doctest, with the `cuda` suite excluded (and, under --cuda-only, exit code 77 so
-// CTest reports "skipped") when no CUDA device is present.
+// CTest reports "skipped") when no CUDA device is present, and the `torch` suite excluded unless
+// tools/check_full_r101.sh has set U2PL_FULL_R101.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -27,5 +29,6 @@ int main(int argc, char** argv) {
   doctest::Context ctx;
   ctx.applyCommandLine(static_cast<int>(args.size()), args.data());
   if (!gpu) ctx.addFilter("test-suite-exclude", "cuda");
+  if (!std::getenv("U2PL_FULL_R101")) ctx.addFilter("test-suite-exclude", "torch");
   return ctx.run();
 }

@@ -6,104 +6,56 @@
 // judged against each tensor's scale (PyTorch's own float32 step is 1.7e-3 of max off at worst).
 #include <doctest/doctest.h>
 
-#include <cstdio>
-#include <sstream>
-
-#include "test_util.h"
-#include "u2pl/model.h"
-#include "u2pl/weights.h"
+#include "model_fixture.h"
 
 using namespace u2pl;
-using test::Fixture;
+using namespace u2pl::test;
 
 namespace {
-
-std::vector<int> ints_of(const std::string& csv) {
-  std::vector<int> v;
-  std::stringstream ss(csv);
-  for (std::string t; std::getline(ss, t, ',');) v.push_back(std::stoi(t));
-  return v;
+const std::string kSmall = std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors";
 }
-
-NetConfig config_of(const Fixture& fx) {
-  NetConfig c;
-  c.depth = fx.meta_int("depth");
-  c.stem = fx.meta("stem");
-  c.width_divisor = fx.meta_int("width_divisor");
-  c.inner_planes = fx.meta_int("inner_planes");
-  c.dilations = ints_of(fx.meta("dilations"));
-  c.num_classes = fx.meta_int("num_classes");
-  c.rep_head = fx.meta_int("rep_head") != 0;
-  c.aux = fx.meta_int("aux") != 0;
-  c.multi_grid = fx.meta_int("multi_grid") != 0;
-  c.replace_stride_with_dilation = fx.meta_int("output_stride") == 8 ? std::array<bool, 3>{false, true, true}
-                                                                     : std::array<bool, 3>{false, false, true};
-  return c;
-}
-
-// The fixture stores `weights.<key>`; the engine reads engine files: write one, load it.
-void load_fixture_weights(const std::string& fixture_path, U2plNet& net) {
-  const SafeTensorsFile f(fixture_path);
-  SafeTensorsWriter w;
-  for (const auto& [name, e] : f.entries()) {
-    if (name.rfind("weights.", 0) != 0) continue;
-    const std::vector<float> v = f.floats(name);
-    w.add(name.substr(8), DType::F32, e.shape, v.data());
-  }
-  w.set_metadata("source", "fixture:model_small");
-  const std::string tmp = "/tmp/u2pl_test_model_small_weights.safetensors";
-  w.write(tmp);
-  const WeightReport r = load_weights(net.params(), tmp, WeightScope::Model);
-  CHECK(r.scope == WeightScope::Model);
-  CHECK(r.loaded == static_cast<int>(net.params().decls().size()));
-  std::remove(tmp.c_str());
-}
-
-}  // namespace
 
 TEST_CASE("network matches the PyTorch reference: eval, train, running stats, every gradient") {
-  const Fixture fx("model_small");
-  U2plNet net(config_of(fx));
+  const SafeTensorsFile f(kSmall);
+  U2plNet net(config_of(f));
   net.allocate(Device::CPU, 1);
-  load_fixture_weights(std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors", net);
+  load_dump_weights(f, net);
   Context ctx(Device::CPU);
-  const Tensor x = fx.tensor("in.x");
+  const Tensor x = tensor_of(f, "in.x");
 
   const NetOutputs ev = net.forward(ctx, x, NetMode::Eval, nullptr);
-  fx.expect("eval.pred", ev.pred, test::kForward);
-  fx.expect("eval.rep", ev.rep, test::kForward);
-  fx.expect("eval.aux", ev.aux, test::kForward);
+  expect_tensor(f, "eval.pred", ev.pred, kForward);
+  expect_tensor(f, "eval.rep", ev.rep, kForward);
+  expect_tensor(f, "eval.aux", ev.aux, kForward);
 
   for (const std::string& site : net.dropout_sites())
-    copy_tensor(net.dropout_scale(x.shape(), NetMode::Train, site), fx.tensor("dropout." + site).view());
+    copy_tensor(net.dropout_scale(x.shape(), NetMode::Train, site), tensor_of(f, "dropout." + site).view());
   const NetOutputs tr = net.forward(ctx, x, NetMode::Train, nullptr);
-  fx.expect("train.pred", tr.pred, test::kForwardNormwise);
-  fx.expect("train.rep", tr.rep, test::kForwardNormwise);
-  fx.expect("train.aux", tr.aux, test::kForwardNormwise);
+  expect_tensor(f, "train.pred", tr.pred, kForwardNormwise);
+  expect_tensor(f, "train.rep", tr.rep, kForwardNormwise);
+  expect_tensor(f, "train.aux", tr.aux, kForwardNormwise);
   for (const ParamDecl& d : net.params().decls())
-    if (!d.trainable) fx.expect("after." + d.name, net.params().value(net.params().find(d.name)), test::kForward);
+    if (!d.trainable) expect_tensor(f, "after." + d.name, net.params().value(net.params().find(d.name)), kForward);
 
   net.params().zero_grad();
-  net.backward(ctx, fx.tensor("loss.w_pred"), fx.tensor("loss.w_rep"), fx.tensor("loss.w_aux"));
-  int checked = 0;
+  net.backward(ctx, tensor_of(f, "loss.w_pred"), tensor_of(f, "loss.w_rep"), tensor_of(f, "loss.w_aux"));
+  int checked = 0, in_fixture = 0;
   for (const ParamDecl& d : net.params().decls()) {
     if (!d.trainable) continue;
-    fx.expect("grad." + d.name, net.params().grad(net.params().find(d.name)), test::kGradNormwise);
+    expect_tensor(f, "grad." + d.name, net.params().grad(net.params().find(d.name)), kGradNormwise);
     ++checked;
   }
-  int in_fixture = 0;  // every parameter gradient PyTorch dumped (grad.in.x aside) was compared
-  const SafeTensorsFile file(std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors");
-  for (const auto& kv : file.entries())
+  for (const auto& kv : f.entries())  // every parameter gradient PyTorch dumped was compared
     in_fixture += kv.first.rfind("grad.", 0) == 0 && kv.first != "grad.in.x";
   CHECK(checked == in_fixture);
 }
 
 TEST_CASE("network: train-statistics mode updates BN buffers without backward state") {
-  const Fixture fx("model_small");
-  U2plNet net(config_of(fx));
+  const SafeTensorsFile f(kSmall);
+  U2plNet net(config_of(f));
   net.allocate(Device::CPU, 1);
   Context ctx(Device::CPU);
-  const Tensor x = fx.tensor("in.x");
+  const Tensor x = tensor_of(f, "in.x");
   const std::vector<float> before = to_host(net.params().buffers().all());
   Rng rng(5);
   net.forward(ctx, x, NetMode::TrainStats, &rng);
@@ -111,4 +63,34 @@ TEST_CASE("network: train-statistics mode updates BN buffers without backward st
   CHECK(net.plan_bytes(x.shape(), NetMode::TrainStats) < net.plan_bytes(x.shape(), NetMode::Train));
   CHECK_THROWS_WITH_AS(net.backward(ctx, TensorView(), TensorView(), TensorView()),
                        doctest::Contains("without a Train forward"), Error);
+}
+
+TEST_CASE("network: shapes of SPEC §1 at full width, OS8 and OS16") {
+  NetConfig c;  // the public VOC network
+  U2plNet net(c);
+  net.allocate(Device::CPU, 3);
+  CHECK(net.params().find("encoder.layer3.22.conv2.weight") >= 0);
+  CHECK(net.params().find("decoder.classifier.8.bias") >= 0);
+  CHECK(net.params().find("decoder.aspp.conv1.1.weight") >= 0);
+  CHECK(net.params().find("auxor.aux.0.weight") < 0);
+  CHECK(net.params().value(net.params().find("decoder.head.0.weight")).shape == Shape{256, 1280, 3, 3});
+  CHECK(net.params().value(net.params().find("decoder.low_conv.0.bias")).shape == Shape{256});
+  CHECK(net.params().value(net.params().find("encoder.layer4.2.conv2.weight")).shape == Shape{512, 512, 3, 3});
+  // zero_init_residual zeroes the last BN weight of every block.
+  CHECK(to_host(net.params().value(net.params().find("encoder.layer2.1.bn3.weight")))[0] == 0.f);
+  CHECK(to_host(net.params().value(net.params().find("encoder.layer2.1.bn2.weight")))[0] == 1.f);
+  NetConfig os16;
+  os16.replace_stride_with_dilation = {false, false, true};
+  os16.dilations = {6, 12, 18};
+  os16.depth = 50;
+  os16.width_divisor = 16;
+  os16.inner_planes = 8;
+  os16.aux = true;
+  U2plNet small(os16);
+  small.allocate(Device::CPU, 3);
+  Context ctx(Device::CPU);
+  const Tensor x(Shape{2, 3, 65, 49}, Device::CPU);
+  const NetOutputs o = small.forward(ctx, x, NetMode::Eval, nullptr);
+  CHECK(o.pred.shape == Shape{2, 21, 17, 13});  // 65 -> 33 (stem) -> 17 (pool)
+  CHECK(o.aux.shape == Shape{2, 21, 5, 4});      // OS16: layer3 at 1/16
 }

@@ -18,9 +18,12 @@ namespace u2pl::test {
 
 // Pass when |got − want| ≤ abs + rel·|want| (normwise: rel·max|want| over the tensor, the
 // scale float32 rounding error follows in long reductions such as a deep network's gradients).
+// max_bad_fraction: the share of entries allowed out of tolerance (default none), for full-size
+// networks whose float32 forward flips a few ReLU masks near 0 (each flip moves a few gradients).
 struct Tol {
   double abs, rel;
   bool normwise = false;
+  double max_bad_fraction = 0;
 };
 constexpr Tol kForward{1e-5, 1e-4};
 constexpr Tol kGrad{1e-5, 1e-3};
@@ -49,7 +52,7 @@ void check_close(const std::string& what, const std::vector<T>& got, const std::
   msg << std::setprecision(9) << what << ": " << bad << " of " << got.size()
       << " entries out of tolerance; worst at flat index " << worst << ": got "
       << double(got[worst]) << ", expected " << double(want[worst]);
-  CHECK_MESSAGE(bad == 0, msg.str());
+  CHECK_MESSAGE(double(bad) <= tol.max_bad_fraction * double(got.size()), msg.str());
 }
 
 class Fixture {

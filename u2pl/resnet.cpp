@@ -49,7 +49,7 @@ ResNet::ResNet(ParamSet& ps, const NetConfig& cfg) {
       stride = 1;
     }
     const bool mg = l == 3 && cfg.multi_grid;
-    U2PL_CHECK(!mg || spec->blocks[3] == 3, "resnet: multi-grid needs 3 blocks in layer4");
+    // The public grids [2, 2, 4] index layer4's blocks: ResNet-18 (2 blocks) uses the first two.
     for (int i = 0; i < spec->blocks[l]; ++i) {
       const int d = (i == 0 ? previous : dilation) * (mg ? grid[i] : 1);
       blocks_.push_back(std::make_unique<ResBlock>(ps, "encoder.layer" + std::to_string(l + 1) + "." + std::to_string(i),

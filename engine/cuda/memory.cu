@@ -41,7 +41,9 @@ CudaHandles* create_cuda_handles(bool deterministic) {
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&h->sm_count, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&h->stream, cudaStreamNonBlocking));
+  // A blocking stream: the plain cudaMemcpy/cudaMemset of engine/device_memory.h run on the
+  // legacy default stream, which orders them after the kernels queued here and before later ones.
+  CUDA_CHECK(cudaStreamCreate(&h->stream));
   CUDNN_CHECK(cudnnCreate(&h->cudnn));
   CUDNN_CHECK(cudnnSetStream(h->cudnn, h->stream));
   CUBLAS_CHECK(cublasCreate(&h->cublas));

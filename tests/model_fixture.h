@@ -1,0 +1,62 @@
+// Shared by the network parity tests: the NetConfig a PyTorch dump (tools/gen_model_fixture.py)
+// describes in its metadata, and loading its `weights.*` through the normal weight path.
+#pragma once
+#include <cstdio>
+#include <sstream>
+
+#include "test_util.h"
+#include "u2pl/model.h"
+#include "u2pl/weights.h"
+
+namespace u2pl::test {
+
+inline std::vector<int> ints_of(const std::string& csv) {
+  std::vector<int> v;
+  std::stringstream ss(csv);
+  for (std::string t; std::getline(ss, t, ',');) v.push_back(std::stoi(t));
+  return v;
+}
+
+inline NetConfig config_of(const SafeTensorsFile& f) {
+  NetConfig c;
+  auto i = [&](const char* k) { return std::stoi(f.meta(k)); };
+  c.depth = i("depth");
+  c.stem = f.meta("stem");
+  c.width_divisor = i("width_divisor");
+  c.inner_planes = i("inner_planes");
+  c.dilations = ints_of(f.meta("dilations"));
+  c.num_classes = i("num_classes");
+  c.rep_head = i("rep_head") != 0;
+  c.aux = i("aux") != 0;
+  c.multi_grid = i("multi_grid") != 0;
+  c.replace_stride_with_dilation =
+      i("output_stride") == 8 ? std::array<bool, 3>{false, true, true} : std::array<bool, 3>{false, false, true};
+  return c;
+}
+
+// The dump stores `weights.<key>`; the engine reads engine files: write one, load it.
+inline void load_dump_weights(const SafeTensorsFile& f, U2plNet& net) {
+  SafeTensorsWriter w;
+  for (const auto& [name, e] : f.entries()) {
+    if (name.rfind("weights.", 0) != 0) continue;
+    const std::vector<float> v = f.floats(name);
+    w.add(name.substr(8), DType::F32, e.shape, v.data());
+  }
+  w.set_metadata("source", "torch dump " + f.path());
+  const std::string tmp = "/tmp/u2pl_test_dump_weights.safetensors";
+  w.write(tmp);
+  const WeightReport r = load_weights(net.params(), tmp, WeightScope::Model);
+  CHECK(r.loaded == static_cast<int>(net.params().decls().size()));
+  std::remove(tmp.c_str());
+}
+
+inline Tensor tensor_of(const SafeTensorsFile& f, const std::string& name) {
+  return Tensor::from_host(f.shape(name), f.floats(name), Device::CPU);
+}
+
+inline void expect_tensor(const SafeTensorsFile& f, const std::string& name, const TensorView& got, Tol tol) {
+  CHECK_MESSAGE(got.shape == f.shape(name), name << ": shape " << got.shape.str() << ", expected " << f.shape(name).str());
+  check_close(name, to_host(got), f.floats(name), tol);
+}
+
+}  // namespace u2pl::test
