@@ -21,5 +21,6 @@ cmake --build build -j "$jobs"
 echo "== CPU-only build with AddressSanitizer and UndefinedBehaviorSanitizer"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DU2PL_CUDA=OFF -DU2PL_SANITIZE=ON
 cmake --build build-asan -j "$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L unit)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions="$PWD/../tools/lsan.supp" \
+  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -L unit)
 echo "tools/test.sh: all suites done in $(( $(date +%s) - start )) s"
