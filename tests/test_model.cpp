@@ -61,6 +61,8 @@ TEST_CASE("network: train-statistics mode updates BN buffers without backward st
   net.forward(ctx, x, NetMode::TrainStats, &rng);
   CHECK(to_host(net.params().buffers().all()) != before);
   CHECK(net.plan_bytes(x.shape(), NetMode::TrainStats) < net.plan_bytes(x.shape(), NetMode::Train));
+  CHECK(net.estimate_plan_bytes(x.shape(), NetMode::Train) == net.plan_bytes(x.shape(), NetMode::Train));
+  CHECK(net.estimate_plan_bytes(Shape{2, 3, 97, 97}, NetMode::Eval) > net.plan_bytes(x.shape(), NetMode::Eval));
   CHECK_THROWS_WITH_AS(net.backward(ctx, TensorView(), TensorView(), TensorView()),
                        doctest::Contains("without a Train forward"), Error);
 }

@@ -41,11 +41,7 @@ void U2plNet::allocate(Device dev, uint64_t seed) {
            << format_bytes(double(ps_.buffers().bytes())));
 }
 
-U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
-  U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
-  const std::string key = image.str() + (backward ? "/train" : "/no-backward");
-  auto it = plans_.find(key);
-  if (it != plans_.end()) return *it->second;
+std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward) const {
   auto plan = std::make_unique<Plan>(backward);
   plan->enc = encoder_.plan(plan->act, image);
   const Shape x1 = encoder_.layer_out(plan->enc, 1).value.shape;
@@ -56,6 +52,15 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
     plan->act.begin_module();
     plan->aux = aux_->plan(plan->act, x3);
   }
+  return plan;
+}
+
+U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
+  U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
+  const std::string key = image.str() + (backward ? "/train" : "/no-backward");
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  std::unique_ptr<Plan> plan = build_plan(image, backward);
   plan->act.allocate(dev_);
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
            << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : ""));
@@ -123,5 +128,9 @@ TensorView U2plNet::dropout_scale(Shape image, NetMode mode, const std::string& 
 }
 
 size_t U2plNet::plan_bytes(Shape image, NetMode mode) { return plan_for(image, run_mode(mode).backward).act.bytes(); }
+
+size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode) const {
+  return build_plan(image, run_mode(mode).backward)->act.bytes();
+}
 
 }  // namespace u2pl

@@ -47,6 +47,8 @@ class U2plNet {
   TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
   std::vector<std::string> dropout_sites() const;
   size_t plan_bytes(Shape image, NetMode mode);  // activation memory of that plan
+  // The same figure without allocating anything (sizes that do not fit this machine's memory).
+  size_t estimate_plan_bytes(Shape image, NetMode mode) const;
 
  private:
   struct Plan {
@@ -56,6 +58,7 @@ class U2plNet {
     Decoder::Bufs dec;
     Head::Bufs aux;
   };
+  std::unique_ptr<Plan> build_plan(Shape image, bool backward) const;  // laid out, not allocated
   Plan& plan_for(Shape image, bool backward);
 
   NetConfig cfg_;

@@ -1,0 +1,171 @@
+// u2pl_bench: engine benchmarks. `u2pl_bench layers` times every distinct conv, BN, bilinear and
+// max-pool shape of ResNet-101 DeepLabv3+ forward and backward (bench/layer_bench.h);
+// tools/bench_layers.sh runs it beside PyTorch (bench/layers_torch.py) and compares the two.
+// `u2pl_bench model` times the whole network (bench/model_bench.h; tools/bench_model.sh).
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "bench/layer_bench.h"
+#include "bench/model_bench.h"
+#include "engine/device_memory.h"
+
+namespace {
+
+const char* const kUsage =
+    "usage: u2pl_bench layers [--device cpu|cuda] [--crop N] [--batch B] [--threads T]\n"
+    "                         [--repeat R] [--filter SUBSTR] [--json FILE]\n"
+    "  --device   default cuda when a GPU is present, else cpu\n"
+    "  --crop     input side (129 default, 513 as in training)\n"
+    "  --batch    images per batch (default 2, at least 2)\n"
+    "  --threads  OpenBLAS and OpenMP threads (default: number of cores)\n"
+    "  --repeat   timed runs per row after one warm-up, median reported (default 3, at least 3)\n"
+    "  --filter   only rows whose name contains SUBSTR or whose kind is SUBSTR\n"
+    "  --json     also write the rows as a JSON list to FILE\n"
+    "usage: u2pl_bench model [--device cpu|cuda] [--mode eval|train|u2pl] [--depth D] [--os 8|16]\n"
+    "                        [--width-divisor K] [--batch B] [--crop N] [--threads T] [--repeat R]\n"
+    "                        [--json FILE] [--plan-only]\n"
+    "  --mode     eval: forward on B images; train: forward + backward on B; u2pl: teacher eval\n"
+    "             forward on B, student forward + backward on 2B, teacher train-statistics on 2B\n"
+    "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n";
+
+struct Options {
+  u2pl::Device device = u2pl::cuda_device_count() > 0 ? u2pl::Device::CUDA : u2pl::Device::CPU;
+  int crop = 129, batch = 2, repeat = 3;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string filter, json;
+};
+
+int parse_int(const std::string& flag, const std::string& v, int min) {
+  size_t used = 0;
+  int x = 0;
+  try {
+    x = std::stoi(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  U2PL_CHECK(used == v.size() && !v.empty(), flag << ": expected an integer, got '" << v << "'");
+  U2PL_CHECK(x >= min, flag << ": expected at least " << min << ", got " << x);
+  return x;
+}
+
+Options parse_layers_args(int argc, char** argv) {
+  Options o;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
+    const std::string v = argv[++i];
+    if (a == "--device") o.device = u2pl::parse_device(v);
+    else if (a == "--crop") o.crop = parse_int(a, v, 1);
+    else if (a == "--batch") o.batch = parse_int(a, v, 2);
+    else if (a == "--threads") o.threads = parse_int(a, v, 1);
+    else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
+    else if (a == "--filter") o.filter = v;
+    else if (a == "--json") o.json = v;
+    else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
+  }
+  return o;
+}
+
+// OpenBLAS (the pthread build) restarts its workers in openblas_set_num_threads, and they spin
+// for a while, taking a core from the OpenMP workers: the first rows then ran 20-50x slow. So the
+// count is only changed when it differs, and the workers get time to park before any timing.
+void set_threads(int threads) {
+  if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
+  omp_set_num_threads(threads);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+}
+
+int run_layers(const Options& o) {
+  using namespace u2pl::bench;
+  set_threads(o.threads);
+  std::vector<BenchOp> ops;
+  for (const BenchOp& op : network_layer_ops(o.crop, o.batch))
+    if (o.filter.empty() || op.name.find(o.filter) != std::string::npos ||
+        o.filter == op_kind_name(op.kind))
+      ops.push_back(op);
+  U2PL_CHECK(!ops.empty(), "--filter '" << o.filter << "' matches no row");
+
+  u2pl::Context ctx(o.device);
+  std::cerr << "u2pl_bench layers: device " << u2pl::device_name(o.device) << ", crop " << o.crop
+            << ", batch " << o.batch << ", threads " << o.threads << ", repeat " << o.repeat
+            << ", " << ops.size() << " rows\n";
+  std::vector<BenchRow> rows;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    rows.push_back({ops[i], time_op(ctx, ops[i], o.repeat)});
+    std::cerr << "[" << i + 1 << "/" << ops.size() << "] " << ops[i].name << " "
+              << shape_text(ops[i]) << std::fixed << std::setprecision(3) << ": fwd "
+              << rows.back().t.fwd_ms << " ms, bwd " << rows.back().t.bwd_ms << " ms\n"
+              << std::defaultfloat;
+  }
+  print_table(std::cout, rows);
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    U2PL_CHECK(f, "cannot open '" << o.json << "' for writing");
+    f << rows_json(rows).dump(1) << "\n";
+    U2PL_CHECK(f.good(), "failed writing '" << o.json << "'");
+  }
+  return 0;
+}
+
+int run_model(int argc, char** argv) {
+  u2pl::bench::ModelBenchOptions o;
+  o.device = Options().device;
+  int threads = Options().threads;
+  std::string json;
+  bool plan_only = false;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--plan-only") {
+      plan_only = true;
+      continue;
+    }
+    U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
+    const std::string v = argv[++i];
+    if (a == "--device") o.device = u2pl::parse_device(v);
+    else if (a == "--mode") o.mode = v;
+    else if (a == "--depth") o.depth = parse_int(a, v, 18);
+    else if (a == "--os") o.output_stride = parse_int(a, v, 8);
+    else if (a == "--width-divisor") o.width_divisor = parse_int(a, v, 1);
+    else if (a == "--batch") o.batch = parse_int(a, v, 2);
+    else if (a == "--crop") o.crop = parse_int(a, v, 33);
+    else if (a == "--threads") threads = parse_int(a, v, 1);
+    else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
+    else if (a == "--json") json = v;
+    else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
+  }
+  const nlohmann::json r = plan_only ? u2pl::bench::plan_memory(o) : (set_threads(threads), u2pl::bench::run_model_bench(o));
+  std::cout << r.dump(1) << "\n";
+  if (!json.empty()) {
+    std::ofstream f(json);
+    U2PL_CHECK(f, "cannot open '" << json << "' for writing");
+    f << r.dump(1) << "\n";
+    U2PL_CHECK(f.good(), "failed writing '" << json << "'");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string cmd = argc > 1 ? argv[1] : "";
+    if (cmd == "-h" || cmd == "--help") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (cmd == "model") return run_model(argc, argv);
+    U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers' or 'model'\n" << kUsage);
+    return run_layers(parse_layers_args(argc, argv));
+  } catch (const std::exception& e) {
+    std::cerr << "u2pl_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
