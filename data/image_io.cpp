@@ -39,6 +39,19 @@ void write_png(const std::string& path, const Image& img) {
   }
 }
 
+void write_jpeg(const std::string& path, const Image& img, int quality) {
+  U2PL_CHECK(img.channels == 1 || img.channels == 3, path << ": JPEG output needs 1 or 3 channels");
+  U2PL_CHECK(quality >= 1 && quality <= 100, path << ": JPEG quality must be in [1, 100], got " << quality);
+  U2PL_CHECK(img.pixels.size() == size_t(img.width) * img.height * img.channels,
+             path << ": image buffer does not match " << img.width << "x" << img.height);
+  const std::string tmp = path + ".tmp";
+  const int ok = stbi_write_jpg(tmp.c_str(), img.width, img.height, img.channels, img.pixels.data(), quality);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    U2PL_FAIL(path << ": cannot write JPEG");
+  }
+}
+
 std::vector<std::array<uint8_t, 3>> class_palette(int num_classes) {
   std::vector<std::array<uint8_t, 3>> p(static_cast<size_t>(num_classes));
   if (num_classes == 19) {

@@ -1,4 +1,4 @@
-// Image files: decoding JPEG/PNG with stb_image and writing PNG with stb_image_write (Debian
+// Image files: decoding JPEG/PNG with stb_image and writing PNG/JPEG with stb_image_write (Debian
 // libstb-dev), colour palettes for predictions, and float32 .npy output. Errors name the file.
 // Covered by tests/test_image_io.cpp.
 #pragma once
@@ -20,6 +20,8 @@ struct Image {
 Image read_image(const std::string& path, int want_channels);
 // Writes an 8-bit PNG with 1 (grey/index) or 3 (RGB) channels, atomically.
 void write_png(const std::string& path, const Image& img);
+// Writes a baseline JPEG (quality 1-100) with 1 or 3 channels, atomically.
+void write_jpeg(const std::string& path, const Image& img, int quality);
 
 // RGB colours for class indices: the VOC palette for 21 classes, the Cityscapes colours for 19, a
 // fixed distinct palette otherwise. Indices outside [0, num_classes) (255: ignore) are black.
