@@ -83,6 +83,12 @@ U2PL_HD int64_t nearest_src(int64_t dst, int64_t in, int64_t out) {
   return src < in - 1 ? src : in - 1;
 }
 
+// The EMA teacher (SPEC §3): t ← ema·t + (1 − ema)·s.
+struct EmaUpdate {
+  float ema;
+  U2PL_HD float operator()(float t, float s) const { return ema * t + (1.0f - ema) * s; }
+};
+
 // SGD with momentum and weight decay, PyTorch's torch.optim.SGD (dampening 0, no Nesterov):
 // d = g + wd·p; buf = momentum·buf + d; p -= lr·buf (buf starts at 0, so step 1 gives buf = d).
 struct SgdStep {

@@ -4,6 +4,7 @@
 #include "layers/conv2d.h"
 #include "layers/elementwise.h"
 #include "layers/loss.h"
+#include "layers/mix.h"
 #include "layers/pool.h"
 #include "layers/resize.h"
 #include "layers/sgd.h"
@@ -28,6 +29,7 @@ void add_forward_cuda(Context&, TensorView, TensorView, TensorView) { no_cuda("a
 void accumulate_cuda(Context&, TensorView, TensorView, float) { no_cuda("accumulate"); }
 void dropout2d_make_scale_cuda(Context&, float, uint64_t, uint64_t, TensorView) { no_cuda("dropout2d mask"); }
 void channel_scale_cuda(Context&, TensorView, TensorView, TensorView, float) { no_cuda("dropout2d"); }
+void ema_update_cuda(Context&, TensorView, TensorView, float) { no_cuda("ema update"); }
 void maxpool_forward_cuda(Context&, const MaxPoolSpec&, TensorView, TensorView) { no_cuda("maxpool"); }
 void maxpool_backward_cuda(Context&, const MaxPoolSpec&, TensorView, TensorView, TensorView, float) {
   no_cuda("maxpool backward");
@@ -54,6 +56,12 @@ void cross_entropy_backward_cuda(Context&, TensorView, LabelView, int, float, Te
   no_cuda("cross-entropy backward");
 }
 void ohem_select_cuda(Context&, TensorView, LabelView, float, int64_t, LabelView, int) { no_cuda("ohem"); }
+void box_mix_cuda(Context&, const std::vector<Box>&, int64_t, int64_t, int64_t, int64_t, const float*, float*) {
+  no_cuda("box mix");
+}
+void box_mix_cuda(Context&, const std::vector<Box>&, int64_t, int64_t, int64_t, int64_t, const int32_t*, int32_t*) {
+  no_cuda("box mix");
+}
 void sgd_step_cuda(Context&, const SgdConfig&, TensorView, TensorView, TensorView, MaskView, const LrTable&) {
   no_cuda("sgd");
 }

@@ -99,4 +99,17 @@ void dropout2d_backward(Context& ctx, TensorView scale, TensorView dy, TensorVie
   channel_scale_cpu<float>(dy.shape, dy.data, scale.data, dx.data, beta);
 }
 
+void ema_update(Context& ctx, TensorView teacher, TensorView student, float ema) {
+  U2PL_CHECK(teacher.numel() == student.numel(), "ema: teacher has " << teacher.numel() << " values, student "
+                                                                    << student.numel());
+  U2PL_CHECK(ema >= 0.f && ema <= 1.f, "ema: decay must be in [0, 1], got " << ema);
+  check_device(teacher, ctx.device(), "ema teacher");
+  check_device(student, ctx.device(), "ema student");
+  if (ctx.device() == Device::CUDA) return ema_update_cuda(ctx, teacher, student, ema);
+  const EmaUpdate f{ema};
+  const int64_t n = teacher.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) teacher.data[i] = f(teacher.data[i], student.data[i]);
+}
+
 }  // namespace u2pl

@@ -43,6 +43,12 @@ __global__ void channel_scale_kernel(int64_t n, int64_t HW, const float* x, cons
   for (int64_t i = grid_start(); i < n; i += grid_step()) y[i] = blend(x[i] * scale[i / HW], y[i], beta);
 }
 
+// t, s (n): the EMA teacher update.
+__global__ void ema_kernel(int64_t n, float ema, float* t, const float* s) {
+  const EmaUpdate f{ema};
+  for (int64_t i = grid_start(); i < n; i += grid_step()) t[i] = f(t[i], s[i]);
+}
+
 }  // namespace
 
 void relu_forward_cuda(Context& ctx, TensorView x, TensorView y) {
@@ -80,6 +86,12 @@ void channel_scale_cuda(Context& ctx, TensorView x, TensorView scale, TensorView
   if (n == 0) return;  // HW may be 0: nothing to scale, and no division by it
   channel_scale_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, HW, x.data, scale.data,
                                                                          y.data, beta);
+  CUDA_CHECK_LAUNCH();
+}
+
+void ema_update_cuda(Context& ctx, TensorView teacher, TensorView student, float ema) {
+  const int64_t n = teacher.numel();
+  ema_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, ema, teacher.data, student.data);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,4 +1,4 @@
-// ReLU (in place where safe), residual add and Dropout2d, forward and backward on CPU and CUDA.
+// ReLU (in place where safe), residual add, Dropout2d and the EMA update, on CPU and CUDA.
 // Must match torch.relu, a + b and nn.Dropout2d(p) in train mode with the mask given. Tests:
 // test_layers_grad.cpp, test_fixtures.cpp, test_cuda_parity.cpp.
 #pragma once
@@ -26,6 +26,10 @@ void dropout2d_forward(Context& ctx, TensorView x, TensorView scale, TensorView 
 // dx = beta*dx + dy · scale[n, c].
 void dropout2d_backward(Context& ctx, TensorView scale, TensorView dy, TensorView dx, float beta);
 
+// The EMA teacher update over a whole parameter arena: t = ema·t + (1 − ema)·s (views of equal
+// length). One loop (one kernel on CUDA) per step.
+void ema_update(Context& ctx, TensorView teacher, TensorView student, float ema);
+
 // CPU oracles (double in the gradient checks).
 template <class T>
 void relu_forward_cpu(int64_t n, const T* x, T* y);
@@ -40,5 +44,6 @@ void add_forward_cuda(Context& ctx, TensorView a, TensorView b, TensorView y);
 void accumulate_cuda(Context& ctx, TensorView dy, TensorView dx, float beta);
 void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale);
 void channel_scale_cuda(Context& ctx, TensorView x, TensorView scale, TensorView y, float beta);
+void ema_update_cuda(Context& ctx, TensorView teacher, TensorView student, float ema);
 
 }  // namespace u2pl
