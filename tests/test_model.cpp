@@ -63,6 +63,9 @@ TEST_CASE("network: train-statistics mode updates BN buffers without backward st
   CHECK(net.plan_bytes(x.shape(), NetMode::TrainStats) < net.plan_bytes(x.shape(), NetMode::Train));
   CHECK(net.estimate_plan_bytes(x.shape(), NetMode::Train) == net.plan_bytes(x.shape(), NetMode::Train));
   CHECK(net.estimate_plan_bytes(Shape{2, 3, 97, 97}, NetMode::Eval) > net.plan_bytes(x.shape(), NetMode::Eval));
+  // Many input sizes (whole-image evaluation): old plans are dropped, the Train plan is kept.
+  for (int s = 17; s < 40; s += 3) net.forward(ctx, Tensor(Shape{1, 3, s, s}, Device::CPU), NetMode::Eval, nullptr);
+  CHECK(net.plan_bytes(x.shape(), NetMode::Train) > 0);
   CHECK_THROWS_WITH_AS(net.backward(ctx, TensorView(), TensorView(), TensorView()),
                        doctest::Contains("without a Train forward"), Error);
 }

@@ -59,8 +59,19 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
   U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
   const std::string key = image.str() + (backward ? "/train" : "/no-backward");
   auto it = plans_.find(key);
-  if (it != plans_.end()) return *it->second;
+  if (it != plans_.end()) {
+    it->second->last_use = ++uses_;
+    return *it->second;
+  }
+  if (plans_.size() >= kMaxPlans) {
+    auto oldest = plans_.end();
+    for (auto p = plans_.begin(); p != plans_.end(); ++p)
+      if (p->second.get() != last_train_ && (oldest == plans_.end() || p->second->last_use < oldest->second->last_use))
+        oldest = p;
+    if (oldest != plans_.end()) plans_.erase(oldest);
+  }
   std::unique_ptr<Plan> plan = build_plan(image, backward);
+  plan->last_use = ++uses_;
   plan->act.allocate(dev_);
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
            << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : ""));

@@ -38,7 +38,7 @@ class U2plNet {
 
   // Runs the network on image (N, 3, H, W). Dropout scales are drawn from rng when dropout is
   // active; with rng null the scales already in the plan are used (tests set them through
-  // dropout_scale()). Outputs are views into the plan, valid until the next forward of that plan.
+  // dropout_scale()). Outputs are views into the plan, valid until the next forward.
   NetOutputs forward(Context& ctx, TensorView image, NetMode mode, Rng* rng);
   // After a Train forward: accumulates every parameter gradient. drep/daux may be undefined (no
   // loss on that output). The image of that forward must still be alive.
@@ -53,6 +53,7 @@ class U2plNet {
  private:
   struct Plan {
     explicit Plan(bool backward) : act(backward) {}
+    uint64_t last_use = 0;
     ActPlan act;
     ResNet::Bufs enc;
     Decoder::Bufs dec;
@@ -67,7 +68,11 @@ class U2plNet {
   Decoder decoder_;
   std::unique_ptr<Head> aux_;
   Device dev_ = Device::CPU;
+  // Plans are cached per input shape and mode; beyond kMaxPlans the least recently used one is
+  // dropped (evaluation on images of many sizes would otherwise keep one plan per size).
+  static constexpr size_t kMaxPlans = 4;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
+  uint64_t uses_ = 0;
   Plan* last_train_ = nullptr;
   TensorView last_image_;
 };
