@@ -134,7 +134,7 @@ int run_model(int argc, char** argv) {
     else if (a == "--depth") o.depth = parse_int(a, v, 18);
     else if (a == "--os") o.output_stride = parse_int(a, v, 8);
     else if (a == "--width-divisor") o.width_divisor = parse_int(a, v, 1);
-    else if (a == "--batch") o.batch = parse_int(a, v, 2);
+    else if (a == "--batch") o.batch = parse_int(a, v, 1);  // train at batch 1: BN refuses, as PyTorch
     else if (a == "--crop") o.crop = parse_int(a, v, 33);
     else if (a == "--threads") threads = parse_int(a, v, 1);
     else if (a == "--repeat") o.repeat = parse_int(a, v, 3);

@@ -1,20 +1,10 @@
-// Reads the `dataset` section of a U2PL config.yaml with yaml-cpp, strictly (STYLE 18, SPEC §8):
-// unknown or duplicate keys, wrong types and unsupported values are errors "<file>:<line>: <dotted
-// key>: <message>", as in u2pl/net_config.cpp. The keys are those the public builders
-// (u2pl/dataset/pascal_voc.py, cityscapes.py, build_transfrom) read. Covered by tests/test_data_config.cpp.
+// Reads the `dataset` section (and net.num_classes) of a U2PL config.yaml strictly, through the
+// shared layer data/yaml_section.h (STYLE 18, SPEC §8): unknown or duplicate keys, wrong types and
+// unsupported values are errors "<file>:<line>: <dotted key>: <message>". The keys are those the public
+// builders (u2pl/dataset/pascal_voc.py, cityscapes.py, build_transfrom) read. Covered by tests/test_data_config.cpp.
 #include "data/data_config.h"
 
-#include <yaml-cpp/yaml.h>
-
-#include <cmath>
-#include <fstream>
-#include <initializer_list>
-#include <ios>
-#include <set>
-#include <sstream>
-#include <utility>
-
-#include "engine/check.h"
+#include "data/yaml_section.h"
 
 namespace u2pl {
 namespace {
@@ -33,122 +23,6 @@ const TypeInfo kTypes[] = {{"pascal_semi", DatasetKind::Voc, true, 21},
                            {"cityscapes", DatasetKind::Cityscapes, false, 19},
                            {"folder_semi", DatasetKind::Folder, true, 0},
                            {"folder", DatasetKind::Folder, false, 0}};
-
-// "<file>:<line>: <key>: <msg>" (the line of `at`, when yaml-cpp knows it).
-[[noreturn]] void fail(const std::string& file, const Node& at, const std::string& key, const std::string& msg) {
-  std::ostringstream os;
-  os << file;
-  if (!at.Mark().is_null()) os << ":" << at.Mark().line + 1;
-  os << ": ";
-  if (!key.empty()) os << key << ": ";
-  os << msg;
-  throw Error(os.str());
-}
-
-// What a value is, for "expected X, got Y"; quoted scalars are strings, as in Python.
-std::string describe(const Node& v) {
-  if (v.IsNull()) return "nothing";
-  if (v.IsSequence()) return "a list";
-  if (v.IsMap()) return "a map";
-  return (v.Tag() == "!" ? "the string '" : "'") + v.Scalar() + "'";
-}
-
-bool plain_scalar(const Node& v) { return v.IsScalar() && v.Tag() != "!"; }
-
-double to_number(const std::string& file, const Node& v, const std::string& key) {
-  double out = 0;
-  if (!plain_scalar(v) || !YAML::convert<double>::decode(v, out) || !std::isfinite(out))
-    fail(file, v, key, "expected a finite number, got " + describe(v));
-  return out;
-}
-
-int to_int(const std::string& file, const Node& v, const std::string& key, int lo, int hi) {
-  int out = 0;
-  if (!plain_scalar(v) || !YAML::convert<int>::decode(v, out))
-    fail(file, v, key, "expected an integer, got " + describe(v));
-  if (out < lo || out > hi)
-    fail(file, v, key,
-         "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(out));
-  return out;
-}
-
-// A map at a dotted key; known() makes it strict.
-class Section {
- public:
-  Section(const std::string& file, const Node& node, std::string key) : file_(file), node_(node), key_(std::move(key)) {
-    if (!node_.IsMap()) fail(file_, node_, key_, "expected a map, got " + describe(node_));
-  }
-  void known(std::initializer_list<const char*> names) const {
-    std::set<std::string> seen;
-    for (const auto& kv : node_) {
-      const std::string name = kv.first.Scalar();
-      bool ok = false;
-      std::string list;
-      for (const char* k : names) {
-        ok = ok || name == k;
-        list += (list.empty() ? "" : ", ") + std::string(k);
-      }
-      if (!ok) fail(file_, kv.first, key_of(name), "unknown key (expected one of: " + list + ")");
-      if (!seen.insert(name).second) fail(file_, kv.first, key_of(name), "duplicate key");
-    }
-  }
-  std::string key_of(const std::string& name) const { return key_.empty() ? name : key_ + "." + name; }
-  bool has(const char* name) const { return node_[name].IsDefined(); }
-  Node at(const char* name) const { return node_[name]; }
-  // At the value's line, or at the key's when the value is empty (yaml-cpp puts an empty value
-  // at the next token, often on a later line).
-  [[noreturn]] void fail_at(const char* name, const std::string& msg) const {
-    if (!has(name)) fail(file_, node_, key_of(name), msg);
-    for (const auto& kv : node_)
-      if (at(name).IsNull() && kv.first.Scalar() == name) fail(file_, kv.first, key_of(name), msg);
-    fail(file_, at(name), key_of(name), msg);
-  }
-  void need(const char* name) const {
-    if (!has(name)) fail(file_, node_, key_of(name), "missing (required)");
-  }
-  Section child(const char* name, std::initializer_list<const char*> names) const {
-    Section s(file_, at(name), key_of(name));
-    s.known(names);
-    return s;
-  }
-  void get(const char* name, int& out, int lo, int hi) const {
-    if (has(name)) out = to_int(file_, at(name), key_of(name), lo, hi);
-  }
-  void get(const char* name, bool& out) const {
-    if (has(name) && (!plain_scalar(at(name)) || !YAML::convert<bool>::decode(at(name), out)))
-      fail_at(name, "expected a boolean (True or False), got " + describe(at(name)));
-  }
-  void get(const char* name, std::string& out) const {
-    if (!has(name)) return;
-    if (!at(name).IsScalar() || at(name).Scalar().empty())
-      fail_at(name, "expected a non-empty string, got " + describe(at(name)));
-    out = at(name).Scalar();
-  }
-  // The elements of a list of exactly n, each with its key "name[i]".
-  std::vector<std::pair<Node, std::string>> list(const char* name, size_t n, const char* what) const {
-    const Node v = at(name);
-    if (!v.IsSequence() || v.size() != n)
-      fail_at(name, "expected a list of " + std::to_string(n) + " " + what + ", got " +
-                        (v.IsSequence() ? std::to_string(v.size()) + " items" : describe(v)));
-    std::vector<std::pair<Node, std::string>> out;
-    for (size_t i = 0; i < n; ++i) out.emplace_back(v[i], key_of(name) + "[" + std::to_string(i) + "]");
-    return out;
-  }
-  void warn_unused(const char* name, std::vector<std::string>* warnings) const {
-    if (!has(name) || !warnings) return;
-    std::ostringstream os;
-    os << file_;
-    if (!at(name).Mark().is_null()) os << ":" << at(name).Mark().line + 1;
-    os << ": " << key_of(name) << ": not used (the public U2PL code never reads it)";
-    warnings->push_back(os.str());
-  }
-  const std::string& file() const { return file_; }
-
- private:
-  const std::string& file_;
-  Node node_;
-  std::string key_;
-};
 
 // crop: {type: rand | center, size: [h, w]}; size is optional only for type none.
 CropConfig read_crop(const Section& parent) {
@@ -192,19 +66,6 @@ void read_train(const Section& ds, DataConfig& c, std::vector<std::string>* warn
     c.train.rand_resize = {static_cast<float>(lo), static_cast<float>(hi)};
   }
   c.train.crop = read_crop(t);
-}
-
-void read_normalisation(const Section& ds, DataConfig& c) {
-  for (const char* name : {"mean", "std"}) {
-    if (!ds.has(name)) continue;
-    const bool is_std = name[0] == 's';
-    const auto items = ds.list(name, 3, "numbers");
-    for (size_t i = 0; i < 3; ++i) {
-      const double v = to_number(ds.file(), items[i].first, items[i].second);
-      if (is_std && !(v > 0)) fail(ds.file(), items[i].first, items[i].second, "expected a number > 0");
-      (is_std ? c.std : c.mean)[i] = static_cast<float>(v);
-    }
-  }
 }
 
 DatasetSpec make_spec(const DataConfig& c, const std::string& root, const std::string& list) {
@@ -261,7 +122,8 @@ DataConfig parse_data_config(const Node& root, const std::string& file, std::vec
   ds.get("workers", c.workers, 0, 1024);
   if (ds.has("noise_std")) to_number(file, ds.at("noise_std"), ds.key_of("noise_std"));
   ds.warn_unused("noise_std", warnings);
-  read_normalisation(ds, c);
+  ds.get("mean", c.mean, false);
+  ds.get("std", c.std, true);
   ds.get("ignore_label", c.ignore_label, 0, 255);
   if (c.ignore_label < c.num_classes)
     ds.fail_at("ignore_label", std::to_string(c.ignore_label) + " is a class index (net.num_classes is " +
@@ -271,21 +133,7 @@ DataConfig parse_data_config(const Node& root, const std::string& file, std::vec
 }
 
 DataConfig load_data_config(const std::string& path, std::vector<std::string>* warnings) {
-  std::ifstream f(path);
-  if (!f) throw Error(path + ": cannot open (missing or unreadable)");
-  Node root;
-  try {
-    root = YAML::Load(f);
-  } catch (const YAML::Exception& e) {
-    std::ostringstream os;
-    os << path;
-    if (!e.mark.is_null()) os << ":" << e.mark.line + 1 << ":" << e.mark.column + 1;
-    os << ": malformed YAML: " << e.msg;
-    throw Error(os.str());
-  } catch (const std::ios_base::failure& e) {  // e.g. a directory
-    throw Error(path + ": cannot read (" + e.what() + ")");
-  }
-  return parse_data_config(root, path, warnings);
+  return parse_data_config(load_yaml_file(path), path, warnings);
 }
 
 }  // namespace u2pl

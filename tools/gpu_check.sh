@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# For the day a GPU is lent: builds for the local GPU only, runs the `cuda` parity suite and the
-# layer benchmark on CUDA (crops 129 and 513), and prints a short summary. Meant to finish within
-# 5 minutes on an H100/H200. Usage: bash tools/gpu_check.sh [OUT_DIR]   (default: gpu-check/)
+# For the day a GPU is lent: builds for the local GPU only, runs the `cuda` parity suite, the
+# layer benchmark on CUDA (crops 129 and 513) and the model benchmark (eval, train, U2PL step at
+# 2 + 2 images of 513; the VOC recipe's planned memory), and prints a short summary. Meant to
+# finish within 5 minutes on an H100/H200. Usage: bash tools/gpu_check.sh [OUT_DIR]   (default: gpu-check/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-check}
@@ -19,10 +20,16 @@ cuda_rc=$?
 t_test=$(date +%s)
 timeout 60 ./build-gpu/apps/u2pl_bench layers --device cuda --crop 129 --batch 2 --json "$out/bench_cuda_129.json" >"$out/bench_129.txt" 2>&1
 timeout 90 ./build-gpu/apps/u2pl_bench layers --device cuda --crop 513 --batch 2 --json "$out/bench_cuda_513.json" >"$out/bench_513.txt" 2>&1
+for m in eval train u2pl; do
+  timeout 60 ./build-gpu/apps/u2pl_bench model --device cuda --mode $m --batch 2 --crop 513 --json "$out/model_$m.json" >"$out/model_$m.txt" 2>&1
+done
+./build-gpu/apps/u2pl_bench model --plan-only --batch 16 --crop 513 >"$out/plan_voc.json" 2>&1
 t_end=$(date +%s)
 echo "== summary"
 echo "build: $((t_build - t0)) s; cuda suite: $([ $cuda_rc -eq 0 ] && echo PASS || echo FAIL) ($((t_test - t_build)) s); bench: $((t_end - t_test)) s"
 grep -E "test cases|assertions" "$out/cuda_cases.log"
 [ $cuda_rc -eq 0 ] || grep -E "ERROR|FAILED|error" "$out/cuda_cases.log" | head -30
 tail -3 "$out/bench_129.txt"; tail -3 "$out/bench_513.txt"
+for m in eval train u2pl; do grep -E '"(mode|ms|images_per_s)"' "$out/model_$m.json" 2>/dev/null | tr -d '\n'; echo; done
+grep total_text "$out/plan_voc.json"
 exit $cuda_rc
