@@ -18,15 +18,19 @@ using namespace u2pl;
 namespace {
 
 const char* const kUsage =
-    "usage: u2pl_infer --config CFG --weights W [--device cpu|cuda] [--out DIR] [--dump DIR] IMAGE...\n"
+    "usage: u2pl_infer --config CFG --weights W [--device cpu|cuda] [--out DIR] [--dump DIR]\n"
+    "                  [--alpha A] IMAGE...\n"
     "  --config   a U2PL config.yaml (its net section and dataset.mean/std are used)\n"
     "  --weights  engine weights (.safetensors, see weights/README.md)\n"
     "  --device   cuda when a GPU is present, else cpu\n"
     "  --out      folder for <image stem>.png colourised predictions (default: predictions)\n"
-    "  --dump     also write <stem>.pred.npy (1,C,h,w stride-4 logits) and <stem>.rep.npy\n";
+    "  --dump     also write <stem>.pred.npy (1,C,h,w stride-4 logits) and <stem>.rep.npy\n"
+    "  --alpha    also write <stem>.entropy.png and <stem>.partition.png: the entropy map and the\n"
+    "             reliable (class colour) / unreliable (white) split at the top A% entropy\n";
 
 struct Args {
   std::string config, weights, out = "predictions", dump;
+  double alpha = 0;  // 0: no entropy pictures
   Device device = cuda_device_count() > 0 ? Device::CUDA : Device::CPU;
   std::vector<std::string> images;
 };
@@ -44,6 +48,15 @@ Args parse(int argc, char** argv) {
     else if (k == "--device") a.device = parse_device(value());
     else if (k == "--out") a.out = value();
     else if (k == "--dump") a.dump = value();
+    else if (k == "--alpha") {
+      const std::string v = value();
+      try {
+        a.alpha = std::stod(v);
+      } catch (const std::exception&) {
+        U2PL_FAIL("--alpha: expected a percentage, got '" << v << "'");
+      }
+      U2PL_CHECK(a.alpha > 0 && a.alpha < 100, "--alpha: expected a percentage in (0, 100), got " << v);
+    }
     else if (k == "-h" || k == "--help") { std::cout << kUsage; std::exit(0); }
     else if (k.rfind("--", 0) == 0) U2PL_FAIL("unknown option " << k << "\n" << kUsage);
     else a.images.push_back(k);
@@ -82,7 +95,15 @@ int main(int argc, char** argv) {
         write_npy((fs::path(a.dump) / (stem + ".pred.npy")).string(), p.raw.pred);
         if (p.raw.rep.defined()) write_npy((fs::path(a.dump) / (stem + ".rep.npy")).string(), p.raw.rep);
       }
-      std::cout << "[" << i + 1 << "/" << a.images.size() << "] " << a.images[i] << " -> " << png << "\n";
+      std::cout << "[" << i + 1 << "/" << a.images.size() << "] " << a.images[i] << " -> " << png;
+      if (a.alpha > 0) {
+        double gamma = 0;
+        write_png((fs::path(a.out) / (stem + ".entropy.png")).string(), entropy_image(p, cfg.num_classes));
+        write_png((fs::path(a.out) / (stem + ".partition.png")).string(),
+                  partition_image(p, cfg.num_classes, a.alpha, &gamma));
+        std::cout << " (entropy threshold at " << a.alpha << "%: " << gamma << ")";
+      }
+      std::cout << "\n";
     }
     return 0;
   } catch (const std::exception& e) {

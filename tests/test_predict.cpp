@@ -3,6 +3,7 @@
 // the colourised output and the --dump logits checked against the network run directly.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -91,7 +92,7 @@ TEST_CASE("u2pl_infer writes colourised predictions and the raw logits") {
 
   const std::string cmd = std::string(U2PL_APPS_DIR) + "/u2pl_infer --device cpu --config " +
                           (dir / "config.yaml").string() + " --weights " + (dir / "w.safetensors").string() +
-                          " --out " + (dir / "out").string() + " --dump " + (dir / "dump").string() + " " +
+                          " --out " + (dir / "out").string() + " --dump " + (dir / "dump").string() + " --alpha 20 " +
                           (dir / "a.png").string() + " > " + (dir / "log.txt").string() + " 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
   const Image pred = read_image((dir / "out" / "a.png").string(), 3);
@@ -108,6 +109,14 @@ TEST_CASE("u2pl_infer writes colourised predictions and the raw logits") {
   CHECK(fs::exists(dir / "dump" / "a.rep.npy"));
   const Image expect = colourise(p.index, p.width, p.height, 3);
   CHECK(pred.pixels == expect.pixels);
+  // Entropy pictures: the partition marks the top 20 % entropy pixels white.
+  const Image part = read_image((dir / "out" / "a.partition.png").string(), 3);
+  CHECK(read_image((dir / "out" / "a.entropy.png").string(), 3).width == 37);
+  size_t white = 0;
+  for (size_t i = 0; i < part.pixels.size(); i += 3)
+    white += part.pixels[i] == 255 && part.pixels[i + 1] == 255 && part.pixels[i + 2] == 255;
+  CHECK(double(white) / (37 * 29) == doctest::Approx(0.2).epsilon(0.1));
+  for (float h : p.entropy) REQUIRE((h >= 0.f && h <= std::log(3.f) + 1e-5f));
 
   // Bad input: a missing image fails before any work, naming it.
   const std::string bad = std::string(U2PL_APPS_DIR) + "/u2pl_infer --device cpu --config " +

@@ -1,7 +1,11 @@
 // Whole-image prediction (u2pl/predict.h).
 #include "u2pl/predict.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "layers/resize.h"
+#include "u2pl/unsup_loss.h"
 
 namespace u2pl {
 
@@ -30,7 +34,32 @@ Prediction predict_whole(Context& ctx, U2plNet& net, const Tensor& input) {
   Tensor up(Shape{1, p.raw.pred.shape.c(), p.height, p.width}, ctx.device());
   bilinear_forward(ctx, p.raw.pred, up);
   p.index = argmax_channels(up.to_host(), up.shape());
+  Tensor h(Shape{1, p.height, p.width}, ctx.device());
+  entropy_forward(ctx, up, h);
+  p.entropy = h.to_host();
   return p;
+}
+
+Image entropy_image(const Prediction& p, int num_classes) {
+  const float top = std::log(float(num_classes));
+  Image img{p.width, p.height, 3, std::vector<uint8_t>(p.entropy.size() * 3)};
+  for (size_t i = 0; i < p.entropy.size(); ++i) {
+    const float t = std::clamp(p.entropy[i] / top, 0.f, 1.f);  // a blue → red → yellow ramp
+    img.pixels[3 * i] = uint8_t(255 * std::min(1.f, 2 * t));
+    img.pixels[3 * i + 1] = uint8_t(255 * std::max(0.f, 2 * t - 1));
+    img.pixels[3 * i + 2] = uint8_t(255 * std::max(0.f, 0.5f - t));
+  }
+  return img;
+}
+
+Image partition_image(const Prediction& p, int num_classes, double alpha, double* gamma) {
+  U2PL_CHECK(alpha > 0 && alpha < 100, "partition: alpha must be a percentage in (0, 100), got " << alpha);
+  const double g = percentile_linear(p.entropy, 100 - alpha);
+  if (gamma) *gamma = g;
+  Image img = colourise(p.index, p.width, p.height, num_classes);
+  for (size_t i = 0; i < p.entropy.size(); ++i)
+    if (p.entropy[i] >= g) std::fill(img.pixels.begin() + 3 * i, img.pixels.begin() + 3 * i + 3, uint8_t(255));
+  return img;
 }
 
 }  // namespace u2pl

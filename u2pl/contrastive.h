@@ -1,0 +1,74 @@
+// The U2PL contrastive loss (SPEC §2.3, Eq. 4-16, Algorithm 1) and its Appendix C binary
+// alternative, with the gradient w.r.t. the student features, in both presets through the §7
+// switches. `official` must match compute_contra_memobank_loss of the public code bug for bug.
+// Tests: test_losses.cpp (edge cases, binary, finite differences), test_reference.cpp.
+#pragma once
+#include <cstdint>
+
+#include "engine/context.h"
+#include "u2pl/index_source.h"
+#include "u2pl/memory_bank.h"
+
+namespace u2pl {
+
+struct ContrastiveParams {
+  int num_classes = 21;
+  int num_queries = 50;     // M anchors per class (paper)
+  int num_negatives = 256;  // N negatives per anchor (paper)
+  float temperature = 0.5f;
+  float delta_p = 0.3f;     // anchors need p(c) > delta_p
+  float delta_n = 1.0f;     // official negatives need p(c) < delta_n
+  int low_rank = 3, high_rank = 20;  // r_l, r_h (probability rank thresholds)
+  // §7 switches; false is the paper's choice, true the public code's.
+  bool prototype_low_valid = false;      // prototype over low-valid pixels instead of A_c
+  bool negatives_label_mask = false;     // negatives need label == c (labeled pixels never)
+  bool queue_index_bug = false;          // loop entry i: anchors of class i, queue of list[i]
+  bool normalise_valid_classes = false;  // divide by classes with low-valid pixels; 0 if ≤ 1
+  bool binary = false;                   // Appendix C BCE instead of InfoNCE
+
+  static ContrastiveParams paper(int num_classes);
+  static ContrastiveParams official(int num_classes);  // (M, N) = (256, 50) and every switch on
+  // For config-facing values: a copy with high_rank clamped to num_classes (logged), after
+  // checking every field; throws when low_rank ≥ num_classes, naming both.
+  ContrastiveParams validated() const;
+  // What the loss requires (validated() output passes); throws with the reason otherwise.
+  void check() const;
+};
+
+// Everything at feature resolution, for the batch [labeled | unlabeled] (n_l + n_u = B).
+struct ContrastiveInputs {
+  TensorView rep;          // (B, D, h, w) student features: the gradient is taken w.r.t. these
+  TensorView rep_teacher;  // (B, D, h, w) teacher features (no gradient)
+  TensorView prob_l;       // (n_l, C, h, w) teacher softmax on the labeled images
+  TensorView prob_u;       // (n_u, C, h, w) teacher softmax on the unlabeled images
+  LabelView label_l;       // (n_l, h, w) ground truth, 255 = none
+  LabelView label_u;       // (n_u, h, w) pseudo-labels, 255 = none
+  MaskView low, high;      // (B, h, w) entropy masks from contrastive_masks (u2pl/unsup_loss.h)
+};
+
+struct ContrastiveResult {
+  double loss = 0;     // accumulated in double (gradient checks difference it)
+  int terms = 0;       // loop entries that formed a loss term
+  int normaliser = 0;  // classes the InfoNCE sum is divided by
+};
+
+// Pushes each class's negatives (teacher rows, pixel order) into `bank`, then samples anchors
+// and queue rows through `draws`, in the order: per term, M anchor indices, then M·N negative
+// indices. drep (B,D,h,w) = beta·drep + dloss·dL/drep (skipped when undefined).
+ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
+                                   MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
+                                   float beta);
+
+struct ContrastiveDims {
+  int64_t n_l = 0, n_u = 0, dim = 0, h = 0, w = 0;
+};
+// The CPU oracle, templated on the student features (double for gradient checks); pointers as
+// in ContrastiveInputs, drep may be null.
+template <class T>
+ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const ContrastiveDims& d, const T* rep,
+                                       const float* rep_teacher, const float* prob_l, const float* prob_u,
+                                       const int32_t* label_l, const int32_t* label_u, const uint8_t* low,
+                                       const uint8_t* high, MemoryBank& bank, IndexSource& draws, T dloss,
+                                       T* drep, T beta);
+
+}  // namespace u2pl
