@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     opt.flip = a.flip;
     opt.scales = a.scales;
     U2plNet net(cfg);
-    net.allocate(a.device, 0);
+    net.allocate(a.device, 0, /*trainable=*/false);
     const WeightReport r = load_weights(net.params(), a.weights);
     U2PL_LOG("weights: " << r.loaded << " tensors from " << r.source);
     if (r.scope == WeightScope::Backbone)

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     for (const auto& w : warnings) U2PL_LOG("warning: " << w);
     for (const auto& img : a.images) U2PL_CHECK(fs::is_regular_file(img), img << ": no such image file");
     U2plNet net(cfg);
-    net.allocate(a.device, 0);
+    net.allocate(a.device, 0, /*trainable=*/false);
     const WeightReport r = load_weights(net.params(), a.weights);
     U2PL_LOG("weights: " << r.loaded << " tensors from " << r.source);
     if (r.scope == WeightScope::Backbone)

@@ -60,13 +60,13 @@ NetConfig bench_net_config(const ModelBenchOptions& o) {
 nlohmann::json run_model_bench(const ModelBenchOptions& o) {
   const NetConfig cfg = bench_net_config(o);
   U2plNet student(cfg);
-  student.allocate(o.device, 1);
+  student.allocate(o.device, 1, /*trainable=*/o.mode != "eval");
   std::unique_ptr<U2plNet> teacher;
   const bool u2pl = o.mode == "u2pl";
   U2PL_CHECK(u2pl || o.mode == "train" || o.mode == "eval", "--mode: expected eval, train or u2pl, got '" << o.mode << "'");
   if (u2pl) {
     teacher = std::make_unique<U2plNet>(cfg);
-    teacher->allocate(o.device, 2);
+    teacher->allocate(o.device, 2, /*trainable=*/false);  // the EMA teacher has no gradients
   }
   Context ctx(o.device);
   const int B = o.batch;
@@ -103,7 +103,7 @@ nlohmann::json run_model_bench(const ModelBenchOptions& o) {
             << B << ", crop " << o.crop << ", device " << device_name(o.device) << "\n";
   const double ms = median_ms(ctx, o.repeat, step);
   nlohmann::json arenas = {{"parameters", param_bytes(student)},
-                           {"gradients", student.params().grads().bytes()},
+                           {"gradients", o.mode == "eval" ? size_t(0) : student.params().grads().bytes()},
                            {"bn_buffers", student.params().buffers().bytes()},
                            {"workspace", ctx.workspace_bytes()}};
   if (o.mode == "eval") arenas["activations_eval"] = student.plan_bytes(one, NetMode::Eval);

@@ -24,10 +24,11 @@ int ParamSet::declare_buffer(const std::string& name, Shape shape, Init init) {
   return static_cast<int>(decls_.size()) - 1;
 }
 
-void ParamSet::allocate(Device dev) {
+void ParamSet::allocate(Device dev, bool with_grads) {
   U2PL_CHECK(!allocated_, "parameter set allocated twice");
+  with_grads_ = with_grads;
   values_.allocate(dev);
-  grads_.allocate(dev);
+  if (with_grads) grads_.allocate(dev);
   buffers_.allocate(dev);
   allocated_ = true;
 }
@@ -75,6 +76,7 @@ TensorView ParamSet::value(int id) const {
 TensorView ParamSet::grad(int id) const {
   U2PL_CHECK(id >= 0 && id < static_cast<int>(decls_.size()), "no parameter with id " << id);
   U2PL_CHECK(decls_[id].trainable, "'" << decls_[id].name << "' is a buffer and has no gradient");
+  U2PL_CHECK(with_grads_, "'" << decls_[id].name << "': this parameter set was allocated without gradients");
   return grads_.view(decls_[id].segment);
 }
 
@@ -84,7 +86,10 @@ int ParamSet::find(const std::string& name) const {
   return -1;
 }
 
-void ParamSet::zero_grad() { fill_zero(grads_.all()); }
+void ParamSet::zero_grad() {
+  U2PL_CHECK(with_grads_, "zero_grad: this parameter set was allocated without gradients");
+  fill_zero(grads_.all());
+}
 
 std::vector<int> ParamSet::group_of_floats() const {
   std::vector<int> g(static_cast<size_t>(values_.floats()), 0);

@@ -25,7 +25,8 @@ class ParamSet {
  public:
   int declare(const std::string& name, Shape shape, Init init, int group = 0, float bound = 0.f);
   int declare_buffer(const std::string& name, Shape shape, Init init);
-  void allocate(Device dev);
+  // with_grads false: no gradient arena (inference, the EMA teacher); grad() then throws.
+  void allocate(Device dev, bool with_grads = true);
   void initialize(uint64_t seed);  // draws every tensor from its Init with the engine RNG
   bool allocated() const { return allocated_; }
 
@@ -45,6 +46,7 @@ class ParamSet {
   std::vector<ParamDecl> decls_;
   Arena values_{"parameters"}, grads_{"gradients"}, buffers_{"buffers"};
   bool allocated_ = false;
+  bool with_grads_ = true;
 };
 
 }  // namespace u2pl

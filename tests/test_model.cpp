@@ -68,6 +68,12 @@ TEST_CASE("network: train-statistics mode updates BN buffers without backward st
   CHECK(net.plan_bytes(x.shape(), NetMode::Train) > 0);
   CHECK_THROWS_WITH_AS(net.backward(ctx, TensorView(), TensorView(), TensorView()),
                        doctest::Contains("without a Train forward"), Error);
+  U2plNet frozen(config_of(f));  // inference / teacher: no gradient arena
+  frozen.allocate(Device::CPU, 1, /*trainable=*/false);
+  CHECK(frozen.params().grads().bytes() > 0);  // planned, not allocated
+  CHECK_THROWS_WITH_AS(frozen.params().grad(0), doctest::Contains("without gradients"), Error);
+  CHECK_THROWS_WITH_AS(frozen.forward(ctx, x, NetMode::Train, &rng), doctest::Contains("without gradients"), Error);
+  frozen.forward(ctx, x, NetMode::TrainStats, &rng);
 }
 
 TEST_CASE("network: shapes of SPEC §1 at full width, OS8 and OS16") {

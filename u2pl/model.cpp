@@ -25,9 +25,10 @@ U2plNet::U2plNet(const NetConfig& cfg)
                                   cfg.num_classes, 1, 1);
 }
 
-void U2plNet::allocate(Device dev, uint64_t seed) {
+void U2plNet::allocate(Device dev, uint64_t seed, bool trainable) {
   dev_ = dev;
-  ps_.allocate(dev);
+  trainable_ = trainable;
+  ps_.allocate(dev, trainable);
   ps_.initialize(seed);
   if (cfg_.zero_init_residual)
     for (int id : encoder_.zero_init_bn_ids()) fill_zero(ps_.value(id));
@@ -37,7 +38,7 @@ void U2plNet::allocate(Device dev, uint64_t seed) {
   U2PL_LOG("network: ResNet-" << cfg_.depth << " (" << cfg_.stem << " stem, width /" << cfg_.width_divisor
            << ", OS" << cfg_.output_stride() << "), " << n << " parameters on " << device_name(dev)
            << "; arenas: parameters " << format_bytes(double(ps_.values().bytes())) << ", gradients "
-           << format_bytes(double(ps_.grads().bytes())) << ", BN buffers "
+           << (trainable ? format_bytes(double(ps_.grads().bytes())) : std::string("none")) << ", BN buffers "
            << format_bytes(double(ps_.buffers().bytes())));
 }
 
@@ -83,6 +84,7 @@ NetOutputs U2plNet::forward(Context& ctx, TensorView image, NetMode mode, Rng* r
   U2PL_CHECK(ctx.device() == dev_, "network: parameters live on " << device_name(dev_) << ", context is "
                                                                   << device_name(ctx.device()));
   const RunMode m = run_mode(mode);
+  U2PL_CHECK(trainable_ || !m.backward, "network: a Train forward on a network allocated without gradients");
   Plan& p = plan_for(image.shape, m.backward);
   encoder_.forward(ctx, p.act, p.enc, image, m);
   const TensorView x1 = p.act.view(encoder_.layer_out(p.enc, 1).value);

@@ -31,7 +31,8 @@ class U2plNet {
   explicit U2plNet(const NetConfig& cfg);  // declares every parameter under its public key
   // Allocates the arenas on `dev` and initialises them (SPEC §1.1: kaiming fan-out convs, BN
   // weight 1 / bias 0, zero_init_residual); prints the arena sizes.
-  void allocate(Device dev, uint64_t seed);
+  // trainable false: no gradient arena (inference and the EMA teacher), and no Train forward.
+  void allocate(Device dev, uint64_t seed, bool trainable = true);
   const NetConfig& config() const { return cfg_; }
   ParamSet& params() { return ps_; }
   const ParamSet& params() const { return ps_; }
@@ -68,6 +69,7 @@ class U2plNet {
   Decoder decoder_;
   std::unique_ptr<Head> aux_;
   Device dev_ = Device::CPU;
+  bool trainable_ = true;
   // Plans are cached per input shape and mode; beyond kMaxPlans the least recently used one is
   // dropped (evaluation on images of many sizes would otherwise keep one plan per size).
   static constexpr size_t kMaxPlans = 4;
