@@ -1,6 +1,6 @@
 // Image files: decoding JPEG/PNG with stb_image and writing PNG/JPEG with stb_image_write (Debian
 // libstb-dev), colour palettes for predictions, and float32 .npy output. Errors name the file.
-// Covered by tests/test_image_io.cpp.
+// Covered by tests/test_predict.cpp (PNG, palettes, .npy) and tests/test_dataset.cpp (JPEG).
 #pragma once
 #include <array>
 #include <cstdint>

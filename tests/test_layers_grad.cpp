@@ -242,6 +242,24 @@ TEST_CASE("concat and split are adjoint") {
   CHECK_THROWS_WITH_AS(concat_channels(ctx, {a, b}, wrong), doctest::Contains("channels"), Error);
 }
 
+TEST_CASE("concat gradient: split is its adjoint, checked by finite differences") {
+  // y = [a | b] along channels of (2, ·, 2, 3): channel_block_copy is the op of both directions.
+  const int64_t N = 2, HW = 6, ca = 2, cb = 3, cy = ca + cb;
+  auto a = random_vec(N * ca * HW, 61), b = random_vec(N * cb * HW, 62);
+  const auto wy = random_vec(N * cy * HW, 63);
+  std::vector<double> y(N * cy * HW);
+  auto loss = [&] {
+    channel_block_copy_cpu<double>(N, ca, HW, a.data(), ca, 0, y.data(), cy, 0, 0.0);
+    channel_block_copy_cpu<double>(N, cb, HW, b.data(), cb, 0, y.data(), cy, ca, 0.0);
+    return dot(wy, y);
+  };
+  std::vector<double> da(a.size()), db(b.size());
+  channel_block_copy_cpu<double>(N, ca, HW, wy.data(), cy, 0, da.data(), ca, 0, 0.0);
+  channel_block_copy_cpu<double>(N, cb, HW, wy.data(), cy, ca, db.data(), cb, 0, 0.0);
+  check_gradient("concat da", a, da, loss);
+  check_gradient("concat db", b, db, loss);
+}
+
 TEST_CASE("softmax and cross-entropy gradients with ignore pixels") {
   const Shape xs{2, 4, 2, 3};
   auto x = random_vec(xs.numel(), 51, -3, 3);

@@ -39,7 +39,10 @@ Slot Head::scale_slot(const Bufs& b, const std::string& site) const {
   return Slot();
 }
 
+// Each head is a module scope: its internals and gradient temporaries reuse memory that the
+// decoder's earlier internals (forward) and later temporaries (backward) also use.
 Head::Bufs Head::plan(ActPlan& p, Shape x) const {
+  p.begin_module();
   Bufs b;
   for (const auto& u : units_) {
     b.u.push_back(u->plan(p, x));
@@ -133,7 +136,10 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   const Shape ls = low_->out_shape(x1);
   b.low_a = p.internal(ls);
   const Shape cs = Shape::nchw(x1.n(), ls.c() + ups.c(), x1.h(), x1.w());
-  b.cat = p.internal(cs);
+  // Both heads read the concatenation and add into its gradient, so it outlives their scopes.
+  const OutSlot cat = p.output(cs, /*tapped=*/true);
+  b.cat = cat.value;
+  b.g_cat = cat.grad;
   b.cls = cls_->plan(p, cs);
   if (rep_) b.rep = rep_->plan(p, cs);
   if (p.backward()) {
@@ -145,7 +151,6 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
     b.g_head_drop = p.grad_temp(hs);
     b.g_up = p.grad_temp(ups);
     b.g_low = p.grad_temp(ls);
-    b.g_cat = p.grad_temp(cs);
   }
   return b;
 }

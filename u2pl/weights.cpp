@@ -68,7 +68,7 @@ WeightReport load_weights(ParamSet& ps, const std::string& path, WeightScope sco
   };
 
   std::vector<std::string> missing, unexpected, misshaped, wrong_dtype;
-  std::vector<int> todo;  // ParamSet ids to copy once the file has passed every check
+  std::vector<int> to_copy;  // ParamSet ids to copy once the file has passed every check
   for (const ParamDecl& d : ps.decls())
     if (in_scope(d.name) && !file.has(d.name)) missing.push_back(d.name);
   for (const auto& [name, e] : file.entries()) {
@@ -92,7 +92,7 @@ WeightReport load_weights(ParamSet& ps, const std::string& path, WeightScope sco
       wrong_dtype.push_back(name + ": " + dtype_name(e.dtype) + ", expected F32");
       ok = false;
     }
-    if (ok) todo.push_back(id);
+    if (ok) to_copy.push_back(id);
   }
   if (!missing.empty() || !unexpected.empty() || !misshaped.empty() || !wrong_dtype.empty()) {
     std::ostringstream os;
@@ -105,7 +105,7 @@ WeightReport load_weights(ParamSet& ps, const std::string& path, WeightScope sco
     U2PL_FAIL(os.str());
   }
 
-  for (const int id : todo) {
+  for (const int id : to_copy) {
     const std::string& name = ps.decls()[id].name;
     std::vector<float> host = file.floats(name);
     const TensorView dst = ps.value(id);
@@ -113,7 +113,7 @@ WeightReport load_weights(ParamSet& ps, const std::string& path, WeightScope sco
   }
   WeightReport r;
   r.scope = scope;
-  r.loaded = static_cast<int>(todo.size());
+  r.loaded = static_cast<int>(to_copy.size());
   const auto src = file.metadata().find("source");
   r.source = src != file.metadata().end() ? src->second : path;
   return r;
