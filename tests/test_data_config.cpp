@@ -3,12 +3,12 @@
 // (unknown and duplicate keys at each level, wrong types, bad values, missing required keys,
 // malformed YAML) names the file, the line and the dotted key.
 #include <doctest/doctest.h>
-#include <sys/stat.h>
 
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "config_test_util.h"
 #include "data/data_config.h"
 #include "engine/check.h"
 
@@ -16,12 +16,10 @@ using namespace u2pl;
 
 namespace {
 
-const std::string kPublic = U2PL_SOURCE_DIR "/../shared/public-configs/";
-
-bool have_public_configs() {
-  struct stat st {};
-  return stat(kPublic.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
+using test::have_public_configs;
+using test::replace_once;
+constexpr auto& replace = replace_once;
+const std::string& kPublic = test::kPublicConfigs;
 
 // A minimal valid config; tests insert or replace parts of it.
 const std::string kBase =
@@ -36,30 +34,18 @@ const std::string kBase =
     "net:\n"
     "  num_classes: 21\n";
 
-std::string tmp_name(const std::string& name) { return "/tmp/u2pl_test_data_config_" + name + ".yaml"; }
-
-std::string replace(std::string s, const std::string& from, const std::string& to) {
-  const size_t at = s.find(from);
-  REQUIRE_MESSAGE(at != std::string::npos, "'" << from << "' not in the test config");
-  return s.replace(at, from.size(), to);
-}
 // Lines added to the dataset section (after type) or to dataset.train (after data_list).
-std::string with_dataset(const std::string& lines) { return replace(kBase, "  train:\n", lines + "  train:\n"); }
-std::string with_train(const std::string& lines) { return replace(kBase, "labeled.txt\n", "labeled.txt\n" + lines); }
+std::string with_dataset(const std::string& lines) { return replace_once(kBase, "  train:\n", lines + "  train:\n"); }
+std::string with_train(const std::string& lines) { return replace_once(kBase, "labeled.txt\n", "labeled.txt\n" + lines); }
+
+std::string tmp_name(const std::string& name) { return test::yaml_path("data_config_" + name); }
 
 DataConfig load_text(const std::string& name, const std::string& text, std::vector<std::string>* warnings = nullptr) {
-  const std::string path = tmp_name(name);
-  std::ofstream(path) << text;
-  return load_data_config(path, warnings);
+  return load_data_config(test::write_yaml("data_config_" + name, text), warnings);
 }
 
 std::string error_of(const std::string& name, const std::string& text) {
-  try {
-    load_text(name, text);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { load_text(name, text); });
 }
 
 }  // namespace

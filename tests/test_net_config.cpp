@@ -5,22 +5,18 @@
 
 #include <fstream>
 #include <string>
-#include <sys/stat.h>
 #include <vector>
 
 #include "engine/check.h"
+#include "config_test_util.h"
 #include "u2pl/net_config.h"
 
 using namespace u2pl;
 
 namespace {
 
-const std::string kPublic = U2PL_SOURCE_DIR "/../shared/public-configs/";
-
-bool have_public_configs() {
-  struct stat st {};
-  return stat(kPublic.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
+using test::have_public_configs;
+const std::string& kPublic = test::kPublicConfigs;
 
 // A minimal valid config; tests replace parts of it.
 const std::string kNet =
@@ -35,12 +31,10 @@ const std::string kNet =
     "    kwargs:\n"
     "      inner_planes: 256\n";
 
-std::string tmp_name(const std::string& name) { return "/tmp/u2pl_test_net_config_" + name + ".yaml"; }
+std::string tmp_name(const std::string& name) { return test::yaml_path("net_config_" + name); }
 
 std::string write_tmp(const std::string& name, const std::string& text) {
-  const std::string path = tmp_name(name);
-  std::ofstream(path) << text;
-  return path;
+  return test::write_yaml("net_config_" + name, text);
 }
 
 NetConfig load_text(const std::string& name, const std::string& text,
@@ -50,18 +44,11 @@ NetConfig load_text(const std::string& name, const std::string& text,
 
 // The message of the error that loading `text` throws ("" when it loads).
 std::string error_of(const std::string& name, const std::string& text) {
-  try {
-    load_text(name, text);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { load_text(name, text); });
 }
 
-std::string replace(std::string s, const std::string& from, const std::string& to) {
-  const size_t at = s.find(from);
-  REQUIRE_MESSAGE(at != std::string::npos, "'" << from << "' not in the test config");
-  return s.replace(at, from.size(), to);
+std::string replace(const std::string& s, const std::string& from, const std::string& to) {
+  return test::replace_once(s, from, to);
 }
 
 }  // namespace
