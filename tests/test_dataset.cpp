@@ -14,23 +14,16 @@
 #include "data/cityscapes.h"
 #include "data/dataset.h"
 #include "engine/check.h"
+#include "temp_dir.h"
 
 using namespace u2pl;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh folder under /tmp, removed at scope exit.
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& tag)
-      : path((fs::temp_directory_path() / ("u2pl_test_dataset_" + std::to_string(getpid()) + "_" + tag)).string()) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+// A fresh folder per test, removed at scope exit.
+struct TempDir : test::TempDir {
+  explicit TempDir(const std::string& tag) : test::TempDir("dataset_" + tag) {}
 };
 
 void write_text(const std::string& path, const std::string& text) {

@@ -15,23 +15,16 @@
 
 #include "data/splits.h"
 #include "engine/check.h"
+#include "temp_dir.h"
 
 using namespace u2pl;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh folder under /tmp, removed at scope exit.
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& tag)
-      : path((fs::temp_directory_path() / ("u2pl_test_splits_" + std::to_string(getpid()) + "_" + tag)).string()) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+// A fresh folder per test, removed at scope exit.
+struct TempDir : test::TempDir {
+  explicit TempDir(const std::string& tag) : test::TempDir("splits_" + tag) {}
 };
 
 std::string write_list(const std::string& dir, const std::string& text) {
