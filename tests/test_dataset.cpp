@@ -3,7 +3,6 @@
 // names, the folder layout, every open- and load-time error (each message checked for the file
 // and the problem), skip_bad, the unlabeled list rule and write_jpeg.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>

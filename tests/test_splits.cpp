@@ -2,7 +2,6 @@
 // newline, Windows line endings, each error with its line), the seeded labeled / unlabeled draw
 // (sizes, order, determinism, rough uniformity, refusals) and the files u2pl_split writes.
 #include <doctest/doctest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
