@@ -86,7 +86,15 @@ U2PL_HD int64_t nearest_src(int64_t dst, int64_t in, int64_t out) {
 // The EMA teacher (SPEC §3): t ← ema·t + (1 − ema)·s.
 struct EmaUpdate {
   float ema;
-  U2PL_HD float operator()(float t, float s) const { return ema * t + (1.0f - ema) * s; }
+  U2PL_HD float operator()(float t, float s) const {
+#if defined(__CUDA_ARCH__)
+    // Explicit rounding: nvcc would contract this into an FMA, and the CUDA test compares the
+    // teacher bitwise with the CPU's (uncontracted) result.
+    return __fadd_rn(__fmul_rn(ema, t), __fmul_rn(1.0f - ema, s));
+#else
+    return ema * t + (1.0f - ema) * s;
+#endif
+  }
 };
 
 // SGD with momentum and weight decay, PyTorch's torch.optim.SGD (dampening 0, no Nesterov):

@@ -92,15 +92,15 @@ __global__ void ce_total_kernel(int64_t blocks, PixelGeom g, const CeStats* part
                                     << ") and is not the ignore index " << ignore);
 }
 
-// labels (P): *valid += #pixels not ignored (integer atomics: exact, order-free); *first_bad =
-// min index of a label outside [0, C) ∪ {ignore}.
+// labels (P): *valid += #pixels not ignored (integer atomics: exact, order-free), bad labels
+// included as in the CPU backward; *first_bad = min index of a label outside [0, C) ∪ {ignore}.
 __global__ void count_labels_kernel(PixelGeom g, const int32_t* labels, int ignore,
                                     unsigned long long* valid, unsigned long long* first_bad) {
   unsigned long long n = 0, bad = ~0ull;
   for (int64_t k = grid_start(); k < g.P; k += grid_step()) {
     const int label = labels[k];
     if (!label_ok(label, int(g.C), ignore)) bad = static_cast<unsigned long long>(k) < bad ? k : bad;
-    else if (label != ignore) ++n;
+    if (label != ignore) ++n;
   }
   n = block_sum(n);
   if (threadIdx.x == 0) atomicAdd(valid, n);
