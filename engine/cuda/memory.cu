@@ -1,6 +1,4 @@
 // CUDA memory, handles and status names (engine/device_memory.h, engine/context.h).
-#include <memory>
-
 #include "engine/cuda/cuda_context.h"
 #include "engine/device_memory.h"
 
@@ -37,21 +35,26 @@ void cuda_memcpy(void* dst, const void* src, size_t bytes, CopyKind kind) {
 
 CudaHandles* create_cuda_handles(bool deterministic) {
   U2PL_CHECK(cuda_device_count() > 0, "a CUDA context was requested but no CUDA device is present");
-  auto h = std::make_unique<CudaHandles>();  // released on success
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&h->sm_count, cudaDevAttrMultiProcessorCount, dev));
-  // A blocking stream: the plain cudaMemcpy/cudaMemset of engine/device_memory.h run on the
-  // legacy default stream, which orders them after the kernels queued here and before later ones.
-  CUDA_CHECK(cudaStreamCreate(&h->stream));
-  CUDNN_CHECK(cudnnCreate(&h->cudnn));
-  CUDNN_CHECK(cudnnSetStream(h->cudnn, h->stream));
-  CUBLAS_CHECK(cublasCreate(&h->cublas));
-  CUBLAS_CHECK(cublasSetStream(h->cublas, h->stream));
-  // Tests compare against the CPU oracle in fp32: no TF32 there. Training may allow it.
-  CUBLAS_CHECK(cublasSetMathMode(h->cublas, deterministic ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+  CudaHandles* h = new CudaHandles();
+  try {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&h->sm_count, cudaDevAttrMultiProcessorCount, dev));
+    // A blocking stream: the plain cudaMemcpy/cudaMemset of engine/device_memory.h run on the
+    // legacy default stream, which orders them after the kernels queued here and before later ones.
+    CUDA_CHECK(cudaStreamCreate(&h->stream));
+    CUDNN_CHECK(cudnnCreate(&h->cudnn));
+    CUDNN_CHECK(cudnnSetStream(h->cudnn, h->stream));
+    CUBLAS_CHECK(cublasCreate(&h->cublas));
+    CUBLAS_CHECK(cublasSetStream(h->cublas, h->stream));
+    // Tests compare against the CPU oracle in fp32: no TF32 there. Training may allow it.
+    CUBLAS_CHECK(cublasSetMathMode(h->cublas, deterministic ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+  } catch (...) {
+    destroy_cuda_handles(h);  // whatever was created before the failure
+    throw;
+  }
   h->deterministic = deterministic;
-  return h.release();
+  return h;
 }
 
 void destroy_cuda_handles(CudaHandles* h) noexcept {
