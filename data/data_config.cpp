@@ -15,10 +15,11 @@ struct TypeInfo {
   const char* name;
   DatasetKind kind;
   bool semi;
-  int classes;  // fixed by the dataset; 0: any (folder)
+  int classes;  // fixed by the dataset; 0: any (folder; VOC layout, which the dataset reader
+                // holds to 21 classes unless the root lists its own in classes.txt)
 };
-const TypeInfo kTypes[] = {{"pascal_semi", DatasetKind::Voc, true, 21},
-                           {"pascal", DatasetKind::Voc, false, 21},
+const TypeInfo kTypes[] = {{"pascal_semi", DatasetKind::Voc, true, 0},
+                           {"pascal", DatasetKind::Voc, false, 0},
                            {"cityscapes_semi", DatasetKind::Cityscapes, true, 19},
                            {"cityscapes", DatasetKind::Cityscapes, false, 19},
                            {"folder_semi", DatasetKind::Folder, true, 0},

@@ -60,6 +60,18 @@ struct Layout {
 void need_classes(const DatasetSpec& s, const char* what, int n) {
   if (s.num_classes != n)
     throw Error(s.data_root + ": a " + what + " dataset has " + std::to_string(n) + " classes, but num_classes is " +
+                std::to_string(s.num_classes) + (s.kind == DatasetKind::Voc ? " (custom data in the VOC layout lists its "
+                                                                               "classes in classes.txt)" : ""));
+}
+
+// classes.txt in the data root: one name a line, at least 2, as many as num_classes.
+void read_class_names(const DatasetSpec& s, std::vector<std::string>& class_names) {
+  const std::string names = join(s.data_root, "classes.txt");
+  for (const auto& e : read_split(names, "class list")) class_names.push_back(e.text);
+  if (class_names.size() < 2)
+    throw Error(names + ": at least 2 classes are needed, got " + std::to_string(class_names.size()));
+  if (static_cast<int>(class_names.size()) != s.num_classes)
+    throw Error(names + ": " + std::to_string(class_names.size()) + " class names, but num_classes is " +
                 std::to_string(s.num_classes));
 }
 
@@ -76,7 +88,11 @@ Layout check_layout(const DatasetSpec& s, bool need_labels, std::vector<std::str
       throw Error(s.data_root + ": no VOC label folder: expected " + join(s.data_root, "SegmentationClassAug/") +
                   " (index PNGs) or " + join(s.data_root, "SegmentationClass/") + " (palette PNGs)");
     l.palette_ok = true;
-    need_classes(s, "VOC", 21);
+    // Custom data in the VOC layout (e.g. u2pl_synth's) names its classes in classes.txt.
+    if (is_file(join(s.data_root, "classes.txt")))
+      read_class_names(s, class_names);
+    else
+      need_classes(s, "VOC", 21);
   } else if (s.kind == DatasetKind::Cityscapes) {
     if (!is_dir(join(s.data_root, "leftImg8bit")))
       throw Error(s.data_root + ": not a Cityscapes folder: expected " + join(s.data_root, "leftImg8bit/") +
@@ -93,12 +109,7 @@ Layout check_layout(const DatasetSpec& s, bool need_labels, std::vector<std::str
     const std::string names = join(s.data_root, "classes.txt");
     if (!is_file(names))
       throw Error(s.data_root + ": not a folder dataset: expected " + names + " (one class name a line)");
-    for (const auto& e : read_split(names, "class list")) class_names.push_back(e.text);
-    if (class_names.size() < 2)
-      throw Error(names + ": at least 2 classes are needed, got " + std::to_string(class_names.size()));
-    if (static_cast<int>(class_names.size()) != s.num_classes)
-      throw Error(names + ": " + std::to_string(class_names.size()) + " class names, but num_classes is " +
-                  std::to_string(s.num_classes));
+    read_class_names(s, class_names);
   }
   return l;
 }
@@ -279,7 +290,7 @@ LoadedSample Dataset::load(size_t i) const {
 }
 
 std::vector<std::string> Dataset::class_names() const {
-  if (spec_.kind == DatasetKind::Voc) return {std::begin(kVocNames), std::end(kVocNames)};
+  if (spec_.kind == DatasetKind::Voc && class_names_.empty()) return {std::begin(kVocNames), std::end(kVocNames)};
   if (spec_.kind == DatasetKind::Cityscapes) return {std::begin(kCityNames), std::end(kCityNames)};
   return class_names_;
 }

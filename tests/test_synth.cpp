@@ -13,6 +13,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "data/dataset.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -94,6 +95,11 @@ TEST_CASE("synth: VOC layout, split files, label values and class coverage") {
   const std::set<std::string> train_set(train.begin(), train.end());
   CHECK(train_set.size() == 40);
   for (const auto& id : val) CHECK(train_set.count(id) == 0);
+  // The dataset reader opens it as VOC-layout data with its own classes.txt.
+  const Dataset voc(DatasetSpec{DatasetKind::Voc, d.str(), d.str() + "/splits/val.txt", spec.classes, 255, false}, true);
+  CHECK(voc.size() == 20);
+  CHECK(voc.class_names() == synth_class_names(spec.classes));
+  CHECK(voc.load(0).label.size() == voc.load(0).image.pixels.size() / 3);
 
   std::set<std::string> previous;
   for (int n : {8, 16, 32}) {
