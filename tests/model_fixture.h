@@ -50,6 +50,14 @@ inline void load_dump_weights(const SafeTensorsFile& f, U2plNet& net) {
   std::remove(tmp.c_str());
 }
 
+// The dump's Dropout2d channel scales, written into the Train plan of `net` for inputs of `image`.
+inline void load_dump_dropout(const SafeTensorsFile& f, U2plNet& net, Shape image) {
+  for (const std::string& site : net.dropout_sites()) {
+    std::vector<float> v = f.floats("dropout." + site);
+    copy_tensor(net.dropout_scale(image, NetMode::Train, site), TensorView(v.data(), f.shape("dropout." + site), Device::CPU));
+  }
+}
+
 inline Tensor tensor_of(const SafeTensorsFile& f, const std::string& name) {
   return Tensor::from_host(f.shape(name), f.floats(name), Device::CPU);
 }

@@ -34,10 +34,8 @@ TEST_SUITE("cuda") {
     Rng rc(9), rg(9);
     compare(cpu_net.forward(cpu, x, NetMode::TrainStats, &rc), gpu_net.forward(gpu, xg, NetMode::TrainStats, &rg),
             "train-statistics", kForwardNormwise);
-    for (const std::string& site : cpu_net.dropout_sites()) {
-      copy_tensor(cpu_net.dropout_scale(x.shape(), NetMode::Train, site), tensor_of(f, "dropout." + site).view());
-      copy_tensor(gpu_net.dropout_scale(x.shape(), NetMode::Train, site), tensor_of(f, "dropout." + site).view());
-    }
+    load_dump_dropout(f, cpu_net, x.shape());
+    load_dump_dropout(f, gpu_net, x.shape());
     compare(cpu_net.forward(cpu, x, NetMode::Train, nullptr), gpu_net.forward(gpu, xg, NetMode::Train, nullptr), "train",
             kForwardNormwise);
     check_close("BN buffers", to_host(gpu_net.params().buffers().all()), to_host(cpu_net.params().buffers().all()),

@@ -28,8 +28,7 @@ TEST_CASE("network matches the PyTorch reference: eval, train, running stats, ev
   expect_tensor(f, "eval.rep", ev.rep, kForward);
   expect_tensor(f, "eval.aux", ev.aux, kForward);
 
-  for (const std::string& site : net.dropout_sites())
-    copy_tensor(net.dropout_scale(x.shape(), NetMode::Train, site), tensor_of(f, "dropout." + site).view());
+  load_dump_dropout(f, net, x.shape());
   const NetOutputs tr = net.forward(ctx, x, NetMode::Train, nullptr);
   expect_tensor(f, "train.pred", tr.pred, kForwardNormwise);
   expect_tensor(f, "train.rep", tr.rep, kForwardNormwise);

@@ -31,8 +31,7 @@ TEST_SUITE("torch") {
     const NetOutputs ev = net.forward(ctx, x, NetMode::Eval, nullptr);
     expect_tensor(f, "eval.pred", ev.pred, kForwardNormwise);
     expect_tensor(f, "eval.rep", ev.rep, kForwardNormwise);
-    for (const std::string& site : net.dropout_sites())
-      copy_tensor(net.dropout_scale(x.shape(), NetMode::Train, site), tensor_of(f, "dropout." + site).view());
+    load_dump_dropout(f, net, x.shape());
     const NetOutputs tr = net.forward(ctx, x, NetMode::Train, nullptr);
     const Tol train{1e-5, 2e-3, true};  // PyTorch's own float32 train outputs are 5e-4 of max off
     expect_tensor(f, "train.pred", tr.pred, train);
