@@ -49,6 +49,7 @@ void nearest_forward_cuda(Context&, int64_t, int64_t, int64_t, int64_t, int64_t,
 }
 void channel_block_copy_cuda(Context&, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, float*,
                              int64_t, int64_t, float) { no_cuda("concat"); }
+void argmax_channels_cuda(Context&, TensorView, LabelView) { no_cuda("argmax"); }
 void softmax_forward_cuda(Context&, TensorView, TensorView) { no_cuda("softmax"); }
 void softmax_backward_cuda(Context&, TensorView, TensorView, TensorView, float) { no_cuda("softmax backward"); }
 CeResult cross_entropy_forward_cuda(Context&, TensorView, LabelView, int) { no_cuda("cross-entropy"); }

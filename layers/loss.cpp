@@ -105,6 +105,15 @@ static void check_labels(const TensorView& logits, const LabelView& labels, Devi
   check_device(labels, dev, op);
 }
 
+void argmax_channels(Context& ctx, TensorView x, LabelView labels) {
+  check_labels(x, labels, ctx.device(), "argmax labels");
+  if (ctx.device() == Device::CUDA) return argmax_channels_cuda(ctx, x, labels);
+  const int64_t C = x.shape.c(), HW = x.shape.h() * x.shape.w();
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < labels.numel(); ++k)
+    labels.data[k] = pixel_argmax(x.data + (k / HW) * C * HW + k % HW, C, HW);
+}
+
 void softmax_forward(Context& ctx, TensorView x, TensorView y) {
   check_logits(x, ctx.device(), "softmax");
   check_shape(y, x.shape, "softmax output");

@@ -30,6 +30,11 @@ __global__ void softmax_forward_kernel(PixelGeom g, const float* x, float* y) {
   }
 }
 
+// x (N, C, HW), labels (N, HW); one thread per pixel.
+__global__ void argmax_kernel(PixelGeom g, const float* x, int32_t* labels) {
+  for (int64_t k = grid_start(); k < g.P; k += grid_step()) labels[k] = pixel_argmax(x + pixel_base(g, k), g.C, g.HW);
+}
+
 // y, dy, dx (N, C, HW): dx = beta·dx + y ⊙ (dy − Σ_c y·dy).
 __global__ void softmax_backward_kernel(PixelGeom g, const float* y, const float* dy, float* dx, float beta) {
   for (int64_t k = grid_start(); k < g.P; k += grid_step()) {
@@ -168,6 +173,12 @@ void count_labels(Context& ctx, const PixelGeom& g, const int32_t* labels, int i
 }
 
 }  // namespace
+
+void argmax_channels_cuda(Context& ctx, TensorView x, LabelView labels) {
+  const PixelGeom g = pixel_geom(x.shape);
+  argmax_kernel<<<grid_for(ctx, g.P), kBlock, 0, stream_of(ctx)>>>(g, x.data, labels.data);
+  CUDA_CHECK_LAUNCH();
+}
 
 void softmax_forward_cuda(Context& ctx, TensorView x, TensorView y) {
   const PixelGeom g = pixel_geom(x.shape);

@@ -1,4 +1,4 @@
-// Softmax over channels, softmax cross-entropy with an ignore index (mean over valid pixels; 0
+// Softmax over channels, the channel argmax, softmax cross-entropy with an ignore index (mean over valid pixels; 0
 // with zero gradient when none is valid) and the OHEM label selection of SPEC §2.1, on CPU and
 // CUDA. Must match F.softmax(dim=1), nn.CrossEntropyLoss(ignore_index=255) and the public code's
 // ProbOhemCrossEntropy2d. Tests: test_layers_grad.cpp, test_fixtures.cpp, test_reference.cpp
@@ -13,6 +13,10 @@ constexpr int kIgnoreLabel = 255;
 // y = softmax over C of x (N,C,H,W); dx = beta*dx + y ⊙ (dy − Σ_c y·dy).
 void softmax_forward(Context& ctx, TensorView x, TensorView y);
 void softmax_backward(Context& ctx, TensorView y, TensorView dy, TensorView dx, float beta);
+
+// labels (N,H,W) = index of the largest of x (N,C,H,W) over C per pixel (the first wins ties,
+// like torch.max): the teacher's pseudo-labels.
+void argmax_channels(Context& ctx, TensorView x, LabelView labels);
 
 struct CeResult {
   float loss = 0.f;    // mean over valid pixels (0 when none)
@@ -42,6 +46,7 @@ template <class T>
 void cross_entropy_backward_cpu(Shape xs, const T* logits, const int32_t* labels, int ignore,
                                 int64_t valid, T dloss, T* dlogits, T beta);
 
+void argmax_channels_cuda(Context& ctx, TensorView x, LabelView labels);
 void softmax_forward_cuda(Context& ctx, TensorView x, TensorView y);
 void softmax_backward_cuda(Context& ctx, TensorView y, TensorView dy, TensorView dx, float beta);
 CeResult cross_entropy_forward_cuda(Context& ctx, TensorView logits, LabelView labels, int ignore);

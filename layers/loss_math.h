@@ -32,6 +32,15 @@ U2PL_HD T pixel_prob(const T* x, int64_t stride, const PixelSoftmax<T>& sm, int 
   return hd_exp(x[c * stride] - sm.max) / sm.sum;
 }
 
+// Index of the largest channel; the first wins ties.
+template <class T>
+U2PL_HD int pixel_argmax(const T* x, int64_t C, int64_t stride) {
+  int best = 0;
+  for (int64_t c = 1; c < C; ++c)
+    if (x[c * stride] > x[best * stride]) best = int(c);
+  return best;
+}
+
 U2PL_HD bool label_ok(int label, int C, int ignore) {
   return label == ignore || (label >= 0 && label < C);
 }

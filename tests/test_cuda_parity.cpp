@@ -384,6 +384,17 @@ TEST_CASE("softmax forward and backward") {
   });
 }
 
+TEST_CASE("channel argmax, with ties") {
+  Devices d;
+  const Shape s{2, 5, 7, 9};
+  std::vector<float> v = uniform(s.numel(), 1, -4.f, 4.f);
+  for (size_t i = 0; i < v.size(); i += 3) v[i] = std::round(v[i]);  // ties between channels
+  const TwinT x(s, v);
+  Twin<int32_t> labels(Shape{2, 7, 9});
+  d.both([&](Context& ctx) { argmax_channels(ctx, x.on(ctx), labels.on(ctx)); });
+  expect_same(d, "argmax", labels, kExact);
+}
+
 TEST_CASE("cross-entropy: ignore pixels, mean over valid, none valid, bad labels throw on cuda") {
   Devices d;
   const Shape s{2, 5, 9, 7}, ls{2, 9, 7};

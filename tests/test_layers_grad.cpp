@@ -293,6 +293,17 @@ TEST_CASE("softmax and cross-entropy gradients with ignore pixels") {
   for (int c = 0; c < 4; ++c) CHECK(dx[(0 * 4 + c) * 6 + 2] == 0.0);  // ignored pixel
 }
 
+TEST_CASE("channel argmax: the largest logit per pixel, the first on ties") {
+  Context ctx(Device::CPU);
+  // (1, 3, 1, 4): pixel 0 → 2, pixel 1 → 0 (tie of 0 and 1), pixel 2 → 1, pixel 3 → 0 (all equal)
+  const Tensor x = Tensor::from_host(Shape{1, 3, 1, 4}, {0, 5, 1, 7, 1, 5, 3, 7, 2, 4, 2, 7}, Device::CPU);
+  Labels out(Shape{1, 1, 4}, Device::CPU);
+  argmax_channels(ctx, x, out);
+  CHECK(out.to_host() == std::vector<int32_t>{2, 0, 1, 0});
+  Labels wrong(Shape{1, 1, 3}, Device::CPU);
+  CHECK_THROWS_AS(argmax_channels(ctx, x, wrong), Error);
+}
+
 TEST_CASE("cross-entropy: all pixels ignored gives 0 and zero gradient; bad labels throw") {
   Context ctx(Device::CPU);
   Tensor logits = Tensor::from_host(Shape{1, 3, 1, 2}, {1, 2, 3, 4, 5, 6}, Device::CPU);
