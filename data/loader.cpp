@@ -83,7 +83,9 @@ Loader::Loader(const Dataset& ds, const AugmentSpec& aug, const LoaderSpec& spec
                                                              << spec.batch_size);
     batches_per_epoch_ = len / spec.batch_size;  // training batches are full; the rest is dropped
   }
-  total_ = spec.epochs > 0 ? spec.epochs * batches_per_epoch_ : -1;
+  U2PL_CHECK(spec.first_batch >= 0 && spec.first_batch < batches_per_epoch_,
+             "loader: first batch " << spec.first_batch << " outside the epoch's " << batches_per_epoch_ << " batches");
+  total_ = spec.epochs > 0 ? spec.epochs * batches_per_epoch_ - spec.first_batch : -1;
   capacity_ = spec.prefetch > 0 ? spec.prefetch : 2 * spec.workers;
   slots_.resize(static_cast<size_t>(capacity_));
   try {
@@ -159,7 +161,7 @@ std::shared_ptr<const std::vector<int64_t>> Loader::order_of(int64_t epoch) {
   auto it = orders_.find(epoch);
   if (it != orders_.end()) return it->second;
   // Batches in flight span at most two epochs: drop the orders of those before the consumer's.
-  const int64_t current = spec_.first_epoch + consumed_ / batches_per_epoch_;
+  const int64_t current = spec_.first_epoch + (spec_.first_batch + consumed_) / batches_per_epoch_;
   orders_.erase(orders_.begin(), orders_.lower_bound(current));
   auto order = std::make_shared<const std::vector<int64_t>>(
       epoch_order(spec_, static_cast<int64_t>(ds_.size()), epoch));
@@ -193,6 +195,7 @@ LoadedSample Loader::load_or_skip(const std::vector<int64_t>& order, int64_t pos
 }
 
 Batch Loader::build(int64_t g) {
+  g += spec_.first_batch;
   Batch b;
   b.epoch = spec_.first_epoch + g / batches_per_epoch_;
   b.index = g % batches_per_epoch_;

@@ -36,7 +36,8 @@ struct LoaderSpec {
   uint64_t stream = 0;         // separates loaders sharing a seed (e.g. labeled 0, unlabeled 1); < 256
   int64_t epoch_length = 0;    // Repeated: samples per epoch (|unlabeled|)
   int64_t first_epoch = 0;     // where a resumed run starts
-  int64_t epochs = 0;          // epochs to produce (from first_epoch); 0: without end
+  int64_t first_batch = 0;     // ... and its first batch within first_epoch (< batches per epoch)
+  int64_t epochs = 0;          // epochs to produce, counting first_epoch whole; 0: without end
   ValCrop val_crop = ValCrop::Center;  // InOrder batches use prepare_val, the others augment_train
 };
 

@@ -198,6 +198,32 @@ TEST_CASE("loader: the same seed gives identical batches with 1 and 3 workers") 
   CHECK(differs);
 }
 
+TEST_CASE("loader: a resumed loader (first_epoch, first_batch) continues the batches of a whole run") {
+  TempSet set("resume", 9);
+  const Dataset ds(set.spec(), true);
+  LoaderSpec s = train_spec(LoaderOrder::Repeated, 3, 2);
+  s.epoch_length = 12;  // 4 batches per epoch
+  s.epochs = 3;
+  Loader whole_loader(ds, small_crop(), s);
+  const std::vector<Batch> whole = drain(whole_loader);
+  REQUIRE(whole.size() == 12);
+  s.first_epoch = 1;
+  s.first_batch = 2;
+  s.epochs = 2;  // epochs 1 (from batch 2) and 2
+  Loader resumed_loader(ds, small_crop(), s);
+  const std::vector<Batch> resumed = drain(resumed_loader);
+  REQUIRE(resumed.size() == 6);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    const Batch& w = whole[i + 6];
+    CHECK(resumed[i].epoch == w.epoch);
+    CHECK(resumed[i].index == w.index);
+    CHECK(resumed[i].ids == w.ids);
+    CHECK(resumed[i].images.to_host() == w.images.to_host());
+  }
+  s.first_batch = 4;
+  CHECK_THROWS_WITH_AS(Loader(ds, small_crop(), s), doctest::Contains("first batch 4 outside the epoch's 4"), Error);
+}
+
 TEST_CASE("loader: validation batches keep the list order with a partial last batch") {
   TempSet set("val", 7, true);
   const Dataset ds(set.spec(), true);
