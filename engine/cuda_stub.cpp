@@ -13,6 +13,7 @@ namespace u2pl {
 
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
+void cuda_memory_info(size_t*, size_t*) { no_cuda("cuda_memory_info"); }
 void* cuda_malloc(size_t) { no_cuda("cuda_malloc"); }
 void cuda_free(void*) noexcept {}
 void cuda_memset_zero(void*, size_t) { no_cuda("cuda_memset"); }

@@ -7,6 +7,8 @@ namespace u2pl {
 
 bool cuda_built();                 // true when compiled with CUDA support
 int cuda_device_count();           // 0 in CPU-only builds or when no GPU is present
+// Free and total memory of the current device (cudaMemGetInfo).
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes);
 void* cuda_malloc(size_t bytes);
 void cuda_free(void* p) noexcept;
 void cuda_memset_zero(void* p, size_t bytes);

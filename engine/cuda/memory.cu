@@ -15,6 +15,8 @@ int cuda_device_count() {
   return n;
 }
 
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) { CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
+
 void* cuda_malloc(size_t bytes) {
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes);
