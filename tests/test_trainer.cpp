@@ -1,0 +1,287 @@
+// Tests of the training loop (u2pl/trainer.h) and its checkpoints (u2pl/checkpoint.h) on a tiny
+// synthetic set (u2pl_synth's generator) and a ResNet-18 at width/16: bit-exact resume mid-epoch
+// across the warm start's end, the teacher through the warm start, handover and EMA, the
+// baselines' loss terms, a non-finite loss stopping the run with the last good checkpoint kept,
+// the configs refused before any work, and evaluation tools reading a training checkpoint.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "config_test_util.h"
+#include "data/synth.h"
+#include "engine/safetensors.h"
+#include "temp_dir.h"
+#include "u2pl/checkpoint.h"
+#include "u2pl/train_log.h"
+#include "u2pl/trainer.h"
+#include "u2pl/weights.h"
+
+using namespace u2pl;
+using u2pl::test::error_of;
+using u2pl::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 12 training images (4 labeled) and 4 val images of 40 px; batch 2 gives 4 iterations an epoch.
+struct TinySet {
+  TempDir dir{"trainer_data"};
+  explicit TinySet(int classes = 4) {
+    SynthSpec s;
+    s.seed = 3;
+    s.train = 12;
+    s.val = 4;
+    s.size = 40;
+    s.classes = classes;
+    s.labeled = {4};
+    s.jpeg_quality = 95;
+    write_synth_dataset(s, dir.path);
+  }
+};
+
+std::string tiny_config(const std::string& data, int classes, const std::string& method) {
+  std::string t = R"(dataset:
+  type: pascal_semi
+  train:
+    data_root: DATA
+    data_list: DATA/splits/4/labeled.txt
+    flip: True
+    rand_resize: [0.75, 1.25]
+    crop: {type: rand, size: [33, 33]}
+  val:
+    data_root: DATA
+    data_list: DATA/splits/val.txt
+  batch_size: 2
+  workers: 2
+trainer:
+  epochs: 3
+  sup_only_epoch: 1
+  seed: 7
+  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
+  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
+METHOD
+net:
+  num_classes: CLASSES
+  encoder:
+    type: u2pl.models.resnet.resnet18
+    kwargs: {multi_grid: False, replace_stride_with_dilation: [False, False, True], width_divisor: 16}
+  decoder:
+    type: u2pl.models.decoder.dec_deeplabv3_plus
+    kwargs: {inner_planes: 16, dilations: [2, 4, 6]}
+)";
+  const std::string u2pl = R"(  unsupervised: {drop_percent: 80, apply_aug: cutmix}
+  contrastive:
+    low_rank: 2
+    high_rank: 4
+    num_negatives: 8
+    num_queries: 4
+    queue_size: 40
+    queue_size_background: 60)";
+  const std::string m = method == "u2pl"     ? u2pl
+                        : method == "cutmix" ? "  unsupervised: {apply_aug: cutmix}"
+                        : method == "mt"     ? "  unsupervised: {apply_aug: none}"
+                                             : "";
+  auto put = [&](const std::string& key, const std::string& v) {
+    for (size_t at; (at = t.find(key)) != std::string::npos;) t.replace(at, key.size(), v);
+  };
+  put("METHOD", m);
+  put("DATA", data);
+  put("CLASSES", std::to_string(classes));
+  return t;
+}
+
+TrainConfig tiny(const TinySet& set, const std::string& method, std::vector<std::string> overrides = {},
+                 int classes = 4) {
+  const std::string path = u2pl::test::write_yaml("trainer_" + method, tiny_config(set.dir.path, classes, method));
+  return load_train_config(path, overrides, nullptr);
+}
+
+TrainRunOptions quiet(const std::string& run_dir, int64_t stop_after = -1, bool resume = false) {
+  TrainRunOptions o;
+  o.run_dir = run_dir;
+  o.stop_after = stop_after;
+  o.resume = resume;
+  o.out = std::tmpfile();
+  o.pictures = 1;
+  return o;
+}
+
+TrainResult run(const TrainConfig& cfg, const TrainRunOptions& o) {
+  const TrainResult r = train(cfg, o);
+  std::fclose(o.out);
+  return r;
+}
+
+// Every tensor of two checkpoint files, bitwise.
+void expect_same_checkpoints(const std::string& a, const std::string& b) {
+  const SafeTensorsFile fa(a), fb(b);
+  REQUIRE(fa.entries().size() == fb.entries().size());
+  for (const auto& [name, e] : fa.entries()) {
+    INFO(name);
+    REQUIRE(fb.has(name));
+    CHECK(fa.floats(name) == fb.floats(name));
+  }
+  CHECK(fa.meta("iter") == fb.meta("iter"));
+}
+
+std::vector<float> tensor_of(const std::string& file, const std::string& name) { return SafeTensorsFile(file).floats(name); }
+
+}  // namespace
+
+TEST_CASE("trainer: N iterations in one run equal N/2, resume, N/2 (mid-epoch, across the handover)") {
+  TinySet set;
+  TempDir runs("trainer_resume");
+  const TrainConfig cfg = tiny(set, "u2pl");
+  const std::string whole = runs.path + "/whole", split = runs.path + "/split";
+  const TrainResult a = run(cfg, quiet(whole));
+  CHECK(a.iterations == 12);
+  CHECK(a.total == 12);
+  CHECK_FALSE(a.interrupted);
+  const TrainResult b1 = run(cfg, quiet(split, 6));
+  CHECK(b1.interrupted);
+  CHECK(b1.iterations == 6);
+  CHECK(SafeTensorsFile(split + "/ckpt_latest.safetensors").meta("iter") == "6");
+  const TrainResult b2 = run(cfg, quiet(split, -1, true));
+  CHECK(b2.iterations == 12);
+  expect_same_checkpoints(whole + "/ckpt_latest.safetensors", split + "/ckpt_latest.safetensors");
+  CHECK(a.best_miou == b2.best_miou);
+  // The logs agree record for record (no iteration twice), up to the timings.
+  const LogRecords la = read_log(whole + "/log.jsonl"), lb = read_log(split + "/log.jsonl");
+  REQUIRE(la.iters.size() == 12);
+  REQUIRE(lb.iters.size() == 12);
+  for (size_t i = 0; i < la.iters.size(); ++i) {
+    CHECK(la.iters[i].iter == lb.iters[i].iter);
+    CHECK(la.iters[i].terms == lb.iters[i].terms);
+  }
+  CHECK(la.vals.size() == lb.vals.size());
+  for (const char* f : {"config.yaml", "curves.svg", "ckpt_best.safetensors", "pictures"})
+    CHECK_MESSAGE(fs::exists(split + "/" + f), f);
+  // Without --resume an existing run is not overwritten.
+  CHECK(error_of([&] { run(cfg, quiet(split)); }).find("already holds a run") != std::string::npos);
+}
+
+TEST_CASE("trainer: the teacher through the warm start, the handover epoch and the EMA") {
+  TinySet set;
+  TempDir runs("trainer_ema");
+  for (const std::string preset : {"paper", "official"}) {
+    INFO(preset);
+    const TrainConfig cfg = tiny(set, "u2pl", {"trainer.preset=" + preset, "trainer.contrastive.num_negatives=8",
+                                               "trainer.contrastive.num_queries=4"});
+    const std::string dir = runs.path + "/" + preset, ck = dir + "/ckpt_latest.safetensors";
+    U2plNet fresh(cfg.net);
+    fresh.allocate(Device::CPU, cfg.seed + 1, false);
+    // After the warm start (epoch 0, 4 iterations): the teacher kept its initial parameters, but
+    // its train-mode forwards moved its BN statistics.
+    run(cfg, quiet(dir, 4));
+    const SafeTensorsFile f4(ck);
+    const int w = fresh.params().find("decoder.classifier.8.weight");
+    CHECK(f4.floats("teacher.decoder.classifier.8.weight") == to_host(fresh.params().value(w)));
+    const int rm = fresh.params().find("encoder.bn1.running_mean");
+    CHECK(f4.floats("teacher.encoder.bn1.running_mean") != to_host(fresh.params().value(rm)));
+    CHECK(f4.meta("eval_model") == "student");
+    // The handover epoch (1): the teacher follows the student exactly.
+    run(cfg, quiet(dir, 4, true));
+    CHECK(tensor_of(ck, "teacher.decoder.classifier.8.weight") == tensor_of(ck, "student.decoder.classifier.8.weight"));
+    CHECK(SafeTensorsFile(ck).meta("eval_model") == "teacher");
+    // Iteration 8, the first EMA step: k = 8 − 4 = 4, decay 1 − 1/5 = 0.8.
+    const std::vector<float> t8 = tensor_of(ck, "teacher.encoder.conv1.0.weight");
+    run(cfg, quiet(dir, 1, true));
+    const std::vector<float> t9 = tensor_of(ck, "teacher.encoder.conv1.0.weight"),
+                             s9 = tensor_of(ck, "student.encoder.conv1.0.weight");
+    for (size_t i = 0; i < t9.size(); i += 37) CHECK(t9[i] == 0.8f * t8[i] + (1 - 0.8f) * s9[i]);
+  }
+}
+
+TEST_CASE("trainer: SupOnly, MT and CutMix log their terms; evaluation reads the checkpoint's teacher") {
+  TinySet set;
+  TempDir runs("trainer_baselines");
+  for (const std::string m : {"suponly", "mt", "cutmix"}) {
+    INFO(m);
+    const TrainConfig cfg = tiny(set, m, {"trainer.epochs=2"});
+    const std::string dir = runs.path + "/" + m;
+    const TrainResult r = run(cfg, quiet(dir));
+    CHECK(r.iterations == 8);
+    const LogRecords log = read_log(dir + "/log.jsonl");
+    REQUIRE(log.iters.size() == 8);
+    std::vector<std::string> names;
+    for (const auto& t : log.iters.back().terms) names.push_back(t.first);
+    const std::vector<std::string> want =
+        m == "suponly" ? std::vector<std::string>{"loss", "sup"} : std::vector<std::string>{"loss", "sup", "unsup"};
+    CHECK(names == want);
+    const SafeTensorsFile ck(dir + "/ckpt_latest.safetensors");
+    CHECK(ck.meta("teacher") == (m == "suponly" ? "no" : "yes"));
+    CHECK(ck.meta("bank") == "no");
+    U2plNet net(cfg.net);
+    net.allocate(Device::CPU, 99, false);
+    const WeightReport wr = load_weights(net.params(), dir + "/ckpt_latest.safetensors");
+    const std::string model = m == "suponly" ? "student" : "teacher";
+    CHECK(wr.source.find(model) != std::string::npos);
+    const int id = net.params().find("decoder.classifier.8.weight");
+    CHECK(to_host(net.params().value(id)) == ck.floats(model + ".decoder.classifier.8.weight"));
+  }
+}
+
+TEST_CASE("trainer: a non-finite loss stops the run naming the iteration and term, the last good checkpoint stays") {
+  TinySet set;
+  TempDir runs("trainer_nan");
+  const std::string dir = runs.path + "/run";
+  run(tiny(set, "suponly"), quiet(dir, 4));
+  const std::vector<float> before = tensor_of(dir + "/ckpt_latest.safetensors", "student.encoder.conv1.0.weight");
+  const TrainConfig bad = tiny(set, "suponly", {"trainer.optimizer.kwargs.lr=1e30"});
+  const std::string msg = error_of([&] { run(bad, quiet(dir, -1, true)); });
+  INFO(msg);
+  CHECK(msg.find("the sup loss is") != std::string::npos);
+  CHECK(msg.find("iteration ") != std::string::npos);
+  CHECK(msg.find("last good state (iteration ") != std::string::npos);
+  const SafeTensorsFile ck(dir + "/ckpt_latest.safetensors");
+  CHECK(ck.meta("iter") == "4");
+  CHECK(ck.floats("student.encoder.conv1.0.weight") == before);
+}
+
+TEST_CASE("trainer: configs that cannot run are refused before any work, naming the reason") {
+  TinySet set;
+  const auto refused = [&](const std::string& method, std::vector<std::string> ov) {
+    return error_of([&] { check_runnable(tiny(set, method, ov), Device::CPU); });
+  };
+  CHECK(refused("u2pl", {}).empty());
+  CHECK(refused("u2pl", {"dataset.train.crop.size=[16, 16]"}).find("at least 32") != std::string::npos);
+  CHECK(refused("u2pl", {"dataset.train.crop.type=center"}).empty());
+  CHECK(refused("u2pl", {"dataset.train.crop.type=none"}).find("fixed-size crops") != std::string::npos);
+  CHECK(refused("mt", {"dataset.type=pascal"}).find("needs unlabeled images") != std::string::npos);
+  CHECK(refused("u2pl", {"dataset.train.crop.size=[40000, 40000]"}).find("MiB of activations") != std::string::npos);
+  CHECK(refused("u2pl", {"net.encoder.kwargs.weights=/nonexistent/r18.safetensors"}).find("does not exist") !=
+        std::string::npos);
+}
+
+TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another network, is refused") {
+  TinySet set;
+  TempDir runs("trainer_ckpt");
+  const TrainConfig cfg = tiny(set, "suponly");
+  U2plNet net(cfg.net);
+  net.allocate(Device::CPU, 1, true);
+  Tensor mom(Shape{net.params().values().floats()}, Device::CPU);
+  fill_zero(mom.view());
+  const std::string plain = runs.path + "/weights.safetensors";
+  save_weights(net.params(), plain, {{"source", "test"}});
+  CHECK(error_of([&] { load_checkpoint(plain, net, nullptr, mom, nullptr); }).find("not a u2pl_train checkpoint") !=
+        std::string::npos);
+  CheckpointState st;
+  st.iter = 3;
+  st.eval_model = "student";
+  const std::string ck = runs.path + "/ck.safetensors";
+  save_checkpoint(ck, st, net, nullptr, mom, nullptr);
+  CHECK(load_checkpoint(ck, net, nullptr, mom, nullptr).state.iter == 3);
+  U2plNet teacher(cfg.net);
+  teacher.allocate(Device::CPU, 2, false);
+  CHECK(error_of([&] { load_checkpoint(ck, net, &teacher, mom, nullptr); }).find("has no teacher") != std::string::npos);
+  Tensor short_mom(Shape{5}, Device::CPU);
+  CHECK(error_of([&] { load_checkpoint(ck, net, nullptr, short_mom, nullptr); }).find("optimizer.momentum") !=
+        std::string::npos);
+  const TrainConfig wide = tiny(set, "suponly", {"net.encoder.kwargs.width_divisor=8"});
+  U2plNet other(wide.net);
+  other.allocate(Device::CPU, 1, true);
+  Tensor other_mom(Shape{other.params().values().floats()}, Device::CPU);
+  CHECK(error_of([&] { load_checkpoint(ck, other, nullptr, other_mom, nullptr); }).find("optimizer.momentum") !=
+        std::string::npos);
+}
