@@ -285,3 +285,31 @@ TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another n
   CHECK(error_of([&] { load_checkpoint(ck, other, nullptr, other_mom, nullptr); }).find("optimizer.momentum") !=
         std::string::npos);
 }
+
+TEST_CASE("trainer: the public VOC configs run as they are, with data paths and a CPU-sized network overridden") {
+  if (!u2pl::test::have_public_configs()) return;
+  TinySet set;
+  fs::remove(set.dir.path + "/classes.txt");  // the VOC layout with its 21 class names
+  TempDir runs("trainer_public");
+  for (const std::string name : {"pascal_1464_ours", "pascal_1464_suponly"}) {
+    INFO(name);
+    const std::string d = set.dir.path;
+    const std::vector<std::string> ov = {
+        "dataset.train.data_root=" + d, "dataset.train.data_list=" + d + "/splits/4/labeled.txt",
+        "dataset.val.data_root=" + d, "dataset.val.data_list=" + d + "/splits/val.txt",
+        "dataset.train.crop.size=[33, 33]", "dataset.val.crop.size=[41, 41]", "dataset.batch_size=2",
+        "trainer.epochs=1", "trainer.sup_only_epoch=0", "net.encoder.type=u2pl.models.resnet.resnet18",
+        "net.encoder.kwargs.width_divisor=32", "net.decoder.kwargs.inner_planes=8",
+        "trainer.contrastive.num_queries=4", "trainer.contrastive.num_negatives=8",
+        "trainer.contrastive.queue_size=40", "trainer.contrastive.queue_size_background=40"};
+    std::vector<std::string> log;
+    const TrainConfig cfg = load_train_config(u2pl::test::kPublicConfigs + name + ".yaml",
+                                              name == "pascal_1464_ours" ? ov : std::vector<std::string>(ov.begin(), ov.end() - 4),
+                                              &log);
+    const TrainResult r = run(cfg, quiet(runs.path + "/" + name, 2));
+    CHECK(r.iterations == 2);
+    const LogRecords lr = read_log(runs.path + "/" + name + "/log.jsonl");
+    REQUIRE(lr.iters.size() == 2);
+    CHECK(lr.iters[0].terms.size() == (name == "pascal_1464_ours" ? 4u : 2u));
+  }
+}
