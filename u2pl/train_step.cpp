@@ -134,7 +134,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
 
   if (o.semi && epoch == cfg_.sup_only_epoch) {  // the handover epoch: the teacher is the student
     copy_tensor(teacher_->params().values().all(), student_.params().values().all());
-    if (cfg_.switches.teacher_copy_bn)
+    // paper: the BN running statistics too, once at the warm start's end; from there the
+    // teacher's own train-mode forwards move them.
+    if (cfg_.switches.teacher_copy_bn && it == int64_t(cfg_.sup_only_epoch) * iters_per_epoch_)
       copy_tensor(teacher_->params().buffers().all(), student_.params().buffers().all());
   }
 
