@@ -1,8 +1,9 @@
 // Unit tests of the U2PL losses (u2pl/unsup_loss.h, contrastive.h, memory_bank.h,
 // index_source.h): numpy percentiles by hand, entropy, the unsupervised loss with every pixel
 // ignored, queue overflow, the contrastive edge cases (one class, empty queues, all reliable, all
-// ignore), the rank clamp and the r_l error, and the InfoNCE and binary (Appendix C) losses
-// against a direct computation and finite differences in double.
+// ignore), the rank clamp and the r_l error, the ablations (prt, negative source, memory bank),
+// and the InfoNCE and binary (Appendix C) losses against a direct computation and finite
+// differences in double.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -115,6 +116,41 @@ TEST_CASE("loss index sources: Philox stays in range and is reproducible; replay
   CHECK_THROWS_AS(short_replay.draw(1, 4), Error);  // index 4 outside [0, 4)
 }
 
+TEST_CASE("loss index sources: a Philox step lays the draws out by term and ends at a fixed offset") {
+  Rng rng(3, 10);
+  PhiloxIndexSource src(rng);
+  src.begin_step(5, 6, 9);  // up to 5 terms of 6 anchor and 54 negative draws
+  const PhiloxStep st = src.step();
+  CHECK(st.base == 10);
+  CHECK(st.anchor_counters == 2);
+  CHECK(st.stride == 2 + 14);
+  for (int64_t t = 0; t < 2; ++t) {  // two terms drawn in order land where the CUDA loss draws them
+    const std::vector<int64_t> a = src.draw(6, 11), n = src.draw(54, 7);
+    for (int64_t i = 0; i < 6; ++i) CHECK(a[size_t(i)] == philox_below(3, st.anchors(t), uint64_t(i), 11));
+    for (int64_t i = 0; i < 54; ++i) CHECK(n[size_t(i)] == philox_below(3, st.negatives(t), uint64_t(i), 7));
+  }
+  src.end_step();
+  CHECK(rng.offset() == 10 + 5 * 16);  // however many of the 5 terms drew
+  CHECK_THROWS_AS(src.end_step(), Error);  // no step begun
+  src.begin_step(1, 6, 9);
+  src.draw(6, 3), src.draw(54, 3), src.draw(1, 3);  // one draw more than the step holds
+  CHECK_THROWS_WITH_AS(src.end_step(), doctest::Contains("past the step's end"), Error);
+}
+
+TEST_CASE("loss memory bank: restore sets a queue, oldest first, on a CPU bank") {
+  Context ctx(Device::CPU);
+  MemoryBank bank({3, 2}, 2);
+  const std::vector<float> rows{1, 1, 2, 2}, more{3, 3, 4, 4};
+  bank.push(0, more.data(), 2);
+  bank.restore(0, rows.data(), 2);
+  CHECK(bank.contents(0) == rows);
+  bank.push(ctx, 0, more.data(), 2);  // 4 rows into 3
+  CHECK(bank.contents(0) == std::vector<float>{2, 2, 3, 3, 4, 4});
+  CHECK_THROWS_AS(bank.restore(1, rows.data(), 3), Error);  // capacity 2
+  CHECK(ring_push(3, 2, 3, 1).head == 0);  // full ring: the oldest (slot 2) drops
+  CHECK(ring_push(3, 2, 3, 1).tail == 2);
+}
+
 TEST_CASE("contrastive loss params: r_h clamps to the class count, r_l >= C is an error") {
   CHECK(ContrastiveParams::paper(4).validated().high_rank == 4);
   CHECK_THROWS_WITH_AS(ContrastiveParams::paper(4).check(), doctest::Contains("high_rank"), Error);
@@ -140,6 +176,8 @@ struct Batch {
   std::vector<uint8_t> low, high;  // (B, h, w); labeled images: label ≠ 255
   std::vector<std::vector<float>> queue;
 
+  int64_t capacity = 12;  // rows per queue
+
   Batch(int64_t nl, int64_t nu, int C_, uint64_t seed, int64_t queued = 4) : d{nl, nu, 5, 3, 4}, C(C_) {
     const int64_t HW = d.h * d.w, B = nl + nu, n = B * d.dim * HW;
     rep = test::random_vec(size_t(n), seed);
@@ -160,7 +198,7 @@ struct Batch {
     for (int c = 0; c < C; ++c) queue.push_back(test::random_floats(size_t(queued * d.dim), seed + 20 + uint64_t(c)));
   }
   MemoryBank bank() const {
-    MemoryBank b(std::vector<int64_t>(size_t(C), 12), d.dim);
+    MemoryBank b(std::vector<int64_t>(size_t(C), capacity), d.dim);
     for (int c = 0; c < C; ++c) b.push(c, queue[size_t(c)].data(), int64_t(queue[size_t(c)].size()) / d.dim);
     return b;
   }
@@ -294,6 +332,19 @@ TEST_CASE("contrastive loss edge cases: one class, empty queues, all reliable, a
     CHECK(rp.terms == 1);
     CHECK(rp.loss > 0);
   }
+  SUBCASE("Philox: the step ends at the same offset with or without terms") {
+    Batch b(1, 1, 4, 95);
+    const ContrastiveParams p = small(false, false, 4);
+    const uint64_t stride = (6 + 3) / 4 + (6 * 5 + 3) / 4;  // counters a term: ⌈M/4⌉ + ⌈M·N/4⌉
+    Rng with(1), without(1);
+    PhiloxIndexSource s1(with), s2(without);
+    CHECK(b.run(p, s1, nullptr).terms > 0);
+    std::fill(b.high.begin(), b.high.end(), 0);
+    b.queue.assign(4, {});
+    CHECK(b.run(p, s2, nullptr).terms == 0);
+    CHECK(with.offset() == 4 * stride);  // C = 4 terms' worth
+    CHECK(without.offset() == with.offset());
+  }
   SUBCASE("empty queues and no negatives: no term, no draw, zero gradient") {
     Batch b(1, 1, 4, 92, 0);
     std::fill(b.high.begin(), b.high.end(), 0);
@@ -340,5 +391,106 @@ TEST_CASE("contrastive loss edge cases: one class, empty queues, all reliable, a
       CHECK(r.loss == 0.0);
       for (double g : drep) CHECK(g == 0.0);
     }
+  }
+}
+
+namespace {
+
+// The negatives of class c, pixel order, written out from SPEC §2.3 and the ablations (not
+// through ContrastRule): Eq. 14-15 or the official label mask, rank conditions unless prt is off,
+// unlabeled pixels from the chosen source.
+std::vector<int64_t> expected_negatives(const Batch& b, const ContrastiveParams& p, int c) {
+  const int64_t HW = b.d.h * b.d.w, Pl = b.d.n_l * HW, P = (b.d.n_l + b.d.n_u) * HW;
+  std::vector<int64_t> out;
+  for (int64_t k = 0; k < P; ++k) {
+    const bool lab = k < Pl;
+    const int64_t j = lab ? k : k - Pl;
+    const std::vector<float>& prob = lab ? b.prob_l : b.prob_u;
+    auto pr = [&](int cc) { return prob[size_t((j / HW) * b.C * HW + cc * HW + j % HW)]; };
+    int64_t rank = 0;
+    for (int cc = 0; cc < b.C; ++cc) rank += pr(cc) > pr(c) || (pr(cc) == pr(c) && cc < c);
+    const int32_t y = (lab ? b.label_l : b.label_u)[size_t(j)];
+    const bool high = b.high[size_t(k)] != 0, pseudo = y != kIgnoreLabel;
+    const bool src = lab || p.negative_source == NegativeSource::Unreliable ? high
+                     : p.negative_source == NegativeSource::Reliable        ? pseudo && !high
+                                                                            : pseudo;
+    const bool top = !p.prt || rank < p.low_rank, mid = !p.prt || (rank >= p.low_rank && rank < p.high_rank);
+    const bool neg = p.negatives_label_mask ? !lab && pr(c) < p.delta_n && y == c && src && mid
+                                            : src && (lab ? y != c && top : mid);
+    if (neg) out.push_back(k);
+  }
+  return out;
+}
+
+// Teacher rows (n, D) of the pixels, as a queue holds them.
+std::vector<float> teacher_rows(const Batch& b, const std::vector<int64_t>& pixels) {
+  const int64_t HW = b.d.h * b.d.w, D = b.d.dim;
+  std::vector<float> rows;
+  for (int64_t k : pixels)
+    for (int64_t e = 0; e < D; ++e) rows.push_back(b.rep_t[size_t((k / HW) * D * HW + e * HW + k % HW)]);
+  return rows;
+}
+
+// O(c) at pixel k of the batch.
+int64_t rank_at(const Batch& b, int64_t k, int c) {
+  const int64_t HW = b.d.h * b.d.w, Pl = b.d.n_l * HW, j = k < Pl ? k : k - Pl;
+  const std::vector<float>& prob = k < Pl ? b.prob_l : b.prob_u;
+  return prob_rank(prob.data() + (j / HW) * b.C * HW + j % HW, b.C, HW, c);
+}
+
+}  // namespace
+
+TEST_CASE("contrastive ablations: prt off takes negatives at any rank; negative_source picks the pixels") {
+  Batch b(1, 2, 4, 101, 0);  // empty queues: after the step they hold exactly this batch's negatives
+  b.capacity = 64;           // room for every pixel
+  const int64_t Pl = b.d.h * b.d.w;
+  for (bool official : {false, true})
+    for (bool prt : {true, false})
+      for (NegativeSource src : {NegativeSource::Unreliable, NegativeSource::Reliable, NegativeSource::All}) {
+        INFO((official ? "official" : "paper") << (prt ? " prt" : " no prt") << " source " << int(src));
+        ContrastiveParams p = small(official, false, 4);
+        p.prt = prt;
+        p.negative_source = src;
+        Recorder rec(6);
+        MemoryBank after;
+        b.run(p, rec, nullptr, &after);
+        size_t pushed = 0;
+        bool low_ranked = false, reliable = false, unreliable = false;  // among the unlabeled negatives
+        for (int c = 0; c < 4; ++c) {
+          const std::vector<int64_t> want = expected_negatives(b, p, c);
+          CHECK(after.contents(c) == teacher_rows(b, want));
+          pushed += want.size();
+          for (int64_t k : want) {
+            if (k < Pl) continue;
+            low_ranked = low_ranked || rank_at(b, k, c) < p.low_rank;
+            (b.high[size_t(k)] ? unreliable : reliable) = true;
+          }
+        }
+        CHECK(pushed > 0);
+        CHECK(low_ranked == !prt);  // prt on: r_l ≤ O(c) always; off: some negative ranks above r_l
+        CHECK(reliable == (src != NegativeSource::Unreliable));
+        CHECK(unreliable == (src != NegativeSource::Reliable));
+      }
+}
+
+TEST_CASE("contrastive ablations: memory_bank off samples this batch's negatives only") {
+  for (bool official : {false, true}) {
+    INFO(std::string(official ? "official" : "paper"));
+    Batch old_rows(2, 2, 4, 111), no_rows(2, 2, 4, 111, 0);  // 4 rows queued per class, or none
+    old_rows.capacity = no_rows.capacity = 128;              // nothing overflows
+    ContrastiveParams off = small(official, false, 4), on = off;
+    off.memory_bank = false;
+    std::vector<double> g_off(old_rows.rep.size()), g_on(old_rows.rep.size()), g_old(old_rows.rep.size());
+    Recorder r1(9), r2(9), r3(9);
+    MemoryBank b_off, b_on;
+    const ContrastiveResult off_r = old_rows.run(off, r1, g_off.data(), &b_off);
+    const ContrastiveResult on_r = no_rows.run(on, r2, g_on.data(), &b_on);
+    REQUIRE(off_r.terms > 0);
+    // without the bank the old rows are gone: the step equals one that started from empty queues
+    CHECK(off_r.loss == on_r.loss);
+    CHECK(g_off == g_on);
+    for (int c = 0; c < 4; ++c) CHECK(b_off.contents(c) == b_on.contents(c));
+    // with the bank the old rows are sampled too
+    CHECK(old_rows.run(on, r3, g_old.data()).loss != off_r.loss);
   }
 }

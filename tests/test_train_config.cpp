@@ -1,6 +1,6 @@
 // u2pl/train_config.*: the four public configs under both presets, the preset / file / command-line
 // precedence and its log, strictness (unknown keys in the file and on the command line, known-unused
-// warnings), the validation errors and the resolved_yaml round trip.
+// warnings), the validation errors, the ablation keys with alpha_t, and the resolved_yaml round trip.
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -182,8 +182,14 @@ TEST_CASE("train config: validation refuses configs that cannot run") {
   CHECK(error_of([&] {
           load_text("tc_val2", kBase, {"net.decoder.kwargs.rep_head=False", "trainer.contrastive.loss_weight=0"});
         }) == "");
-  CHECK(error_of([&] { load_text("tc_val3", kBase, {"trainer.contrastive.low_rank=21"}); })
-            .find("trainer.contrastive.low_rank: 21 >= net.num_classes 21") != std::string::npos);
+  {  // too few classes for the rank thresholds: adapted, and said
+    std::vector<std::string> log;
+    const TrainConfig few =
+        load_text("tc_val3", kBase, {"trainer.contrastive.low_rank=21", "trainer.contrastive.high_rank=25"}, &log);
+    CHECK(few.contrastive.low_rank == 20);
+    CHECK(few.contrastive.high_rank == 21);
+    CHECK(logged(log, "trainer.contrastive.low_rank 21 >= net.num_classes 21: set to 20"));
+  }
   const std::string folder = replace_once(kBase, "type: pascal_semi", "type: folder_semi");
   CHECK(error_of([&] { load_text("tc_val4", folder, {"net.num_classes=1"}); }).find("net.num_classes") !=
         std::string::npos);
@@ -215,4 +221,80 @@ TEST_CASE("train config: resolved_yaml round-trips") {
       CHECK(b.net.depth == a.net.depth);
     }
   CHECK(read_text(yaml_path("tc_rt")).find("queue_index_bug") != std::string::npos);
+}
+
+TEST_CASE("train config: the ablation switches are keys of their own, checked, logged and round-tripped") {
+  const TrainConfig d = load_text("tc_abl0", kBase);
+  CHECK(d.unsup.dpa);
+  CHECK(d.contrastive.memory_bank);
+  CHECK(d.contrastive.prt);
+  CHECK(d.contrastive.negative_source == NegativeSource::Unreliable);
+  const std::vector<std::string> ov{"trainer.unsupervised.dpa=False", "trainer.contrastive.memory_bank=False",
+                                    "trainer.contrastive.prt=False", "trainer.contrastive.negative_source=reliable"};
+  std::vector<std::string> log;
+  const TrainConfig c = load_text("tc_abl1", kBase, ov, &log);
+  CHECK(!c.unsup.dpa);
+  const ContrastiveParams p = c.contrastive_params();
+  CHECK(!p.memory_bank);
+  CHECK(!p.prt);
+  CHECK(p.negative_source == NegativeSource::Reliable);
+  CHECK(logged(log, "trainer.unsupervised.dpa = False (command line; preset paper: True)"));
+  CHECK(logged(log, "trainer.contrastive.memory_bank = False (command line; preset paper: True)"));
+  CHECK(logged(log, "trainer.contrastive.prt = False (command line; preset paper: True)"));
+  CHECK(logged(log, "trainer.contrastive.negative_source = reliable (command line; preset paper: unreliable)"));
+  // the same keys in the file; the official preset has the same defaults
+  log.clear();
+  const std::string f =
+      replace_once(kBase, "    temperature: 0.5\n", "    temperature: 0.5\n    negative_source: all\n");
+  const TrainConfig a = load_text("tc_abl2", f, {"trainer.preset=official"}, &log);
+  CHECK(a.contrastive_params().negative_source == NegativeSource::All);
+  CHECK(logged(log, "trainer.contrastive.negative_source = all (file; preset official: unreliable)"));
+  CHECK(!logged(log, "trainer.contrastive.prt ="));
+  // round trip
+  const std::string y = resolved_yaml(c);
+  const TrainConfig b = load_train_config(write_yaml("tc_abl_rt", y), {}, nullptr);
+  CHECK(resolved_yaml(b) == y);
+  CHECK(!b.unsup.dpa);
+  CHECK(!b.contrastive.memory_bank);
+  CHECK(!b.contrastive.prt);
+  CHECK(b.contrastive.negative_source == NegativeSource::Reliable);
+  // bad values name the key
+  CHECK(error_of([&] { load_text("tc_abl3", kBase, {"trainer.contrastive.negative_source=high"}); })
+            .find("trainer.contrastive.negative_source: expected unreliable | reliable | all, got 'high'") !=
+        std::string::npos);
+  for (const char* bad : {"trainer.contrastive.memory_bank=maybe", "trainer.contrastive.prt=2",
+                          "trainer.unsupervised.dpa=[True]"}) {
+    const std::string key = std::string(bad).substr(0, std::string(bad).find('='));
+    const std::string e = error_of([&] { load_text("tc_abl4", kBase, {bad}); });
+    CHECK_MESSAGE(e.find(key + ": expected") != std::string::npos, e);
+  }
+  // alone, our keys do not switch a loss on
+  const std::string no_unsup = replace_once(kBase, "    drop_percent: 80\n    apply_aug: cutmix\n", "    dpa: False\n");
+  const std::string ours =
+      replace_once(no_unsup, "    low_rank: 3\n    high_rank: 20\n    temperature: 0.5\n", "    prt: False\n");
+  const TrainConfig o = load_text("tc_abl5", ours);
+  CHECK(!o.unsup.enabled);
+  CHECK(!o.contrastive.enabled);
+  CHECK(!o.unsup.dpa);
+  CHECK(!o.contrastive.prt);
+}
+
+TEST_CASE("train config: alpha_t decays per epoch with DPA and stays at alpha0 without") {
+  const TrainConfig c =
+      load_text("tc_alpha", kBase, {"trainer.epochs=80", "trainer.contrastive.low_entropy_threshold=30"});
+  CHECK(c.alpha_at(20, 0) == 20.0);
+  CHECK(c.alpha_at(20, 40) == 10.0);
+  CHECK(c.unsup_percent_at(0) == 80.0);   // drop_percent 80: alpha0 = 20
+  CHECK(c.unsup_percent_at(40) == 90.0);
+  CHECK(c.unsup_percent_at(79) == 100.0 - 20.0 * (1.0 - 79.0 / 80.0));
+  CHECK(c.contrastive_alpha_at(0) == 30.0);
+  CHECK(c.contrastive_alpha_at(60) == 7.5);
+  CHECK_THROWS_AS(c.alpha_at(20, -1), Error);
+  CHECK_THROWS_AS(c.alpha_at(20, 81), Error);
+  const TrainConfig f =
+      load_text("tc_alpha2", kBase, {"trainer.epochs=80", "trainer.unsupervised.dpa=False"});
+  for (int epoch : {0, 40, 79}) {
+    CHECK(f.unsup_percent_at(epoch) == 80.0);
+    CHECK(f.contrastive_alpha_at(epoch) == 20.0);
+  }
 }

@@ -1,6 +1,7 @@
 // The contrastive loss on the CPU (u2pl/contrastive.h): parameter checks, per-pixel roles
 // (anchors, prototypes, negatives), queue pushes, the loop over classes with its sampling, and the
-// InfoNCE / binary rows with the gradient through the cosine similarities to the anchors.
+// InfoNCE / binary rows with the gradient through the cosine similarities to the anchors; the
+// input checks and the dispatch to CUDA.
 #include "u2pl/contrastive.h"
 
 #include <algorithm>
@@ -81,7 +82,7 @@ Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, 
   const int64_t C = p.num_classes, D = d.dim, HW = d.h * d.w, Pl = d.n_l * HW, P = (d.n_l + d.n_u) * HW;
   const PixelIndex px{HW, D};
   const ContrastRule rule{p.delta_p, p.delta_n, p.low_rank, p.high_rank, p.prototype_low_valid,
-                          p.negatives_label_mask};
+                          p.negatives_label_mask, p.prt, p.negative_source};
   const size_t Cs = size_t(C), Ds = size_t(D);
   Selection s;
   s.anchors.resize(Cs);
@@ -111,6 +112,7 @@ Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, 
     }
   }
   std::vector<float> rows;
+  if (!p.memory_bank) bank.clear();  // only this batch's negatives are sampled
   for (size_t c = 0; c < Cs; ++c) {
     if (count[c] > 0) {
       s.prototype[c].resize(Ds);
@@ -156,6 +158,7 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
              "contrastive: the memory bank holds " << bank.classes() << " queues of " << bank.dim()
                  << " floats, the loss needs " << p.num_classes << " of " << d.dim);
   const int64_t D = d.dim, HW = d.h * d.w, M = p.num_queries, N = p.num_negatives, K = N + 1;
+  draws.begin_step(p.num_classes, M, N);
   const PixelIndex px{HW, D};
   if (drep) {
     const int64_t n = (d.n_l + d.n_u) * D * HW;
@@ -179,6 +182,7 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
   if (terms.empty() || (p.normalise_valid_classes && list.size() <= 1)) {
     U2PL_LOG("contrastive: no loss term this step (" << list.size() << " classes in the loop, "
                                                      << terms.size() << " with anchors and negatives)");
+    draws.end_step();
     return r;
   }
   r.terms = int(terms.size());
@@ -213,6 +217,7 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
       for (int64_t e = 0; e < D; ++e) drep[px.base(k) + e * HW] += w * g[size_t(e)];
     }
   }
+  draws.end_step();
   r.loss = loss;
   return r;
 }
@@ -226,11 +231,14 @@ template ContrastiveResult contrastive_loss_cpu<double>(const ContrastiveParams&
                                                         const int32_t*, const uint8_t*, const uint8_t*, MemoryBank&,
                                                         IndexSource&, double, double*, double);
 
-ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
-                                   MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
-                                   float beta) {
-  U2PL_CHECK(ctx.device() == Device::CPU, "contrastive loss: the U2PL losses run on the CPU; got a "
-                                              << device_name(ctx.device()) << " context");
+void ContrastiveResult::check() const {
+  U2PL_CHECK(bad_pixel < 0, "contrastive: label " << bad_label << " at pixel " << bad_pixel
+                                                  << " of the batch [labeled | unlabeled] is not a class and is "
+                                                     "not 255");
+}
+
+void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
+                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out) {
   U2PL_CHECK(in.rep.shape.ndim == 4 && in.label_l.shape.ndim == 3 && in.label_u.shape.ndim == 3,
              "contrastive loss: expected (B, D, h, w) features and (n, h, w) labels, got " << in.rep.shape.str()
                  << ", " << in.label_l.shape.str() << ", " << in.label_u.shape.str());
@@ -246,18 +254,46 @@ ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, con
   check_shape(in.low, Shape{B, d.h, d.w}, "contrastive low mask");
   check_shape(in.high, Shape{B, d.h, d.w}, "contrastive high mask");
   if (drep.defined()) check_shape(drep, in.rep.shape, "contrastive feature gradient");
-  check_device(in.rep, Device::CPU, "contrastive student features");
-  check_device(in.rep_teacher, Device::CPU, "contrastive teacher features");
-  check_device(in.prob_l, Device::CPU, "contrastive labeled probabilities");
-  check_device(in.prob_u, Device::CPU, "contrastive unlabeled probabilities");
-  check_device(in.label_l, Device::CPU, "contrastive labels");
-  check_device(in.label_u, Device::CPU, "contrastive pseudo-labels");
-  check_device(in.low, Device::CPU, "contrastive low mask");
-  check_device(in.high, Device::CPU, "contrastive high mask");
-  if (drep.defined()) check_device(drep, Device::CPU, "contrastive feature gradient");
-  return contrastive_loss_cpu<float>(p, d, in.rep.data, in.rep_teacher.data, in.prob_l.data, in.prob_u.data,
-                                     in.label_l.data, in.label_u.data, in.low.data, in.high.data, bank, draws,
-                                     dloss, drep.defined() ? drep.data : nullptr, beta);
+  const Device dev = ctx.device();
+  check_device(in.rep, dev, "contrastive student features");
+  check_device(in.rep_teacher, dev, "contrastive teacher features");
+  check_device(in.prob_l, dev, "contrastive labeled probabilities");
+  check_device(in.prob_u, dev, "contrastive unlabeled probabilities");
+  check_device(in.label_l, dev, "contrastive labels");
+  check_device(in.label_u, dev, "contrastive pseudo-labels");
+  check_device(in.low, dev, "contrastive low mask");
+  check_device(in.high, dev, "contrastive high mask");
+  if (drep.defined()) check_device(drep, dev, "contrastive feature gradient");
+  U2PL_CHECK(bank.device() == dev, "contrastive loss: the memory bank is on "
+                                        << device_name(bank.device()) << ", the loss runs on " << device_name(dev));
+  if (dev == Device::CPU) {
+    *out = contrastive_loss_cpu<float>(p, d, in.rep.data, in.rep_teacher.data, in.prob_l.data, in.prob_u.data,
+                                       in.label_l.data, in.label_u.data, in.low.data, in.high.data, bank, draws,
+                                       dloss, drep.defined() ? drep.data : nullptr, beta);
+    return;
+  }
+  p.check();
+  U2PL_CHECK(bank.classes() == p.num_classes && bank.dim() == d.dim,
+             "contrastive: the memory bank holds " << bank.classes() << " queues of " << bank.dim()
+                 << " floats, the loss needs " << p.num_classes << " of " << d.dim);
+  auto* philox = dynamic_cast<PhiloxIndexSource*>(&draws);
+  U2PL_CHECK(philox != nullptr, "contrastive loss: on CUDA the indices are drawn on the device from Philox; "
+                                "replayed (or other) index sources are not yet on CUDA: use a PhiloxIndexSource");
+  philox->begin_step(p.num_classes, p.num_queries, p.num_negatives);
+  contrastive_loss_cuda(ctx, p, in, bank, philox->step(), dloss, drep, beta, out);
+  philox->end_step();
+}
+
+ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
+                                   MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
+                                   float beta) {
+  const DeviceSlot<ContrastiveResult> slot(ctx.device());
+  contrastive_loss(ctx, p, in, bank, draws, dloss, drep, beta, slot.get());
+  const ContrastiveResult r = slot.read(ctx);
+  r.check();
+  if (ctx.device() == Device::CUDA && r.terms == 0)  // the CPU loss logs it itself
+    U2PL_LOG("contrastive: no loss term this step (" << r.normaliser << " classes in the loop)");
+  return r;
 }
 
 }  // namespace u2pl

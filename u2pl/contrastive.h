@@ -1,13 +1,16 @@
 // The U2PL contrastive loss (SPEC §2.3, Eq. 4-16, Algorithm 1) and its Appendix C binary
 // alternative, with the gradient w.r.t. the student features, in both presets through the §7
-// switches. `official` must match compute_contra_memobank_loss of the public code bug for bug.
-// Tests: test_losses.cpp (edge cases, binary, finite differences), test_reference.cpp.
+// switches and ablations, on CPU and CUDA. `official` must match compute_contra_memobank_loss of
+// the public code bug for bug. Tests: test_losses.cpp (edge cases, ablations, binary, finite
+// differences), test_reference.cpp, test_cuda_losses.cpp (CUDA against the CPU).
 #pragma once
 #include <cstdint>
 
 #include "engine/context.h"
 #include "u2pl/index_source.h"
 #include "u2pl/memory_bank.h"
+#include "u2pl/semi_math.h"
+#include "u2pl/unsup_loss.h"
 
 namespace u2pl {
 
@@ -25,6 +28,10 @@ struct ContrastiveParams {
   bool queue_index_bug = false;          // loop entry i: anchors of class i, queue of list[i]
   bool normalise_valid_classes = false;  // divide by classes with low-valid pixels; 0 if ≤ 1
   bool binary = false;                   // Appendix C BCE instead of InfoNCE
+  // Ablations of the paper (§7 end), the same in both presets; the defaults are the method.
+  bool memory_bank = true;  // false: negatives from this batch only (each queue emptied first)
+  bool prt = true;          // false: negatives at any probability rank (no r_l, r_h conditions)
+  NegativeSource negative_source = NegativeSource::Unreliable;  // which unlabeled pixels qualify
 
   static ContrastiveParams paper(int num_classes);
   static ContrastiveParams official(int num_classes);  // (M, N) = (256, 50) and every switch on
@@ -50,14 +57,26 @@ struct ContrastiveResult {
   double loss = 0;     // accumulated in double (gradient checks difference it)
   int terms = 0;       // loop entries that formed a loss term
   int normaliser = 0;  // classes the InfoNCE sum is divided by
+  // CUDA: the first pixel of the batch whose label is outside [0, C) ∪ {255}, −1 if none (it then
+  // takes no role; the CPU throws at once); check() throws the same error.
+  int64_t bad_pixel = -1;
+  int32_t bad_label = 0;
+  void check() const;
 };
 
-// Pushes each class's negatives (teacher rows, pixel order) into `bank`, then samples anchors
-// and queue rows through `draws`, in the order: per term, M anchor indices, then M·N negative
-// indices. drep (B,D,h,w) = beta·drep + dloss·dL/drep (skipped when undefined).
+// Pushes each class's negatives (teacher rows, pixel order) into `bank` (emptied first when
+// p.memory_bank is off), then samples anchors and queue rows through `draws`, in the order: per
+// term, M anchor indices, then M·N negative indices, within one draws.begin_step(C, M, N) ...
+// end_step(). drep (B,D,h,w) = beta·drep + dloss·dL/drep (skipped when undefined). Inputs, bank
+// and drep on ctx's device; on CUDA `draws` must be a PhiloxIndexSource (indices equal to the
+// CPU's) and the figures are read back (one synchronisation).
 ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
                                    MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
                                    float beta);
+// The same with the figures written to *out in ctx's device memory (a DeviceSlot): on CUDA no
+// host round trip; read the slot and check() it to log.
+void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
+                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out);
 
 struct ContrastiveDims {
   int64_t n_l = 0, n_u = 0, dim = 0, h = 0, w = 0;
@@ -70,5 +89,9 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
                                        const int32_t* label_l, const int32_t* label_u, const uint8_t* low,
                                        const uint8_t* high, MemoryBank& bank, IndexSource& draws, T dloss,
                                        T* drep, T beta);
+
+// The CUDA backend (u2pl/contrastive.cu) after the checks of contrastive_loss: draws at `step`.
+void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
+                           const PhiloxStep& step, float dloss, TensorView drep, float beta, ContrastiveResult* out);
 
 }  // namespace u2pl

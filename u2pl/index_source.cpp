@@ -10,9 +10,27 @@ std::vector<int64_t> PhiloxIndexSource::draw(int64_t n, int64_t high) {
              "index draw: need n >= 0 and 0 < high < 2^32, got n " << n << ", high " << high);
   const uint64_t seed = rng_.seed(), offset = rng_.reserve(uint64_t(n));
   std::vector<int64_t> out(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    out[size_t(i)] = int64_t((uint64_t(philox_u32(seed, offset, uint64_t(i))) * uint64_t(high)) >> 32);
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = philox_below(seed, offset, uint64_t(i), high);
   return out;
+}
+
+void PhiloxIndexSource::begin_step(int64_t max_terms, int64_t M, int64_t N) {
+  U2PL_CHECK(max_terms >= 0 && M > 0 && N > 0,
+             "index draw step: need max_terms >= 0, M > 0, N > 0, got " << max_terms << ", " << M << ", " << N);
+  step_.seed = rng_.seed();
+  step_.base = rng_.offset();
+  step_.anchor_counters = (uint64_t(M) + 3) / 4;  // what draw(M, ·) reserves
+  step_.stride = step_.anchor_counters + (uint64_t(M) * uint64_t(N) + 3) / 4;
+  step_end_ = step_.base + uint64_t(max_terms) * step_.stride;
+  in_step_ = true;
+}
+
+void PhiloxIndexSource::end_step() {
+  U2PL_CHECK(in_step_, "index draw step: end_step() without begin_step()");
+  in_step_ = false;
+  U2PL_CHECK(rng_.offset() <= step_end_, "index draw step: the draws ran " << rng_.offset() - step_end_
+                                             << " counters past the step's end");
+  rng_.reserve(4 * (step_end_ - rng_.offset()));  // four words a counter
 }
 
 ReplayIndexSource::ReplayIndexSource(std::vector<std::vector<int64_t>> draws, std::vector<int64_t> highs)

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "layers/loss.h"
 #include "layers/loss_math.h"
 
 namespace u2pl {
@@ -37,8 +38,15 @@ U2PL_HD int64_t prob_rank(const T* p, int64_t C, int64_t stride, int64_t c) {
 
 // numpy's _lerp (method 'linear'): a + (b − a)·t, evaluated from b's side when t ≥ 0.5.
 U2PL_HD double numpy_lerp(double a, double b, double t) {
+#if defined(__CUDA_ARCH__)
+  // Explicit rounding: nvcc would contract into an FMA, and the CUDA percentile must equal the
+  // CPU's (uncontracted) one bitwise.
+  const double d = __dsub_rn(b, a);
+  return t >= 0.5 ? __dsub_rn(b, __dmul_rn(d, __dsub_rn(1.0, t))) : __dadd_rn(a, __dmul_rn(d, t));
+#else
   const double d = b - a;
   return t >= 0.5 ? b - d * (1.0 - t) : a + d * t;
+#endif
 }
 
 U2PL_HD float hd_sqrt(float x) { return sqrtf(x); }
@@ -81,6 +89,11 @@ U2PL_HD T binary_row(const T* s, int64_t K, T tau, T* ds) {
   return loss;
 }
 
+// Which unlabeled pixels may give negatives (the ablation of paper Tables 4 and 6): the
+// unreliable ones, H ≥ γ_t (the high mask: the method), the reliable ones, H < γ_t (a pseudo-label
+// and not in the high mask), or every pixel with a pseudo-label.
+enum class NegativeSource : uint8_t { Unreliable, Reliable, All };
+
 // What one pixel is to class c in the contrastive loss (SPEC §2.3). label: y or ŷ (255 none);
 // low/high: the entropy masks (labeled pixels: label ≠ 255); pc = p(c); rank = O(c).
 struct PixelRole {
@@ -90,6 +103,8 @@ struct ContrastRule {
   float delta_p, delta_n;
   int64_t low_rank, high_rank;
   bool prototype_low_valid, negatives_label_mask;  // the §7 switches of the official code
+  bool prt;                                        // ablation: false drops the rank conditions
+  NegativeSource negative_source;                  // ablation: which unlabeled pixels qualify
 
   U2PL_HD PixelRole operator()(bool labeled, int32_t label, bool low, bool high, float pc,
                                int64_t rank, int32_t c) const {
@@ -97,15 +112,20 @@ struct ContrastRule {
     r.low_valid = label == c && low;
     r.anchor = r.low_valid && pc > delta_p;
     r.prototype = prototype_low_valid ? r.low_valid : r.anchor;
+    // labeled pixels always take the high mask (label ≠ 255); unlabeled ones the chosen source
+    const bool pseudo = label != kIgnoreLabel;
+    const bool source = labeled || negative_source == NegativeSource::Unreliable ? high
+                        : negative_source == NegativeSource::Reliable           ? pseudo && !high
+                                                                                : pseudo;
+    const bool top = !prt || rank < low_rank, mid = !prt || (rank >= low_rank && rank < high_rank);
     if (negatives_label_mask) {
       // public code: p(c) < δn on the high-valid mask (label == c), times "c in the top r_l and
       // label ≠ c" on labeled images (so never) or "r_l ≤ O(c) < r_h" on unlabeled ones
-      const bool ranked = labeled ? (rank < low_rank && label != c) : (rank >= low_rank && rank < high_rank);
-      r.negative = pc < delta_n && label == c && high && ranked;
+      const bool ranked = labeled ? (top && label != c) : mid;
+      r.negative = pc < delta_n && label == c && source && ranked;
     } else {
       // Eq. 14 (labeled: y ≠ c, O(c) < r_l) and Eq. 15 (unlabeled: unreliable, r_l ≤ O(c) < r_h)
-      r.negative = labeled ? (high && label != c && rank < low_rank)
-                           : (high && rank >= low_rank && rank < high_rank);
+      r.negative = labeled ? (source && label != c && top) : (source && mid);
     }
     return r;
   }

@@ -19,9 +19,10 @@ namespace {
 using YAML::Node;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-const char* const kUnsupSwitches[] = {"scale_by_valid", "scale_mode", "label_pad", "teacher_copy_bn"};
-const char* const kContraSwitches[] = {"anchor_rule", "prototype_low_valid", "negatives_label_mask",
-                                       "queue_index_bug", "normalise_valid_classes"};
+// Our keys in the public sections: alone they do not turn the loss on.
+const char* const kUnsupSwitches[] = {"scale_by_valid", "scale_mode", "label_pad", "teacher_copy_bn", "dpa"};
+const char* const kContraSwitches[] = {"anchor_rule", "prototype_low_valid", "negatives_label_mask", "queue_index_bug",
+                                       "normalise_valid_classes", "memory_bank", "prt", "negative_source"};
 
 // A copy without source marks, so that errors about it carry no line of the file.
 Node unmarked(const Node& v) {
@@ -55,10 +56,11 @@ void get_choice(const Section& s, const char* name, std::string& out, std::initi
   s.fail_at(name, "expected " + names + ", got '" + out + "'");
 }
 
-bool has_public_key(const Node& section, const char* const* ours, size_t n) {
+template <size_t N>
+bool has_public_key(const Node& section, const char* const (&ours)[N]) {
   for (const auto& kv : section) {
     bool mine = false;
-    for (size_t i = 0; i < n; ++i) mine = mine || kv.first.Scalar() == ours[i];
+    for (const char* o : ours) mine = mine || kv.first.Scalar() == o;
     if (!mine) return true;
   }
   return false;
@@ -87,8 +89,8 @@ void apply_preset(TrainConfig& c) {
 void read_unsup(const Section& tr, TrainConfig& c, std::vector<std::string>* log) {
   if (!tr.has("unsupervised")) return;
   const Section u = tr.child("unsupervised", {"TTA", "drop_percent", "apply_aug", "loss_weight", "scale_by_valid",
-                                              "scale_mode", "label_pad", "teacher_copy_bn"});
-  c.unsup.enabled = has_public_key(tr.at("unsupervised"), kUnsupSwitches, 4);
+                                              "scale_mode", "label_pad", "teacher_copy_bn", "dpa"});
+  c.unsup.enabled = has_public_key(tr.at("unsupervised"), kUnsupSwitches);
   bool tta = false;
   u.get("TTA", tta);
   u.warn_unused("TTA", log);
@@ -103,6 +105,7 @@ void read_unsup(const Section& tr, TrainConfig& c, std::vector<std::string>* log
   }
   u.get("label_pad", c.switches.label_pad, 0, 255);
   u.get("teacher_copy_bn", c.switches.teacher_copy_bn);
+  u.get("dpa", c.unsup.dpa);
 }
 
 void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string>* log) {
@@ -112,9 +115,10 @@ void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string
                       "current_class_negative_threshold", "unsupervised_entropy_ignore", "low_entropy_threshold",
                       "num_negatives", "num_queries", "temperature", "loss_weight", "binary", "anchor_ema",
                       "queue_size", "queue_size_background", "anchor_rule", "prototype_low_valid",
-                      "negatives_label_mask", "queue_index_bug", "normalise_valid_classes"});
+                      "negatives_label_mask", "queue_index_bug", "normalise_valid_classes", "memory_bank", "prt",
+                      "negative_source"});
   auto& k = c.contrastive;
-  k.enabled = has_public_key(tr.at("contrastive"), kContraSwitches, 5);
+  k.enabled = has_public_key(tr.at("contrastive"), kContraSwitches);
   s.get("negative_high_entropy", k.negative_high_entropy);
   s.get("low_rank", k.low_rank, 0);
   s.get("high_rank", k.high_rank, 1);
@@ -141,6 +145,15 @@ void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string
   s.get("negatives_label_mask", c.switches.negatives_label_mask);
   s.get("queue_index_bug", c.switches.queue_index_bug);
   s.get("normalise_valid_classes", c.switches.normalise_valid_classes);
+  s.get("memory_bank", k.memory_bank);
+  s.get("prt", k.prt);
+  if (s.has("negative_source")) {
+    std::string n;
+    get_choice(s, "negative_source", n, {"unreliable", "reliable", "all"});
+    k.negative_source = n == "unreliable" ? NegativeSource::Unreliable
+                        : n == "reliable" ? NegativeSource::Reliable
+                                          : NegativeSource::All;
+  }
 }
 
 void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* log) {
@@ -208,17 +221,24 @@ void validate(const Section& top, TrainConfig& c, std::vector<std::string>* log)
   if (k.loss_weight > 0 && !c.net.rep_head)
     tr.fail_at("contrastive", "the contrastive loss needs the representation head, but "
                               "net.decoder.kwargs.rep_head is False (set it True or loss_weight 0)");
-  if (k.low_rank >= c.net.num_classes)
-    s.fail_at("low_rank", std::to_string(k.low_rank) + " >= net.num_classes " + std::to_string(c.net.num_classes) +
-                              " (no class could be a negative)");
+  // Few classes (custom data): the public code silently forms no term when the rank thresholds
+  // exceed the class count. Adapt and say so: r_l = C − 1 keeps the unlabeled negatives of class c
+  // the pixels where c ranks last (below it no rank is left), r_h is clamped to C.
+  if (k.low_rank >= c.net.num_classes) {
+    if (log)
+      log->push_back("trainer.contrastive.low_rank " + std::to_string(k.low_rank) + " >= net.num_classes " +
+                     std::to_string(c.net.num_classes) + ": set to " + std::to_string(c.net.num_classes - 1) +
+                     " so that some classes rank below it and the contrastive loss forms terms");
+    c.contrastive.low_rank = c.net.num_classes - 1;
+  }
   if (k.high_rank > c.net.num_classes) {
     if (log)
       log->push_back("trainer.contrastive.high_rank " + std::to_string(k.high_rank) + " clamped to net.num_classes " +
                      std::to_string(c.net.num_classes));
     c.contrastive.high_rank = c.net.num_classes;
   }
-  if (c.contrastive.high_rank <= k.low_rank)
-    s.fail_at("high_rank", "expected high_rank > low_rank " + std::to_string(k.low_rank));
+  if (c.contrastive.high_rank <= c.contrastive.low_rank)
+    s.fail_at("high_rank", "expected high_rank > low_rank " + std::to_string(c.contrastive.low_rank));
 }
 
 bool within(const std::string& key, const std::string& path) {
@@ -241,10 +261,27 @@ ContrastiveParams TrainConfig::contrastive_params() const {
   p.queue_index_bug = switches.queue_index_bug;
   p.normalise_valid_classes = switches.normalise_valid_classes;
   p.binary = contrastive.binary;
+  p.memory_bank = contrastive.memory_bank;
+  p.prt = contrastive.prt;
+  p.negative_source = contrastive.negative_source;
   return p;
 }
 
 UnsupOptions TrainConfig::unsup_options(double percent) const { return UnsupOptions{percent, switches.scale_by_valid}; }
+
+double TrainConfig::alpha_at(double alpha0, int epoch) const {
+  U2PL_CHECK(epoch >= 0 && epoch <= epochs, "alpha_t: epoch " << epoch << " outside [0, " << epochs << "]");
+  // the public code: alpha0 * (1 - epoch / epochs), in float64
+  return unsup.dpa ? alpha0 * (1.0 - double(epoch) / double(epochs)) : alpha0;
+}
+
+double TrainConfig::unsup_percent_at(int epoch) const {
+  return 100.0 - alpha_at(100.0 - double(unsup.drop_percent), epoch);
+}
+
+double TrainConfig::contrastive_alpha_at(int epoch) const {
+  return alpha_at(double(contrastive.low_entropy_threshold), epoch);
+}
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
                               std::vector<std::string>* log) {
@@ -282,6 +319,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     preset.unsup.enabled = c.unsup.enabled;
     preset.contrastive.enabled = c.contrastive.enabled;
     preset.contrastive.high_rank = std::min(preset.contrastive.high_rank, c.net.num_classes);
+    preset.contrastive.low_rank = std::min(preset.contrastive.low_rank, c.net.num_classes - 1);
   } catch (const Error& e) {
     const std::string msg = e.what();
     for (size_t i = 0; i < keys.size(); ++i)

@@ -60,6 +60,7 @@ struct TrainConfig {
     float drop_percent = 80;
     std::string apply_aug = "cutmix";  // cutmix | none
     float loss_weight = 1;
+    bool dpa = true;  // ours, trainer.unsupervised.dpa: False keeps α_t at α0 (no DPA ablation)
   } unsup;
   struct Contrastive {
     bool enabled = false;  // trainer.contrastive present
@@ -72,6 +73,10 @@ struct TrainConfig {
     float loss_weight = 0.1f;  // preset: paper 0.1 / official 1
     bool binary = false, anchor_ema = false;
     int queue_size = 30000, queue_size_background = 50000;  // ours: memory bank capacity per class
+    // ours, the paper's ablations (ContrastiveParams): trainer.contrastive.memory_bank,
+    // trainer.contrastive.prt, trainer.contrastive.negative_source (unreliable | reliable | all)
+    bool memory_bank = true, prt = true;
+    NegativeSource negative_source = NegativeSource::Unreliable;
   } contrastive;
   PresetSwitches switches;
   // saver
@@ -85,6 +90,13 @@ struct TrainConfig {
 
   ContrastiveParams contrastive_params() const;  // M, N, thresholds and the §7 switches
   UnsupOptions unsup_options(double percent) const;
+  // α_t of SPEC §2.2 at `epoch` (0-based, at most epochs) from α0: α0·(1 − epoch / epochs), or α0
+  // at every epoch when unsup.dpa is off.
+  double alpha_at(double alpha0, int epoch) const;
+  // The percentile L_u drops at, 100 − α_t with α0 = 100 − drop_percent (UnsupOptions::percent).
+  double unsup_percent_at(int epoch) const;
+  // α_t of the contrastive entropy masks, α0 = low_entropy_threshold (contrastive_masks).
+  double contrastive_alpha_at(int epoch) const;
 };
 
 // Loads `path`, applies `overrides` ("section.key=value", the value a YAML scalar or flow

@@ -126,6 +126,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(u + "scale_mode", Node(s.scale_mode == AugmentSpec::ScaleMode::Uniform ? "uniform" : "two_halves"));
   e.emplace_back(u + "label_pad", Node(s.label_pad));
   e.emplace_back(u + "teacher_copy_bn", yes(s.teacher_copy_bn));
+  e.emplace_back(u + "dpa", yes(c.unsup.dpa));
   const auto& q = c.contrastive;
   if (q.enabled) {
     e.emplace_back(k + "negative_high_entropy", yes(q.negative_high_entropy));
@@ -148,6 +149,12 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(k + "negatives_label_mask", yes(s.negatives_label_mask));
   e.emplace_back(k + "queue_index_bug", yes(s.queue_index_bug));
   e.emplace_back(k + "normalise_valid_classes", yes(s.normalise_valid_classes));
+  e.emplace_back(k + "memory_bank", yes(q.memory_bank));
+  e.emplace_back(k + "prt", yes(q.prt));
+  const NegativeSource ns = q.negative_source;
+  e.emplace_back(k + "negative_source", Node(ns == NegativeSource::Unreliable ? "unreliable"
+                                             : ns == NegativeSource::Reliable ? "reliable"
+                                                                              : "all"));
   e.emplace_back("saver.snapshot_dir", Node(c.snapshot_dir));
   e.emplace_back("saver.pretrain", Node(c.pretrain));
   e.emplace_back("saver.auto_resume", yes(c.auto_resume));
