@@ -5,6 +5,7 @@
 // the configs refused before any work, and evaluation tools reading a training checkpoint.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -312,4 +313,29 @@ TEST_CASE("trainer: the public VOC configs run as they are, with data paths and 
     REQUIRE(lr.iters.size() == 2);
     CHECK(lr.iters[0].terms.size() == (name == "pascal_1464_ours" ? 4u : 2u));
   }
+}
+
+TEST_CASE("trainer: 2-class data trains with the contrastive loss (rank thresholds adapted, said in the log)") {
+  TinySet set(2);
+  TempDir runs("trainer_two");
+  std::vector<std::string> log;
+  const std::string path = u2pl::test::write_yaml("trainer_two", tiny_config(set.dir.path, 2, "u2pl"));
+  const TrainConfig cfg = load_train_config(path, {"trainer.epochs=2"}, &log);
+  CHECK(cfg.contrastive.low_rank == 1);
+  CHECK(cfg.contrastive.high_rank == 2);
+  std::string said;
+  for (const std::string& l : log) said += l + "\n";
+  INFO(said);
+  CHECK(said.find("trainer.contrastive.low_rank 2") != std::string::npos);
+  CHECK(said.find("trainer.contrastive.high_rank 4 clamped to net.num_classes 2") != std::string::npos);
+  run(cfg, quiet(runs.path + "/run"));
+  const LogRecords lr = read_log(runs.path + "/run/log.jsonl");
+  REQUIRE(lr.iters.size() == 8);
+  double terms = 0;
+  for (size_t i = 4; i < 8; ++i) {
+    for (const auto& [k, v] : lr.iters[i].stats)
+      if (k == "contra_terms") terms += v;
+    for (const auto& [k, v] : lr.iters[i].terms) CHECK(std::isfinite(v));
+  }
+  CHECK(terms > 0);
 }

@@ -116,11 +116,9 @@ LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2pl
   if (teacher) load_weights_prefixed(teacher->params(), f, "teacher.");
   const std::vector<float> m = f.floats("optimizer.momentum");
   copy_tensor(momentum, TensorView(const_cast<float*>(m.data()), momentum.shape, Device::CPU));
-  if (bank && out.had_bank) {
-    bank->clear();
+  if (bank && out.had_bank)
     for (int c = 0; c < bank->classes(); ++c)
-      bank->push(c, rows[size_t(c)].data(), static_cast<int64_t>(rows[size_t(c)].size()) / bank->dim());
-  }
+      bank->restore(c, rows[size_t(c)].data(), static_cast<int64_t>(rows[size_t(c)].size()) / bank->dim());
   return out;
 }
 

@@ -71,7 +71,8 @@ void PhiloxStepDraws::check_budget() const {
                "iteration " << it_ << ": the draws of Philox stream " << stream << " overran their counter range");
 }
 
-TrainStep::TrainStep(const TrainConfig& cfg, Device dev) : cfg_(cfg), dev_(dev), student_(cfg.net) {
+TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
+    : cfg_(cfg), dev_(dev), student_(cfg.net), unsup_out_(dev), masks_out_(dev), contra_out_(dev) {
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
     const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
@@ -109,7 +110,7 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev) : cfg_(cfg), dev_(dev),
     U2PL_CHECK(id >= 0, "the contrastive loss needs the representation head (net.decoder.kwargs.rep_head)");
     std::vector<int64_t> caps(static_cast<size_t>(cfg.net.num_classes), cfg.contrastive.queue_size);
     caps[0] = cfg.contrastive.queue_size_background;
-    bank_ = std::make_unique<MemoryBank>(caps, student_.params().value(id).shape[0]);
+    bank_ = std::make_unique<MemoryBank>(caps, student_.params().value(id).shape[0], dev);
   }
 }
 
@@ -189,13 +190,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const TensorView dup_s = scratch(dup_s_, crop, dev_);
     const TensorView entropy = scratch(entropy_, Shape{B, H, W}, dev_);
     const LabelView filtered = scratch(filtered_, Shape{B, H, W}, dev_);
-    const double alpha_u = alpha_t(100.0 - cfg_.unsup.drop_percent, epoch, cfg_.epochs);
-    const UnsupResult ur = unsup_loss(ctx, up_s, lab_mix, up_t, cfg_.unsup_options(100.0 - alpha_u), entropy,
-                                      filtered, cfg_.unsup.loss_weight, dup_s, 0.f);
+    unsup_loss(ctx, up_s, lab_mix, up_t, cfg_.unsup_options(cfg_.unsup_percent_at(epoch)), entropy, filtered,
+               cfg_.unsup.loss_weight, dup_s, 0.f, unsup_out_.get());
     bilinear_backward(ctx, dup_s, dpred.batch_slice(B, B), 0.f);
-    o.unsup = ur.loss;
-    o.thresh = ur.thresh;
-    o.reliable = double(ur.valid) / double(B * H * W);
 
     if (bank_) {
       const Shape fs{B, out.rep.shape.h(), out.rep.shape.w()};
@@ -206,11 +203,8 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       nearest_forward(ctx, lab_mix, us);
       const MaskView low = scratch(low_, Shape{2 * B, fs[1], fs[2]}, dev_);
       const MaskView high = scratch(high_, Shape{2 * B, fs[1], fs[2]}, dev_);
-      const double alpha_c = alpha_t(cfg_.contrastive.low_entropy_threshold, epoch, cfg_.epochs);
-      const EntropyThresholds th =
-          contrastive_masks(ctx, ls, entropy, lab_mix, alpha_c, cfg_.switches.anchor_rule, low, high);
-      o.contra_low = th.low;
-      o.contra_high = th.high;
+      contrastive_masks(ctx, ls, entropy, lab_mix, cfg_.contrastive_alpha_at(epoch), cfg_.switches.anchor_rule, low,
+                        high, masks_out_.get());
       ContrastiveInputs in;
       in.rep = out.rep;
       in.rep_teacher = tt.rep;
@@ -221,16 +215,10 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       in.low = low;
       in.high = high;
       drep = scratch(drep_, out.rep.shape, dev_);
-      const ContrastiveResult cr =
-          contrastive_loss(ctx, cparams_, in, *bank_, draws.contrastive(), cfg_.contrastive.loss_weight, drep, 0.f);
-      o.contra = cr.loss;
-      o.contra_terms = cr.terms;
+      contrastive_loss(ctx, cparams_, in, *bank_, draws.contrastive(), cfg_.contrastive.loss_weight, drep, 0.f,
+                       contra_out_.get());
     }
   }
-  o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive.loss_weight * o.contra : 0.0);
-  const std::pair<const char*, double> terms[] = {{"sup", o.sup}, {"unsup", o.unsup}, {"contra", o.contra}};
-  for (const auto& [name, v] : terms)
-    U2PL_CHECK(std::isfinite(v), "iteration " << it << " (epoch " << epoch << "): the " << name << " loss is " << v);
 
   student_.backward(ctx, dpred, drep, daux);
   sgd_step(ctx, SgdConfig{cfg_.momentum, cfg_.weight_decay}, student_.params().values().all(),
@@ -246,6 +234,27 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       o.ema = ema;
     }
   }
+
+  if (o.semi) {
+    const UnsupResult ur = unsup_out_.read(ctx);
+    ur.check();
+    o.unsup = ur.loss;
+    o.thresh = ur.thresh;
+    o.reliable = double(ur.valid) / double(B * H * W);
+    if (bank_) {
+      const EntropyThresholds th = masks_out_.read(ctx);
+      const ContrastiveResult cr = contra_out_.read(ctx);
+      cr.check();
+      o.contra_low = th.low;
+      o.contra_high = th.high;
+      o.contra = cr.loss;
+      o.contra_terms = cr.terms;
+    }
+  }
+  o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive.loss_weight * o.contra : 0.0);
+  const std::pair<const char*, double> terms[] = {{"sup", o.sup}, {"unsup", o.unsup}, {"contra", o.contra}};
+  for (const auto& [name, v] : terms)
+    U2PL_CHECK(std::isfinite(v), "iteration " << it << " (epoch " << epoch << "): the " << name << " loss is " << v);
   return o;
 }
 

@@ -15,6 +15,7 @@
 #include "u2pl/model.h"
 #include "u2pl/sup_loss.h"
 #include "u2pl/train_config.h"
+#include "u2pl/unsup_loss.h"
 
 namespace u2pl {
 
@@ -81,8 +82,10 @@ class TrainStep {
   TensorView momentum() const { return momentum_.view(); }
 
   // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) (may be
-  // undefined in the warm start or without a teacher; any device). Non-finite loss terms throw
-  // naming `it` and the term, before the weights change.
+  // undefined in the warm start or without a teacher; any device). The figures are read back
+  // once, at the end (on CUDA the only synchronisation besides the supervised loss value). A
+  // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
+  // so the caller must not save them.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
                   StepDraws& draws);
 
@@ -103,6 +106,10 @@ class TrainStep {
   Tensor img_l_, img_u_, img_all_, up_eval_, up_s_, up_t_, dup_s_, entropy_, prob_, dpred_, drep_, daux_;
   Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
   Mask low_, high_;
+  // The losses' figures, in ctx's device memory until read.
+  DeviceSlot<UnsupResult> unsup_out_;
+  DeviceSlot<EntropyThresholds> masks_out_;
+  DeviceSlot<ContrastiveResult> contra_out_;
 };
 
 }  // namespace u2pl

@@ -21,7 +21,6 @@
 #include "u2pl/curves.h"
 #include "u2pl/eval_report.h"
 #include "u2pl/predict.h"
-#include "u2pl/schedule.h"
 #include "u2pl/train_log.h"
 #include "u2pl/train_step.h"
 
@@ -324,7 +323,7 @@ TrainResult Trainer::run() {
     if (unsup) r.terms.emplace_back("unsup", o.unsup);
     if (contra) r.terms.emplace_back("contra", o.contra);
     if (step_.semi_phase(epoch)) {
-      r.stats = {{"alpha_t", alpha_t(100.0 - cfg_.unsup.drop_percent, epoch, cfg_.epochs)},
+      r.stats = {{"alpha_t", 100.0 - cfg_.unsup_percent_at(epoch)},
                  {"thresh", o.thresh},
                  {"reliable", o.reliable},
                  {"ema", o.ema}};
