@@ -339,3 +339,20 @@ TEST_CASE("trainer: 2-class data trains with the contrastive loss (rank threshol
   }
   CHECK(terms > 0);
 }
+
+TEST_CASE("trainer: missing data fails before the run directory is made; checkpoints without the bank") {
+  TinySet set;
+  TempDir runs("trainer_data_bank");
+  const std::string missing = runs.path + "/missing";
+  const TrainConfig bad = tiny(set, "u2pl", {"dataset.val.data_list=" + set.dir.path + "/splits/nope.txt"});
+  CHECK(error_of([&] { run(bad, quiet(missing)); }).find("nope.txt") != std::string::npos);
+  CHECK_FALSE(fs::exists(missing));
+
+  const std::string dir = runs.path + "/nobank";
+  const TrainConfig cfg = tiny(set, "u2pl", {"saver.save_memory_bank=False"});
+  run(cfg, quiet(dir, 5));
+  const SafeTensorsFile ck(dir + "/ckpt_latest.safetensors");
+  CHECK(ck.meta("bank") == "no");
+  CHECK_FALSE(ck.has("bank.0"));
+  CHECK(run(cfg, quiet(dir, 2, true)).iterations == 7);  // resumes with empty queues (and says so)
+}

@@ -160,7 +160,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   top.need("trainer");
   const Section tr = top.child("trainer", {"epochs", "sup_only_epoch", "eval_on", "start_epochs", "optimizer",
                                            "lr_scheduler", "unsupervised", "contrastive", "preset", "device",
-                                           "seed", "eval_interval"});
+                                           "seed", "eval_interval", "deterministic"});
   tr.need("epochs");
   tr.get("epochs", c.epochs, 1);
   tr.get("sup_only_epoch", c.sup_only_epoch, 0);
@@ -171,6 +171,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   tr.get("seed", seed, 0);
   c.seed = uint64_t(seed);
   tr.get("eval_interval", c.eval_interval, 1);
+  tr.get("deterministic", c.deterministic);
 
   tr.need("optimizer");
   const Section opt = tr.child("optimizer", {"type", "kwargs"});
@@ -196,11 +197,12 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
 
 void read_saver_criterion(const Section& top, TrainConfig& c) {
   if (top.has("saver")) {
-    const Section s = top.child("saver", {"snapshot_dir", "pretrain", "auto_resume", "run_dir"});
+    const Section s = top.child("saver", {"snapshot_dir", "pretrain", "auto_resume", "run_dir", "save_memory_bank"});
     s.get("snapshot_dir", c.snapshot_dir);
     get_any_string(s, "pretrain", c.pretrain);
     s.get("auto_resume", c.auto_resume);
     s.get("run_dir", c.run_dir);
+    s.get("save_memory_bank", c.save_memory_bank);
   }
   if (top.has("criterion")) {
     const Section s = top.child("criterion", {"type", "kwargs"});

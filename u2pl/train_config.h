@@ -53,6 +53,7 @@ struct TrainConfig {
   std::string device = "auto";  // trainer.device: cpu | cuda | auto
   uint64_t seed = 0;            // trainer.seed
   int eval_interval = 1;        // trainer.eval_interval: validate every n epochs
+  bool deterministic = false;   // trainer.deterministic: deterministic CUDA algorithms (bit-exact resume on a GPU)
   float lr = 0.001f, momentum = 0, weight_decay = 0;  // optimizer SGD (PyTorch defaults for the last two)
   float lr_power = 0.9f;                             // lr_scheduler poly
   struct Unsup {
@@ -82,6 +83,7 @@ struct TrainConfig {
   // saver
   std::string snapshot_dir = "checkpoints", pretrain, run_dir;  // run_dir ours
   bool auto_resume = false;
+  bool save_memory_bank = true;  // saver.save_memory_bank (ours): checkpoints hold the queues (exact resume)
   // criterion
   std::string criterion = "CELoss";  // CELoss | ohem
   bool use_weight = false;

@@ -108,6 +108,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(t + "sup_only_epoch", Node(c.sup_only_epoch));
   e.emplace_back(t + "eval_on", yes(c.eval_on));
   e.emplace_back(t + "eval_interval", Node(c.eval_interval));
+  e.emplace_back(t + "deterministic", yes(c.deterministic));
   e.emplace_back(t + "start_epochs", Node(c.start_epochs));
   e.emplace_back(t + "optimizer.type", Node("SGD"));
   e.emplace_back(t + "optimizer.kwargs.lr", Node(num(c.lr)));
@@ -159,6 +160,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back("saver.pretrain", Node(c.pretrain));
   e.emplace_back("saver.auto_resume", yes(c.auto_resume));
   if (!c.run_dir.empty()) e.emplace_back("saver.run_dir", Node(c.run_dir));
+  e.emplace_back("saver.save_memory_bank", yes(c.save_memory_bank));
   e.emplace_back("criterion.type", Node(c.criterion));
   e.emplace_back("criterion.kwargs.use_weight", yes(c.use_weight));
   e.emplace_back("criterion.kwargs.thresh", Node(num(c.ohem_thresh)));

@@ -75,7 +75,7 @@ class Trainer {
 };
 
 Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt)
-    : cfg_(cfg), opt_(opt), dev_(opt.device), ctx_(opt.device), step_(cfg, opt.device) {}
+    : cfg_(cfg), opt_(opt), dev_(opt.device), ctx_(opt.device, cfg.deterministic), step_(cfg, opt.device) {}
 
 void Trainer::say(const std::string& line) {
   if (progress_)
@@ -192,7 +192,8 @@ void Trainer::validate(int64_t iters_done, int epoch) {
 }
 
 void Trainer::save(const std::string& name) {
-  save_checkpoint(path(name), state_, step_.student(), step_.teacher(), step_.momentum(), step_.bank());
+  save_checkpoint(path(name), state_, step_.student(), step_.teacher(), step_.momentum(),
+                  cfg_.save_memory_bank ? step_.bank() : nullptr);
 }
 
 TrainResult Trainer::run() {
