@@ -17,22 +17,7 @@ namespace u2pl {
 namespace {
 
 using ull = unsigned long long;
-constexpr ull kNoPixel = ~0ull;  // first-bad-pixel marker (atomicMin over pixel indices)
 constexpr int kMaxClasses = 255;  // label 255 is "none", so class indices stop below it
-
-// Byte offsets of 256-byte aligned pieces of one ctx.workspace() block.
-class WorkspacePlan {
- public:
-  size_t add(size_t bytes) {
-    const size_t at = total_;
-    total_ += (bytes + 255) / 256 * 256;
-    return at;
-  }
-  size_t bytes() const { return total_; }
-
- private:
-  size_t total_ = 0;
-};
 
 // Pixels k = (image, row, column) over [labeled | unlabeled]; a (B, D, h, w) map holds channel e
 // of pixel k at base(k) + e·HW.

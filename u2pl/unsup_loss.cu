@@ -16,21 +16,6 @@ namespace u2pl {
 namespace {
 
 using ull = unsigned long long;
-constexpr ull kNoPixel = ~0ull;  // first-bad-pixel marker (atomicMin over pixel indices)
-
-// Byte offsets of 256-byte aligned pieces of one ctx.workspace() block.
-class WorkspacePlan {
- public:
-  size_t add(size_t bytes) {
-    const size_t at = total_;
-    total_ += (bytes + 255) / 256 * 256;
-    return at;
-  }
-  size_t bytes() const { return total_; }
-
- private:
-  size_t total_ = 0;
-};
 
 // logits (N, C, HW) -> entropy (P = N·HW).
 __global__ void entropy_kernel(int64_t P, int64_t C, int64_t HW, const float* logits, float* entropy) {

@@ -1,6 +1,7 @@
-// Launch helpers shared by the layer kernels (layers/*.cu): grid-stride indices, the grid for
-// block-per-item kernels and deterministic block reductions (CUB's fixed-order BlockReduce, no
-// atomics). Only .cu files include this. Covered through tests/test_cuda_parity.cpp.
+// Launch helpers shared by the kernels (layers/*.cu, u2pl/*.cu): grid-stride indices, the grid
+// for block-per-item kernels, deterministic block reductions (CUB's fixed-order BlockReduce, no
+// atomics) and the layout of one workspace block. Only .cu files include this. Covered through
+// tests/test_cuda_parity.cpp and tests/test_cuda_losses.cpp.
 #pragma once
 #include <cub/block/block_reduce.cuh>
 
@@ -43,5 +44,22 @@ struct SumOp {
 
 template <class T>
 __device__ T block_sum(T v) { return block_reduce(v, SumOp{}); }
+
+// Byte offsets of 256-byte aligned pieces of one ctx.workspace() block.
+class WorkspacePlan {
+ public:
+  size_t add(size_t bytes) {
+    const size_t at = total_;
+    total_ += (bytes + 255) / 256 * 256;
+    return at;
+  }
+  size_t bytes() const { return total_; }
+
+ private:
+  size_t total_ = 0;
+};
+
+// The "no bad pixel" value of a first-bad-pixel index that kernels lower with atomicMin.
+constexpr unsigned long long kNoPixel = ~0ull;
 
 }  // namespace u2pl
