@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
 #include "u2pl/eval_report.h"
@@ -66,23 +67,19 @@ std::vector<float> parse_scales(const std::string& s) {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      U2PL_CHECK(i + 1 < argc, k << " needs a value\n" << kUsage);
-      return argv[++i];
-    };
-    if (k == "--config") a.config = value();
-    else if (k == "--weights") a.weights = value();
-    else if (k == "--device") a.device = parse_device(value());
-    else if (k == "--mode") a.mode = parse_eval_mode(value());
+  for (ArgReader r(argc, argv, kUsage); r.next();) {
+    const std::string& k = r.key();
+    if (k == "--config") a.config = r.value();
+    else if (k == "--weights") a.weights = r.value();
+    else if (k == "--device") a.device = parse_device(r.value());
+    else if (k == "--mode") a.mode = parse_eval_mode(r.value());
     else if (k == "--flip") a.flip = true;
-    else if (k == "--scales") a.scales = parse_scales(value());
-    else if (k == "--json") a.json = value();
-    else if (k == "--save-pred") a.save.pred_dir = value();
-    else if (k == "--save-index") a.save.index_dir = value();
+    else if (k == "--scales") a.scales = parse_scales(r.value());
+    else if (k == "--json") a.json = r.value();
+    else if (k == "--save-pred") a.save.pred_dir = r.value();
+    else if (k == "--save-index") a.save.index_dir = r.value();
     else if (k == "--labelids") a.save.label_ids = true;
-    else if (k == "--score") a.score = value();
+    else if (k == "--score") a.score = r.value();
     else if (k == "-h" || k == "--help") { std::cout << kUsage; std::exit(0); }
     else U2PL_FAIL("unknown argument " << k << "\n" << kUsage);
   }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
 #include "u2pl/net_config.h"
@@ -37,19 +38,15 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      U2PL_CHECK(i + 1 < argc, k << " needs a value\n" << kUsage);
-      return argv[++i];
-    };
-    if (k == "--config") a.config = value();
-    else if (k == "--weights") a.weights = value();
-    else if (k == "--device") a.device = parse_device(value());
-    else if (k == "--out") a.out = value();
-    else if (k == "--dump") a.dump = value();
+  for (ArgReader r(argc, argv, kUsage); r.next();) {
+    const std::string& k = r.key();
+    if (k == "--config") a.config = r.value();
+    else if (k == "--weights") a.weights = r.value();
+    else if (k == "--device") a.device = parse_device(r.value());
+    else if (k == "--out") a.out = r.value();
+    else if (k == "--dump") a.dump = r.value();
     else if (k == "--alpha") {
-      const std::string v = value();
+      const std::string v = r.value();
       try {
         a.alpha = std::stod(v);
       } catch (const std::exception&) {

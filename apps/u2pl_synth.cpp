@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "apps/cli.h"
 #include "data/synth.h"
 #include "engine/check.h"
 
@@ -40,21 +41,17 @@ int to_int(const std::string& k, const std::string& v) {
 
 SynthSpec parse(int argc, char** argv, std::string* out) {
   SynthSpec s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      U2PL_CHECK(i + 1 < argc, k << " needs a value\n" << kUsage);
-      return argv[++i];
-    };
-    if (k == "--out") *out = value();
-    else if (k == "--seed") s.seed = to_u64(k, value());
-    else if (k == "--train") s.train = to_int(k, value());
-    else if (k == "--val") s.val = to_int(k, value());
-    else if (k == "--size") s.size = to_int(k, value());
-    else if (k == "--classes") s.classes = to_int(k, value());
+  for (ArgReader r(argc, argv, kUsage); r.next();) {
+    const std::string& k = r.key();
+    if (k == "--out") *out = r.value();
+    else if (k == "--seed") s.seed = to_u64(k, r.value());
+    else if (k == "--train") s.train = to_int(k, r.value());
+    else if (k == "--val") s.val = to_int(k, r.value());
+    else if (k == "--size") s.size = to_int(k, r.value());
+    else if (k == "--classes") s.classes = to_int(k, r.value());
     else if (k == "--labeled") {
       s.labeled.clear();
-      std::stringstream ss(value());
+      std::stringstream ss(r.value());
       for (std::string item; std::getline(ss, item, ',');) s.labeled.push_back(to_int(k, item));
     } else if (k == "-h" || k == "--help") { std::cout << kUsage; std::exit(0); }
     else U2PL_FAIL("unknown argument " << k << "\n" << kUsage);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
 #include "u2pl/trainer.h"
@@ -37,15 +38,11 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      U2PL_CHECK(i + 1 < argc, k << " needs a value\n" << kUsage);
-      return argv[++i];
-    };
-    if (k == "--config") a.config = value();
-    else if (k == "--device") a.device = value();
-    else if (k == "--run-dir") a.run_dir = value();
+  for (ArgReader r(argc, argv, kUsage); r.next();) {
+    const std::string& k = r.key();
+    if (k == "--config") a.config = r.value();
+    else if (k == "--device") a.device = r.value();
+    else if (k == "--run-dir") a.run_dir = r.value();
     else if (k == "--resume") a.resume = true;
     else if (k == "--print-config") a.print_config = true;
     else if (k == "--help" || k == "-h") {
