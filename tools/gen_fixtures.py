@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
-DTYPES = {torch.float32: ("F32", "<f4"), torch.int32: ("I32", "<i4"), torch.uint8: ("U8", "u1")}
+DTYPES = {torch.float32: ("F32", "<f4"), torch.float64: ("F64", "<f8"), torch.int32: ("I32", "<i4"),
+          torch.int64: ("I64", "<i8"), torch.uint8: ("U8", "u1")}
 IGNORE = 255
 
 
@@ -31,11 +32,13 @@ def write_safetensors(path, tensors, meta):
     header["__metadata__"] = {k: str(v) for k, v in sorted(meta.items())}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
+    tmp = path + ".tmp"  # written whole, then renamed into place
+    with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for b in blobs:
             f.write(b)
+    os.replace(tmp, path)
 
 
 class Family:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_fixtures import write_safetensors  # noqa: E402
 from torch_u2pl_net import DROPOUT_P, U2PLNet  # noqa: E402
 
 IGNORE = 255
@@ -94,8 +95,6 @@ OUT_FIELDS = ["sup", "unsup", "contra", "thresh", "reliable", "contra_low", "con
 
 ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64,
              "U8": np.uint8}
-TORCH_CODES = {torch.float32: "F32", torch.float64: "F64", torch.int32: "I32",
-               torch.int64: "I64", torch.uint8: "U8"}
 
 
 def read_safetensors(path):
@@ -112,28 +111,6 @@ def read_safetensors(path):
         arr = np.frombuffer(data[a:b], dtype=ST_DTYPES[e["dtype"]]).reshape(e["shape"])
         out[name] = torch.from_numpy(arr.copy())
     return out, meta
-
-
-def write_safetensors(path, tensors, meta):
-    """u64 LE header length, JSON header padded with spaces to 8 bytes, raw LE data."""
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous()
-        blob = t.numpy().tobytes()
-        header[name] = {"dtype": TORCH_CODES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(blob)]}
-        blobs.append(blob)
-        off += len(blob)
-    header["__metadata__"] = {k: str(v) for k, v in sorted(meta.items())}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- losses (SPEC §2)
