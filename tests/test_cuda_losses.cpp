@@ -26,14 +26,9 @@ const float kNaN = std::numeric_limits<float>::quiet_NaN();
 using test::check_close;
 using test::kExact;
 using test::Tol;
+using test::uniform;
 constexpr Tol kFwd{1e-6, 1e-5};  // per-pixel math: device expf/logf against the host's
 constexpr Tol kGrad{2e-5, 1e-4};  // gradients
-
-std::vector<float> uniform(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0, i);
-  return v;
-}
 
 // Labels in [0, C) with about `ignored` of them 255.
 std::vector<int32_t> random_labels(int64_t n, int C, uint64_t seed, float ignored = 0.25f) {

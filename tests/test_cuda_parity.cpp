@@ -32,16 +32,11 @@ const float kNaN = std::numeric_limits<float>::quiet_NaN();
 using test::check_close;
 using test::kExact;
 using test::Tol;
+using test::uniform;
 constexpr Tol kTight{1e-6, 1e-6};  // the same arithmetic, at most FMA contraction apart
 constexpr Tol kFwd{1e-5, 1e-4};    // forward values
 constexpr Tol kBwd{2e-5, 1e-4};    // input gradients (short sums)
 constexpr Tol kSum{1e-4, 1e-4};    // long reductions: weight, bias, BN parameter gradients
-
-std::vector<float> uniform(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0, i);
-  return v;
-}
 
 template <class T>
 std::vector<T> host(const Context& ctx, View<T> v) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/params.h"
+#include "engine/rng.h"
 #include "engine/safetensors.h"
 
 namespace u2pl::test {
@@ -20,6 +21,13 @@ namespace u2pl::test {
 // scale float32 rounding error follows in long reductions such as a deep network's gradients).
 // max_bad_fraction: the share of entries allowed out of tolerance (default none), for full-size
 // networks whose float32 forward flips a few ReLU masks near 0 (each flip moves a few gradients).
+// n floats uniform in [lo, hi) from Philox stream (seed, 0).
+inline std::vector<float> uniform(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0, i);
+  return v;
+}
+
 struct Tol {
   double abs, rel;
   bool normwise = false;
