@@ -104,19 +104,6 @@ void Trainer::setup() {
   step_.set_iters_per_epoch(per_epoch);
 }
 
-AugmentSpec make_augment(const TrainConfig& cfg) {
-  AugmentSpec a;
-  a.scale = cfg.data.train.rand_resize;
-  a.mode = cfg.switches.scale_mode;
-  a.flip = cfg.data.train.flip;
-  a.crop_h = cfg.data.train.crop.size[0];
-  a.crop_w = cfg.data.train.crop.size[1];
-  a.label_pad = cfg.switches.label_pad;
-  a.mean = cfg.data.mean;
-  a.std = cfg.data.std;
-  return a;
-}
-
 void Trainer::draw_pictures(U2plNet& net) {
   if (!val_ || opt_.pictures <= 0) return;
   const fs::path dir = fs::path(opt_.run_dir) / "pictures";
@@ -369,7 +356,19 @@ TrainResult Trainer::run() {
 
 }  // namespace
 
-AugmentSpec train_augment(const TrainConfig& cfg) { return make_augment(cfg); }
+AugmentSpec train_augment(const TrainConfig& cfg) {
+  AugmentSpec a;
+  a.scale = cfg.data.train.rand_resize;
+  a.mode = cfg.switches.scale_mode;
+  a.flip = cfg.data.train.flip;
+  a.crop_h = cfg.data.train.crop.size[0];
+  a.crop_w = cfg.data.train.crop.size[1];
+  a.label_pad = cfg.switches.label_pad;
+  a.mean = cfg.data.mean;
+  a.std = cfg.data.std;
+  return a;
+}
+
 
 void check_runnable(const TrainConfig& cfg, Device dev) {
   const auto& crop = cfg.data.train.crop;
