@@ -42,14 +42,17 @@ score() {  # score FILE KEY: a fraction as a percentage with two decimals
 {
   echo "# u2pl demo: SupOnly vs U2PL, 16 labeled + 384 unlabeled synthetic images"
   echo
-  echo "| method | val mIoU | pixel acc | mean acc |"
-  echo "| --- | --- | --- | --- |"
+  echo "| method | val mIoU | pixel acc | mean acc | best val mIoU during training |"
+  echo "| --- | --- | --- | --- | --- |"
   for method in suponly u2pl; do
     f=$out/$method.scores.json
-    echo "| $method | $(score "$f" miou) | $(score "$f" pixel_acc) | $(score "$f" mean_acc) |"
+    best=$(sed -n 's/.*best val mIoU \([0-9.]*\) at iteration \([0-9]*\).*/\1 \2/p' "$out/$method.train.txt" |
+      awk '{printf "%.2f (iteration %d)", $1, $2}')
+    echo "| $method | $(score "$f" miou) | $(score "$f" pixel_acc) | $(score "$f" mean_acc) | $best |"
   done
   echo
-  echo "Final models (U2PL: the teacher), whole-image evaluation of the 100 val images."
+  echo "Final models (U2PL: the teacher), whole-image evaluation of the 100 val images; the last"
+  echo "column is the best of the validations during training (every 5 epochs)."
   echo "Curves: suponly/curves.svg, u2pl/curves.svg. Pictures: */pictures/."
 } > "$out/results.md"
 cat "$out/results.md"
