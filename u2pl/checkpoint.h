@@ -37,7 +37,8 @@ struct LoadedCheckpoint {
 // Restores a checkpoint into allocated networks, the momentum arena and (when given and saved)
 // the bank. Every mismatch (a network of another shape, a missing teacher, a momentum of another
 // length, bank rows of another width or beyond a queue's capacity, a file that is not a training
-// checkpoint) throws naming the file; nothing of the training state is trusted half-restored.
+// checkpoint) throws naming the file. The metadata, momentum and bank are checked before anything
+// is copied, each network before its own copy; after a throw the caller must not train on.
 LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2plNet* teacher,
                                  TensorView momentum, MemoryBank* bank);
 
