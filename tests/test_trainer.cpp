@@ -279,6 +279,16 @@ TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another n
   Tensor short_mom(Shape{5}, Device::CPU);
   CHECK(error_of([&] { load_checkpoint(ck, net, nullptr, short_mom, nullptr); }).find("optimizer.momentum") !=
         std::string::npos);
+  {  // metadata that does not parse
+    SafeTensorsWriter w;
+    w.add("optimizer.momentum", mom);
+    w.set_metadata("format", kTrainCheckpointFormat);
+    w.set_metadata("iter", "12x");
+    const std::string odd = runs.path + "/odd.safetensors";
+    w.write(odd);
+    CHECK(error_of([&] { load_checkpoint(odd, net, nullptr, mom, nullptr); })
+              .find("checkpoint metadata iter = '12x' is not an integer") != std::string::npos);
+  }
   const TrainConfig wide = tiny(set, "suponly", {"net.encoder.kwargs.width_divisor=8"});
   U2plNet other(wide.net);
   other.allocate(Device::CPU, 1, true);

@@ -3,6 +3,8 @@
 // checks the whole file before the first copy. Covered by tests/test_trainer.cpp.
 #include "u2pl/checkpoint.h"
 
+#include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "engine/safetensors.h"
@@ -17,31 +19,15 @@ void add_model(SafeTensorsWriter& w, const std::string& prefix, const U2plNet& n
   for (size_t i = 0; i < ps.decls().size(); ++i) w.add(prefix + ps.decls()[i].name, ps.value(static_cast<int>(i)));
 }
 
-int64_t meta_int(const SafeTensorsFile& f, const std::string& key) {
+// A metadata entry that must be a whole number (T integral) or a number.
+template <class T>
+T meta_number(const SafeTensorsFile& f, const std::string& key) {
   const std::string v = f.meta(key);
-  size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  U2PL_CHECK(used == v.size() && used > 0, f.path() << ": checkpoint metadata " << key << " = '" << v
-                                                     << "' is not an integer");
-  return x;
-}
-
-double meta_double(const SafeTensorsFile& f, const std::string& key) {
-  const std::string v = f.meta(key);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  U2PL_CHECK(used == v.size() && used > 0, f.path() << ": checkpoint metadata " << key << " = '" << v
-                                                     << "' is not a number");
+  std::istringstream in(v);
+  T x{};
+  in >> x;
+  U2PL_CHECK(!v.empty() && in && in.eof(), f.path() << ": checkpoint metadata " << key << " = '" << v << "' is not "
+                                                    << (std::is_integral<T>::value ? "an integer" : "a number"));
   return x;
 }
 
@@ -82,10 +68,10 @@ LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2pl
              path << ": not a u2pl_train checkpoint (no format = " << kTrainCheckpointFormat << " metadata)");
   LoadedCheckpoint out;
   CheckpointState& st = out.state;
-  st.iter = meta_int(f, "iter");
-  st.best_iter = meta_int(f, "best_iter");
-  st.best_miou = meta_double(f, "best_miou");
-  st.seed = static_cast<uint64_t>(meta_int(f, "seed"));
+  st.iter = meta_number<int64_t>(f, "iter");
+  st.best_iter = meta_number<int64_t>(f, "best_iter");
+  st.best_miou = meta_number<double>(f, "best_miou");
+  st.seed = meta_number<uint64_t>(f, "seed");
   st.eval_model = f.meta("eval_model");
   st.config_yaml = f.meta("config");
   U2PL_CHECK(st.iter >= 0, path << ": checkpoint iteration " << st.iter << " is negative");
