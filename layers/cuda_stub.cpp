@@ -53,10 +53,15 @@ void argmax_channels_cuda(Context&, TensorView, LabelView) { no_cuda("argmax"); 
 void softmax_forward_cuda(Context&, TensorView, TensorView) { no_cuda("softmax"); }
 void softmax_backward_cuda(Context&, TensorView, TensorView, TensorView, float) { no_cuda("softmax backward"); }
 CeResult cross_entropy_forward_cuda(Context&, TensorView, LabelView, int) { no_cuda("cross-entropy"); }
+void cross_entropy_forward_cuda(Context&, TensorView, LabelView, int, CeResult*) { no_cuda("cross-entropy"); }
+void cross_entropy_heads_cuda(Context&, const CeResult*, const CeResult*, float, int, int, CeHeadsResult*) {
+  no_cuda("cross-entropy heads");
+}
 void cross_entropy_backward_cuda(Context&, TensorView, LabelView, int, float, TensorView, float) {
   no_cuda("cross-entropy backward");
 }
 void ohem_select_cuda(Context&, TensorView, LabelView, float, int64_t, LabelView, int) { no_cuda("ohem"); }
+void check_labels_cuda(Context&, LabelView, int, int) { no_cuda("ohem label check"); }
 void box_mix_cuda(Context&, const std::vector<Box>&, int64_t, int64_t, int64_t, int64_t, const float*, float*) {
   no_cuda("box mix");
 }

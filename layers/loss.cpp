@@ -42,9 +42,17 @@ static int64_t first_bad_label(int64_t n, const int32_t* labels, int C, int igno
   return -1;
 }
 
-static void throw_bad_label(int64_t at, int32_t label, int C, int ignore) {
+[[noreturn]] static void throw_bad_label(int64_t at, int32_t label, int C, int ignore) {
   U2PL_FAIL("cross-entropy: label " << label << " at pixel " << at << " is outside [0, " << C
                                     << ") and is not the ignore index " << ignore);
+}
+
+void CeResult::check(int C, int ignore) const {
+  if (bad_pixel >= 0) throw_bad_label(bad_pixel, bad_label, C, ignore);
+}
+
+void CeHeadsResult::check() const {
+  if (bad_pixel >= 0) throw_bad_label(bad_pixel, bad_label, classes, ignore);
 }
 
 template <class T>
@@ -61,7 +69,10 @@ CeResult cross_entropy_forward_cpu(Shape xs, const T* logits, const int32_t* lab
     sum += double(pixel_ce(px, HW, pixel_softmax(px, C, HW), labels[k]));
     ++valid;
   }
-  return {valid ? float(sum / double(valid)) : 0.f, valid};
+  CeResult r;
+  r.loss = valid ? float(sum / double(valid)) : 0.f;
+  r.valid = valid;
+  return r;
 }
 
 template <class T>
@@ -138,6 +149,20 @@ CeResult cross_entropy_forward(Context& ctx, TensorView logits, LabelView labels
   return cross_entropy_forward_cpu<float>(logits.shape, logits.data, labels.data, ignore);
 }
 
+void cross_entropy_forward(Context& ctx, TensorView logits, LabelView labels, CeResult* out, int ignore) {
+  check_labels(logits, labels, ctx.device(), "cross-entropy labels");
+  U2PL_CHECK(out != nullptr, "cross-entropy: no result slot given");
+  if (ctx.device() == Device::CUDA) return cross_entropy_forward_cuda(ctx, logits, labels, ignore, out);
+  *out = cross_entropy_forward_cpu<float>(logits.shape, logits.data, labels.data, ignore);
+}
+
+void cross_entropy_heads(Context& ctx, const CeResult* main, const CeResult* aux, float aux_weight, int C,
+                         int ignore, CeHeadsResult* out) {
+  U2PL_CHECK(main != nullptr && out != nullptr, "cross-entropy heads: no main term or result slot given");
+  if (ctx.device() == Device::CUDA) return cross_entropy_heads_cuda(ctx, main, aux, aux_weight, C, ignore, out);
+  *out = ce_heads(*main, aux, aux_weight, C, ignore);
+}
+
 void cross_entropy_backward(Context& ctx, TensorView logits, LabelView labels, float dloss,
                             TensorView dlogits, float beta, int ignore) {
   check_labels(logits, labels, ctx.device(), "cross-entropy labels");
@@ -151,13 +176,9 @@ void cross_entropy_backward(Context& ctx, TensorView logits, LabelView labels, f
                                     dlogits.data, beta);
 }
 
-void ohem_select(Context& ctx, TensorView logits, LabelView labels, float thresh, int64_t min_kept,
-                 LabelView kept, int ignore) {
-  check_labels(logits, labels, ctx.device(), "ohem labels");
-  check_shape(kept, labels.shape, "ohem kept labels");
-  check_device(kept, ctx.device(), "ohem kept labels");
-  if (ctx.device() == Device::CUDA)
-    return ohem_select_cuda(ctx, logits, labels, thresh, min_kept, kept, ignore);
+// kept (N,H,W) from logits (N,C,H,W) and labels (N,H,W), checked (ohem_select's CPU path).
+static void ohem_select_cpu(TensorView logits, LabelView labels, float thresh, int64_t min_kept, LabelView kept,
+                            int ignore) {
   const int64_t C = logits.shape.c(), HW = logits.shape.h() * logits.shape.w(), P = labels.numel();
   const int64_t bad = first_bad_label(P, labels.data, int(C), ignore);
   if (bad >= 0) throw_bad_label(bad, labels.data[bad], int(C), ignore);
@@ -178,6 +199,29 @@ void ohem_select(Context& ctx, TensorView logits, LabelView labels, float thresh
   }
   for (int64_t k = 0; k < P; ++k)
     kept.data[k] = (labels.data[k] != ignore && (!select || pgt[k] <= threshold)) ? labels.data[k] : ignore;
+}
+
+static void check_ohem(Context& ctx, const TensorView& logits, const LabelView& labels, const LabelView& kept) {
+  check_labels(logits, labels, ctx.device(), "ohem labels");
+  check_shape(kept, labels.shape, "ohem kept labels");
+  check_device(kept, ctx.device(), "ohem kept labels");
+}
+
+void ohem_select(Context& ctx, TensorView logits, LabelView labels, float thresh, int64_t min_kept,
+                 LabelView kept, int ignore) {
+  check_ohem(ctx, logits, labels, kept);
+  if (ctx.device() == Device::CUDA) {
+    check_labels_cuda(ctx, labels, int(logits.shape.c()), ignore);
+    return ohem_select_cuda(ctx, logits, labels, thresh, min_kept, kept, ignore);
+  }
+  ohem_select_cpu(logits, labels, thresh, min_kept, kept, ignore);
+}
+
+void ohem_select_deferred(Context& ctx, TensorView logits, LabelView labels, float thresh, int64_t min_kept,
+                          LabelView kept, int ignore) {
+  check_ohem(ctx, logits, labels, kept);
+  if (ctx.device() == Device::CUDA) return ohem_select_cuda(ctx, logits, labels, thresh, min_kept, kept, ignore);
+  ohem_select_cpu(logits, labels, thresh, min_kept, kept, ignore);
 }
 
 }  // namespace u2pl

@@ -1,8 +1,9 @@
 // Softmax, cross-entropy and OHEM selection on CUDA over the per-pixel math of
 // layers/loss_math.h. Must match F.softmax(dim=1), nn.CrossEntropyLoss(ignore_index) and the
 // public code's ProbOhemCrossEntropy2d. The loss sum is a fixed-order double reduction (two
-// kernels, no float atomics); the OHEM order statistic comes from a CUB radix sort. Covered by
-// tests/test_cuda_parity.cpp ("softmax", "cross-entropy", "ohem").
+// kernels, no float atomics) whose last thread writes the figures to device memory; the OHEM
+// order statistic comes from a CUB radix sort and the select decision stays on the device.
+// Covered by tests/test_cuda_parity.cpp ("softmax", "cross-entropy", "ohem", device variants).
 #include <cub/device/device_radix_sort.cuh>
 
 #include "engine/cuda/launch.cuh"
@@ -52,19 +53,17 @@ __global__ void softmax_backward_kernel(PixelGeom g, const float* y, const float
 struct CeStats {
   double sum;
   long long valid, bad, first_bad;
-  int bad_label;
 };
 struct CeCombine {
   __device__ CeStats operator()(const CeStats& a, const CeStats& b) const {
-    return {a.sum + b.sum, a.valid + b.valid, a.bad + b.bad,
-            a.first_bad < b.first_bad ? a.first_bad : b.first_bad, 0};
+    return {a.sum + b.sum, a.valid + b.valid, a.bad + b.bad, a.first_bad < b.first_bad ? a.first_bad : b.first_bad};
   }
 };
 
 // logits (N, C, HW), labels (P); partial[blockIdx.x] = this block's CeStats.
 __global__ void ce_partial_kernel(PixelGeom g, const float* logits, const int32_t* labels, int ignore,
                                   CeStats* partial) {
-  CeStats acc{0.0, 0, 0, g.P, 0};
+  CeStats acc{0.0, 0, 0, g.P};
   for (int64_t k = grid_start(); k < g.P; k += grid_step()) {
     const int label = labels[k];
     if (!label_ok(label, int(g.C), ignore)) {
@@ -80,21 +79,28 @@ __global__ void ce_partial_kernel(PixelGeom g, const float* logits, const int32_
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-// One block: *total = the blocks' partials combined in a fixed order, with the first bad label.
-__global__ void ce_total_kernel(int64_t blocks, PixelGeom g, const CeStats* partial,
-                                const int32_t* labels, CeStats* total) {
-  CeStats acc{0.0, 0, 0, g.P, 0};
+// One block: the blocks' partials combined in a fixed order, then *out = the mean (the CPU's
+// float(sum / valid), 0 when none is valid), the count and the first bad label.
+__global__ void ce_total_kernel(int64_t blocks, PixelGeom g, const CeStats* partial, const int32_t* labels,
+                                CeResult* out) {
+  CeStats acc{0.0, 0, 0, g.P};
   for (int64_t b = threadIdx.x; b < blocks; b += blockDim.x) acc = CeCombine{}(acc, partial[b]);
   acc = block_reduce(acc, CeCombine{});
-  if (threadIdx.x == 0) {
-    acc.bad_label = acc.bad ? labels[acc.first_bad] : 0;
-    *total = acc;
+  if (threadIdx.x != 0) return;
+  CeResult r;
+  r.valid = static_cast<int64_t>(acc.valid);
+  r.loss = acc.valid ? static_cast<float>(acc.sum / static_cast<double>(acc.valid)) : 0.f;
+  if (acc.bad) {
+    r.bad_pixel = static_cast<int64_t>(acc.first_bad);
+    r.bad_label = labels[acc.first_bad];
   }
+  *out = r;
 }
 
-[[noreturn]] void throw_bad_label(long long at, int label, int64_t C, int ignore) {
-  U2PL_FAIL("cross-entropy: label " << label << " at pixel " << at << " is outside [0, " << C
-                                    << ") and is not the ignore index " << ignore);
+// *out = ce_heads(*main, aux, ...): one thread.
+__global__ void ce_heads_kernel(const CeResult* main, const CeResult* aux, float aux_weight, int C, int ignore,
+                                CeHeadsResult* out) {
+  *out = ce_heads(*main, aux, aux_weight, C, ignore);
 }
 
 // labels (P): *valid += #pixels not ignored (integer atomics: exact, order-free), bad labels
@@ -144,23 +150,39 @@ __global__ void ohem_prob_kernel(PixelGeom g, const float* logits, const int32_t
   }
 }
 
-// *threshold = max(thresh, sorted[min_kept − 1]) with std::max's rule, as the CPU code.
-__global__ void ohem_threshold_kernel(const float* sorted, int64_t min_kept, float thresh, float* threshold) {
-  const float kth = sorted[min_kept - 1];
-  *threshold = thresh < kth ? kth : thresh;
+// The OHEM cut: select and, when selecting, the threshold p_gt is compared with.
+struct OhemCut {
+  float threshold;
+  int select;
+};
+
+// select = min_kept > 0 && valid > 0 && min_kept ≤ valid with valid = *valid_count (the CPU's
+// rule); then threshold = max(thresh, sorted[min_kept − 1]) with std::max's rule. `sorted` is
+// only read when selecting, which implies min_kept ≤ valid ≤ P. One thread.
+__global__ void ohem_threshold_kernel(const float* sorted, const unsigned long long* valid_count, int64_t min_kept,
+                                      float thresh, OhemCut* cut) {
+  const unsigned long long valid = *valid_count;
+  const bool select = min_kept > 0 && valid > 0 && static_cast<unsigned long long>(min_kept) <= valid;
+  float threshold = 0.0f;
+  if (select) {
+    const float kth = sorted[min_kept - 1];
+    threshold = thresh < kth ? kth : thresh;
+  }
+  *cut = OhemCut{threshold, select ? 1 : 0};
 }
 
-// kept (P) = labels where p_gt ≤ threshold (every valid pixel when !select), else ignore.
-__global__ void ohem_keep_kernel(int64_t P, const int32_t* labels, const float* pgt, bool select,
-                                 const float* threshold, int ignore, int32_t* kept) {
-  const float thr = select ? *threshold : 0.0f;
-  for (int64_t k = grid_start(); k < P; k += grid_step()) {
+// kept (P) = labels where p_gt ≤ threshold (every valid pixel when !select), else ignore; a label
+// outside [0, C) ∪ {ignore} is copied unchanged, so that the cross-entropy on kept reports it.
+__global__ void ohem_keep_kernel(PixelGeom g, const int32_t* labels, const float* pgt, const OhemCut* cut,
+                                 int ignore, int32_t* kept) {
+  const bool select = cut->select != 0;
+  const float thr = cut->threshold;
+  for (int64_t k = grid_start(); k < g.P; k += grid_step()) {
     const int label = labels[k];
-    kept[k] = (label != ignore && (!select || pgt[k] <= thr)) ? label : ignore;
+    const bool keep = !label_ok(label, int(g.C), ignore) || (label != ignore && (!select || pgt[k] <= thr));
+    kept[k] = keep ? label : ignore;
   }
 }
-
-size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Valid-pixel count and first bad label index on device (two words at `counts`).
 void count_labels(Context& ctx, const PixelGeom& g, const int32_t* labels, int ignore,
@@ -192,21 +214,36 @@ void softmax_backward_cuda(Context& ctx, TensorView y, TensorView dy, TensorView
   CUDA_CHECK_LAUNCH();
 }
 
+void cross_entropy_forward_cuda(Context& ctx, TensorView logits, LabelView labels, int ignore, CeResult* out) {
+  const PixelGeom g = pixel_geom(logits.shape);
+  const unsigned blocks = grid_for(ctx, g.P);
+  auto* partial = static_cast<CeStats*>(ctx.workspace(blocks * sizeof(CeStats)));
+  ce_partial_kernel<<<blocks, kBlock, 0, stream_of(ctx)>>>(g, logits.data, labels.data, ignore, partial);
+  CUDA_CHECK_LAUNCH();
+  ce_total_kernel<<<1, kBlock, 0, stream_of(ctx)>>>(blocks, g, partial, labels.data, out);
+  CUDA_CHECK_LAUNCH();
+}
+
 CeResult cross_entropy_forward_cuda(Context& ctx, TensorView logits, LabelView labels, int ignore) {
   const PixelGeom g = pixel_geom(logits.shape);
   const unsigned blocks = grid_for(ctx, g.P);
-  auto* partial = static_cast<CeStats*>(ctx.workspace((blocks + 1) * sizeof(CeStats)));
-  CeStats* total = partial + blocks;
-  ce_partial_kernel<<<blocks, kBlock, 0, stream_of(ctx)>>>(g, logits.data, labels.data, ignore, partial);
-  CUDA_CHECK_LAUNCH();
-  ce_total_kernel<<<1, kBlock, 0, stream_of(ctx)>>>(blocks, g, partial, labels.data, total);
-  CUDA_CHECK_LAUNCH();
-  CeStats r;
-  CUDA_CHECK(cudaMemcpyAsync(&r, total, sizeof(CeStats), cudaMemcpyDeviceToHost, stream_of(ctx)));
+  // Workspace: [partials (blocks)] [the result]; sized here so the queued call does not grow it.
+  WorkspacePlan plan;
+  plan.add(blocks * sizeof(CeStats));
+  const size_t at = plan.add(sizeof(CeResult));
+  auto* slot = reinterpret_cast<CeResult*>(static_cast<char*>(ctx.workspace(plan.bytes())) + at);
+  cross_entropy_forward_cuda(ctx, logits, labels, ignore, slot);
+  CeResult r;
+  CUDA_CHECK(cudaMemcpyAsync(&r, slot, sizeof(CeResult), cudaMemcpyDeviceToHost, stream_of(ctx)));
   CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
-  if (r.bad) throw_bad_label(r.first_bad, r.bad_label, g.C, ignore);
-  return {r.valid ? static_cast<float>(r.sum / static_cast<double>(r.valid)) : 0.f,
-          static_cast<int64_t>(r.valid)};
+  r.check(int(g.C), ignore);
+  return r;
+}
+
+void cross_entropy_heads_cuda(Context& ctx, const CeResult* main, const CeResult* aux, float aux_weight, int C,
+                              int ignore, CeHeadsResult* out) {
+  ce_heads_kernel<<<1, 1, 0, stream_of(ctx)>>>(main, aux, aux_weight, C, ignore, out);
+  CUDA_CHECK_LAUNCH();
 }
 
 void cross_entropy_backward_cuda(Context& ctx, TensorView logits, LabelView labels, int ignore,
@@ -219,6 +256,22 @@ void cross_entropy_backward_cuda(Context& ctx, TensorView logits, LabelView labe
   CUDA_CHECK_LAUNCH();
 }
 
+void check_labels_cuda(Context& ctx, LabelView labels, int C, int ignore) {
+  const PixelGeom g{C, labels.shape[1] * labels.shape[2], labels.numel()};
+  auto* counts = static_cast<unsigned long long*>(ctx.workspace(2 * sizeof(unsigned long long)));
+  count_labels(ctx, g, labels.data, ignore, counts);
+  unsigned long long first_bad = kNoPixel;
+  CUDA_CHECK(cudaMemcpyAsync(&first_bad, counts + 1, sizeof(first_bad), cudaMemcpyDeviceToHost, stream_of(ctx)));
+  CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
+  if (first_bad == kNoPixel) return;
+  CeResult r;
+  r.bad_pixel = static_cast<int64_t>(first_bad);
+  CUDA_CHECK(cudaMemcpyAsync(&r.bad_label, labels.data + first_bad, sizeof(int32_t), cudaMemcpyDeviceToHost,
+                             stream_of(ctx)));
+  CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
+  r.check(C, ignore);
+}
+
 void ohem_select_cuda(Context& ctx, TensorView logits, LabelView labels, float thresh,
                       int64_t min_kept, LabelView kept, int ignore) {
   const PixelGeom g = pixel_geom(logits.shape);
@@ -228,36 +281,27 @@ void ohem_select_cuda(Context& ctx, TensorView logits, LabelView labels, float t
   size_t sort_bytes = 0;
   CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, sort_bytes, static_cast<const float*>(nullptr),
                                             static_cast<float*>(nullptr), items, 0, 32, st));
-  // Workspace: [counts (2 words) | threshold] [pgt (P)] [sorted pgt (P)] [sort scratch].
-  const size_t head = 256, vec = align256(static_cast<size_t>(g.P) * sizeof(float));
-  char* ws = static_cast<char*>(ctx.workspace(head + 2 * vec + sort_bytes));
-  auto* counts = reinterpret_cast<unsigned long long*>(ws);
-  float* threshold = reinterpret_cast<float*>(ws + 2 * sizeof(unsigned long long));
-  float* pgt = reinterpret_cast<float*>(ws + head);
-  float* sorted = reinterpret_cast<float*>(ws + head + vec);
-  void* sort_tmp = ws + head + 2 * vec;
+  // Workspace: [counts (2 words)] [cut] [pgt (P)] [sorted pgt (P)] [sort scratch].
+  WorkspacePlan plan;
+  const size_t at_counts = plan.add(2 * sizeof(unsigned long long)), at_cut = plan.add(sizeof(OhemCut));
+  const size_t at_pgt = plan.add(static_cast<size_t>(g.P) * sizeof(float));
+  const size_t at_sorted = plan.add(static_cast<size_t>(g.P) * sizeof(float)), at_tmp = plan.add(sort_bytes);
+  char* ws = static_cast<char*>(ctx.workspace(plan.bytes()));
+  auto* counts = reinterpret_cast<unsigned long long*>(ws + at_counts);
+  auto* cut = reinterpret_cast<OhemCut*>(ws + at_cut);
+  float* pgt = reinterpret_cast<float*>(ws + at_pgt);
+  float* sorted = reinterpret_cast<float*>(ws + at_sorted);
 
   count_labels(ctx, g, labels.data, ignore, counts);
   ohem_prob_kernel<<<grid_for(ctx, g.P), kBlock, 0, st>>>(g, logits.data, labels.data, ignore, pgt);
   CUDA_CHECK_LAUNCH();
-  unsigned long long host[2];
-  CUDA_CHECK(cudaMemcpyAsync(host, counts, sizeof(host), cudaMemcpyDeviceToHost, st));
-  CUDA_CHECK(cudaStreamSynchronize(st));
-  if (host[1] != ~0ull) {
-    int32_t label = 0;
-    CUDA_CHECK(cudaMemcpyAsync(&label, labels.data + host[1], sizeof(label), cudaMemcpyDeviceToHost, st));
-    CUDA_CHECK(cudaStreamSynchronize(st));
-    throw_bad_label(static_cast<long long>(host[1]), label, g.C, ignore);
-  }
-  const int64_t valid = static_cast<int64_t>(host[0]);
-  const bool select = min_kept > 0 && valid > 0 && min_kept <= valid;
-  if (select) {
-    CUDA_CHECK(cub::DeviceRadixSort::SortKeys(sort_tmp, sort_bytes, pgt, sorted, items, 0, 32, st));
-    ohem_threshold_kernel<<<1, 1, 0, st>>>(sorted, min_kept, thresh, threshold);
-    CUDA_CHECK_LAUNCH();
-  }
-  ohem_keep_kernel<<<grid_for(ctx, g.P), kBlock, 0, st>>>(g.P, labels.data, pgt, select, threshold,
-                                                           ignore, kept.data);
+  // Whether to select depends on the valid count, which stays on the device: sort whenever
+  // selecting is possible at all (1 ≤ min_kept ≤ P) and let the threshold kernel decide.
+  if (min_kept > 0 && min_kept <= g.P)
+    CUDA_CHECK(cub::DeviceRadixSort::SortKeys(ws + at_tmp, sort_bytes, pgt, sorted, items, 0, 32, st));
+  ohem_threshold_kernel<<<1, 1, 0, st>>>(sorted, counts, min_kept, thresh, cut);
+  CUDA_CHECK_LAUNCH();
+  ohem_keep_kernel<<<grid_for(ctx, g.P), kBlock, 0, st>>>(g, labels.data, pgt, cut, ignore, kept.data);
   CUDA_CHECK_LAUNCH();
 }
 

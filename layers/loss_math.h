@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "engine/math.h"
+#include "layers/loss.h"
 
 namespace u2pl {
 
@@ -43,6 +44,28 @@ U2PL_HD int pixel_argmax(const T* x, int64_t C, int64_t stride) {
 
 U2PL_HD bool label_ok(int label, int C, int ignore) {
   return label == ignore || (label >= 0 && label < C);
+}
+
+// The figures of a main and an optional aux cross-entropy term (cross_entropy_heads), computed
+// as the host-returning supervised loss does: loss = main, then += aux_weight · aux.
+U2PL_HD CeHeadsResult ce_heads(const CeResult& main, const CeResult* aux, float aux_weight, int C, int ignore) {
+  CeHeadsResult r;
+  r.main = main.loss;
+  r.valid = main.valid;
+  r.loss = main.loss;
+  r.bad_pixel = main.bad_pixel;
+  r.bad_label = main.bad_label;
+  if (aux) {
+    r.aux = aux->loss;
+    r.loss += aux_weight * aux->loss;
+    if (r.bad_pixel < 0) {
+      r.bad_pixel = aux->bad_pixel;
+      r.bad_label = aux->bad_label;
+    }
+  }
+  r.classes = C;
+  r.ignore = ignore;
+  return r;
 }
 
 }  // namespace u2pl

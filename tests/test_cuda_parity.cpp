@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,8 @@
 #include "layers/pool.h"
 #include "layers/resize.h"
 #include "layers/sgd.h"
+#include "u2pl/sup_loss.h"
+#include "u2pl/unsup_loss.h"
 #include "test_util.h"
 
 using namespace u2pl;
@@ -127,6 +130,17 @@ std::vector<int32_t> random_labels(Shape s, int C, int ignore, uint64_t seed) {
   for (size_t i = 0; i < v.size(); ++i)
     v[i] = philox_uniform(seed, 1, i) < 0.25f ? ignore : int32_t(philox_u32(seed, 0, i) % uint32_t(C));
   return v;
+}
+
+// The message of the Error f throws ("" when it throws none).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace
@@ -433,8 +447,9 @@ TEST_CASE("ohem selection: threshold from thresh or the min_kept-th smallest p_g
   const int64_t valid = std::count_if(lv.begin(), lv.end(), [](int32_t l) { return l != kIgnoreLabel; });
   std::vector<float> sorted = pgt;
   std::sort(sorted.begin(), sorted.end());
-  const std::vector<std::pair<float, int64_t>> cases = {{0.7f, 0},   {0.7f, 30}, {0.3f, 200},
-                                                         {0.05f, 50}, {1.0f, 10}, {0.7f, 100000}};
+  // min_kept 441 = P − 1: sorted on the device but more than the valid pixels, so not selecting.
+  const std::vector<std::pair<float, int64_t>> cases = {{0.7f, 0},  {0.7f, 30},     {0.3f, 200}, {0.05f, 50},
+                                                         {1.0f, 10}, {0.7f, 100000}, {0.3f, 441}};
   for (const auto& c : cases) {
     const float th = c.first;
     const int64_t mk = c.second;
@@ -452,6 +467,138 @@ TEST_CASE("ohem selection: threshold from thresh or the min_kept-th smallest p_g
     }
     CHECK(real == 0);
     CHECK(differ <= 2);
+  }
+}
+
+TEST_CASE("cross-entropy and OHEM device variants: the host figures, bad labels recorded for check()") {
+  Devices d;
+  const Shape s{2, 5, 17, 13}, ls{2, 17, 13};
+  const TwinT x(s, uniform(s.numel(), 3, -3.f, 3.f));
+  for (const int ignore : {kIgnoreLabel, -1}) {
+    for (const bool none_valid : {false, true}) {
+      INFO("ignore " << ignore << (none_valid ? ", every pixel ignored" : ""));
+      const Twin<int32_t> labels(ls, none_valid ? std::vector<int32_t>(size_t(ls.numel()), ignore)
+                                                : random_labels(ls, 5, ignore, 8));
+      const CeResult rc = cross_entropy_forward(d.cpu, x.c, labels.c, ignore);
+      const CeResult rg = cross_entropy_forward(d.gpu, x.g, labels.g, ignore);
+      const DeviceSlot<CeResult> slot(GPU);
+      cross_entropy_forward(d.gpu, x.g, labels.g, slot.get(), ignore);
+      const CeResult r = slot.read(d.gpu);
+      CHECK(r.loss == rg.loss);  // the same kernels
+      CHECK(r.valid == rc.valid);
+      CHECK(r.loss == doctest::Approx(rc.loss).epsilon(1e-5));
+      CHECK(r.bad_pixel == -1);
+      CHECK_NOTHROW(r.check(5, ignore));
+    }
+  }
+  // OHEM decided on the device: the same kept labels as the checked path, every branch.
+  const Twin<int32_t> labels(ls, random_labels(ls, 5, kIgnoreLabel, 9));
+  const std::vector<std::pair<float, int64_t>> cases = {{0.7f, 0},  {0.7f, 30},  {0.05f, 200},
+                                                         {1.0f, 10}, {0.3f, 442}, {0.7f, 100000}};
+  for (const auto& c : cases) {
+    const float th = c.first;
+    const int64_t mk = c.second;
+    INFO("thresh " << th << " min_kept " << mk);
+    Labels a(ls, GPU), b(ls, GPU);
+    ohem_select(d.gpu, x.g, labels.g, th, mk, a);
+    ohem_select_deferred(d.gpu, x.g, labels.g, th, mk, b);
+    CHECK(host(d.gpu, b.view()) == host(d.gpu, a.view()));
+  }
+
+  // Bad labels: nothing throws while queuing; check() throws the host-returning path's error.
+  std::vector<int32_t> lv = random_labels(ls, 5, kIgnoreLabel, 4);
+  lv[5] = 7, lv[20] = -3;  // the first bad label is the one reported
+  const Labels bad = Labels::from_host(ls, lv, GPU);
+  const std::string want = error_of([&] { cross_entropy_forward(d.gpu, x.g, bad); });
+  CHECK(want.find("label 7 at pixel 5 is outside [0, 5)") != std::string::npos);
+  CHECK(error_of([&] { cross_entropy_forward(d.cpu, x.c, Labels::from_host(ls, lv, CPU)); }) == want);
+  const DeviceSlot<CeResult> slot(GPU);
+  CHECK_NOTHROW(cross_entropy_forward(d.gpu, x.g, bad, slot.get()));
+  const CeResult r = slot.read(d.gpu);
+  CHECK(r.bad_pixel == 5);
+  CHECK(r.bad_label == 7);
+  CHECK(error_of([&] { r.check(5, kIgnoreLabel); }) == want);
+  for (const auto& c : cases) {
+    const float th = c.first;
+    const int64_t mk = c.second;
+    INFO("bad labels, thresh " << th << " min_kept " << mk);
+    Labels kept(ls, GPU);
+    CHECK(error_of([&] { ohem_select(d.gpu, x.g, bad, th, mk, kept); }) == want);
+    CHECK_NOTHROW(ohem_select_deferred(d.gpu, x.g, bad, th, mk, kept));
+    const std::vector<int32_t> k = host(d.gpu, kept.view());
+    CHECK(k[5] == 7);  // passed through for the cross-entropy's record
+    CHECK(k[20] == -3);
+    const DeviceSlot<CeResult> ks(GPU);
+    cross_entropy_forward(d.gpu, x.g, kept, ks.get());
+    const CeResult kr = ks.read(d.gpu);
+    CHECK(error_of([&] { kr.check(5, kIgnoreLabel); }) == want);
+  }
+}
+
+TEST_CASE("supervised loss device variant: CPU parity with and without OHEM and aux; bad labels deferred") {
+  Devices d;
+  const Shape ps{2, 4, 5, 6}, as{2, 4, 3, 4}, ls{2, 17, 19};
+  const TwinT pred(ps, uniform(ps.numel(), 11, -3.f, 3.f)), aux(as, uniform(as.numel(), 12, -3.f, 3.f));
+  const std::vector<int32_t> lv = random_labels(ls, 4, kIgnoreLabel, 13);
+  const Twin<int32_t> labels(ls, lv);
+  // (ohem, thresh, min_kept): plain CE; OHEM cut at thresh; at the min_kept-th p_gt; keeping all.
+  const std::vector<std::tuple<bool, float, int64_t>> cases = {
+      {false, 0.7f, 0}, {true, 0.7f, 30}, {true, 0.05f, 200}, {true, 0.7f, 100000}};
+  for (const auto& c : cases) {
+    const bool ohem = std::get<0>(c);
+    const float th = std::get<1>(c);
+    const int64_t mk = std::get<2>(c);
+    for (const bool with_aux : {true, false}) {
+      INFO((ohem ? "ohem" : "ce") << " thresh " << th << " min_kept " << mk << (with_aux ? ", aux" : ""));
+      SupLossOptions o;
+      o.ohem = ohem;
+      o.thresh = th;
+      o.min_kept = mk;
+      SupLossBuffers bc, bg;
+      TwinT dp(ps), da(as);
+      const SupLossResult rc = supervised_loss(d.cpu, pred.c, with_aux ? aux.c.view() : TensorView(), labels.c, o,
+                                               bc, 1.f, dp.c, with_aux ? da.c.view() : TensorView(), 0.f);
+      const DeviceSlot<SupLossResult> slot(GPU);
+      supervised_loss(d.gpu, pred.g, with_aux ? aux.g.view() : TensorView(), labels.g, o, bg, 1.f, dp.g,
+                      with_aux ? da.g.view() : TensorView(), 0.f, slot.get());
+      const SupLossResult r = slot.read(d.gpu);
+      CHECK(r.valid == rc.valid);
+      CHECK(r.main == doctest::Approx(rc.main).epsilon(1e-5));
+      CHECK(r.aux == doctest::Approx(rc.aux).epsilon(1e-5));
+      CHECK(r.loss == doctest::Approx(rc.loss).epsilon(1e-5));
+      CHECK(r.loss == doctest::Approx(r.main + (with_aux ? 0.4f * r.aux : 0.f)).epsilon(1e-6));
+      CHECK(r.bad_pixel == -1);
+      CHECK_NOTHROW(r.check());
+      expect_same(d, "supervised loss main gradient", dp, kBwd);
+      if (with_aux) expect_same(d, "supervised loss aux gradient", da, kBwd);
+      // The host-returning variant on CUDA: the same kernels, the same figures.
+      const SupLossResult rh = supervised_loss(d.gpu, pred.g, with_aux ? aux.g.view() : TensorView(), labels.g, o,
+                                               bg, 1.f, dp.g, with_aux ? da.g.view() : TensorView(), 0.f);
+      CHECK(rh.loss == r.loss);
+      CHECK(rh.main == r.main);
+      CHECK(rh.aux == r.aux);
+      CHECK(rh.valid == r.valid);
+    }
+  }
+  std::vector<int32_t> wrong = lv;
+  wrong[5] = 7, wrong[20] = -3;
+  const Labels bad_c = Labels::from_host(ls, wrong, CPU), bad_g = Labels::from_host(ls, wrong, GPU);
+  for (const bool ohem : {false, true}) {
+    INFO((ohem ? "ohem" : "ce"));
+    SupLossOptions o;
+    o.ohem = ohem;
+    o.min_kept = 30;
+    SupLossBuffers bc, bg;
+    TwinT dp(ps), da(as);
+    const std::string want =
+        error_of([&] { supervised_loss(d.cpu, pred.c, aux.c, bad_c, o, bc, 1.f, dp.c, da.c, 0.f); });
+    CHECK(want.find("label 7 at pixel 5 is outside [0, 4) and is not the ignore index 255") != std::string::npos);
+    CHECK(error_of([&] { supervised_loss(d.gpu, pred.g, aux.g, bad_g, o, bg, 1.f, dp.g, da.g, 0.f); }) == want);
+    const DeviceSlot<SupLossResult> slot(GPU);
+    CHECK_NOTHROW(supervised_loss(d.gpu, pred.g, aux.g, bad_g, o, bg, 1.f, dp.g, da.g, 0.f, slot.get()));
+    const SupLossResult r = slot.read(d.gpu);
+    CHECK(r.bad_pixel == 5);
+    CHECK(error_of([&] { r.check(); }) == want);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <string>
 
 #include "engine/math.h"
 #include "gradcheck.h"
@@ -321,4 +322,75 @@ TEST_CASE("cross-entropy: all pixels ignored gives 0 and zero gradient; bad labe
   Labels wrong = Labels::from_host(Shape{1, 2, 1}, {0, 0}, Device::CPU);
   CHECK_THROWS_WITH_AS(cross_entropy_forward(ctx, logits, wrong), doctest::Contains("expected shape"), Error);
   CHECK_THROWS_AS(ohem_select(ctx, logits, bad, 0.7f, 1, bad), Error);
+}
+
+namespace {
+
+// The message of the Error f throws ("" when it throws none).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("cross-entropy and OHEM device variants on CPU: the host figures; bad labels, the same error") {
+  Context ctx(Device::CPU);
+  const Shape xs{2, 4, 5, 6}, ls{2, 5, 6};
+  const Tensor logits = Tensor::from_host(xs, test::random_floats(xs.numel(), 11, -2, 2), Device::CPU);
+  std::vector<int32_t> lv(ls.numel());
+  for (size_t i = 0; i < lv.size(); ++i) lv[i] = i % 5 == 0 ? 255 : int32_t(i % 4);
+  const Labels labels = Labels::from_host(ls, lv, Device::CPU);
+  const CeResult host = cross_entropy_forward(ctx, logits, labels);
+  CeResult dev;
+  cross_entropy_forward(ctx, logits, labels, &dev);
+  CHECK(dev.loss == host.loss);
+  CHECK(dev.valid == host.valid);
+  CHECK(dev.bad_pixel == -1);
+  CHECK_NOTHROW(dev.check(4, 255));
+  for (const int64_t min_kept : {int64_t(0), int64_t(7), int64_t(1000)}) {
+    Labels a(ls, Device::CPU), b(ls, Device::CPU);
+    ohem_select(ctx, logits, labels, 0.3f, min_kept, a);
+    ohem_select_deferred(ctx, logits, labels, 0.3f, min_kept, b);
+    CHECK(a.to_host() == b.to_host());
+  }
+
+  // Heads: main + aux_weight · aux in float, the main term's count.
+  CeResult aux;
+  aux.loss = 0.37f;
+  aux.valid = 3;
+  CeHeadsResult h;
+  cross_entropy_heads(ctx, &dev, &aux, 0.4f, 4, 255, &h);
+  CHECK(h.loss == dev.loss + 0.4f * 0.37f);
+  CHECK(h.main == dev.loss);
+  CHECK(h.aux == 0.37f);
+  CHECK(h.valid == dev.valid);
+  CHECK_NOTHROW(h.check());
+  cross_entropy_heads(ctx, &dev, nullptr, 0.4f, 4, 255, &h);
+  CHECK(h.loss == dev.loss);
+  CHECK(h.aux == 0.f);
+
+  // A bad label: the CPU variants throw at once; the record the CUDA kernels write makes
+  // check() throw the very same error (message, file and line).
+  lv[7] = 9, lv[12] = -2;
+  const Labels bad = Labels::from_host(ls, lv, Device::CPU);
+  const std::string want = error_of([&] { cross_entropy_forward(ctx, logits, bad); });
+  CHECK(want.find("label 9 at pixel 7 is outside [0, 4) and is not the ignore index 255") != std::string::npos);
+  CHECK(error_of([&] { cross_entropy_forward(ctx, logits, bad, &dev); }) == want);
+  Labels kept(ls, Device::CPU);
+  CHECK(error_of([&] { ohem_select(ctx, logits, bad, 0.7f, 5, kept); }) == want);
+  CHECK(error_of([&] { ohem_select_deferred(ctx, logits, bad, 0.7f, 5, kept); }) == want);
+  CeResult rec;
+  rec.bad_pixel = 7;
+  rec.bad_label = 9;
+  CHECK(error_of([&] { rec.check(4, 255); }) == want);
+  cross_entropy_heads(ctx, &host, &rec, 0.4f, 4, 255, &h);  // the aux term's record, main clean
+  CHECK(error_of([&] { h.check(); }) == want);
+  cross_entropy_heads(ctx, &rec, nullptr, 0.4f, 4, 255, &h);
+  CHECK(error_of([&] { h.check(); }) == want);
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "gradcheck.h"
 #include "layers/resize.h"
@@ -95,4 +96,74 @@ TEST_CASE("supervised loss: OHEM on main and aux, weighted 0.4, and the all-igno
   for (float v : dp.to_host()) CHECK(v == 0.f);
   const Labels wrong = Labels::from_host(Shape{2, 9, 9}, std::vector<int32_t>(162, 0), Device::CPU);
   CHECK_THROWS_AS(supervised_loss(ctx, pred, aux, wrong, o, buf, 1.f, dp, da, 0.f), Error);
+}
+
+TEST_CASE("supervised loss, device variant on CPU: the host figures and gradients; bad labels, the same error") {
+  Context ctx(Device::CPU);
+  const Shape ps{2, 4, 3, 4}, as{2, 4, 2, 3}, ls{2, 9, 11};
+  const Tensor pred = Tensor::from_host(ps, test::random_floats(ps.numel(), 7, -3, 3), Device::CPU);
+  const Tensor aux = Tensor::from_host(as, test::random_floats(as.numel(), 8, -3, 3), Device::CPU);
+  std::vector<int32_t> lab(ls.numel());
+  for (size_t i = 0; i < lab.size(); ++i) lab[i] = i % 6 == 0 ? 255 : int32_t(philox_u32(9, 0, i) % 4);
+  const Labels labels = Labels::from_host(ls, lab, Device::CPU);
+  for (const bool ohem : {false, true}) {
+    for (const bool with_aux : {false, true}) {
+      INFO((ohem ? "ohem" : "ce") << (with_aux ? " with aux" : ""));
+      SupLossOptions o;
+      o.ohem = ohem;
+      o.min_kept = 50;
+      SupLossBuffers buf;
+      Tensor dp(ps, Device::CPU), da(as, Device::CPU), dp2(ps, Device::CPU), da2(as, Device::CPU);
+      const TensorView a = with_aux ? aux.view() : TensorView();
+      const SupLossResult h =
+          supervised_loss(ctx, pred, a, labels, o, buf, 1.f, dp, with_aux ? da.view() : TensorView(), 0.f);
+      SupLossResult d;
+      supervised_loss(ctx, pred, a, labels, o, buf, 1.f, dp2, with_aux ? da2.view() : TensorView(), 0.f, &d);
+      CHECK(d.loss == h.loss);
+      CHECK(d.main == h.main);
+      CHECK(d.aux == h.aux);
+      CHECK(d.valid == h.valid);
+      CHECK(d.bad_pixel == -1);
+      CHECK_NOTHROW(d.check());
+      CHECK(d.loss == h.main + (with_aux ? 0.4f * h.aux : 0.f));
+      CHECK(dp2.to_host() == dp.to_host());
+      if (with_aux) CHECK(da2.to_host() == da.to_host());
+    }
+  }
+  std::vector<int32_t> wrong = lab;
+  wrong[13] = 4, wrong[40] = -1;
+  const Labels bad = Labels::from_host(ls, wrong, Device::CPU);
+  for (const bool ohem : {false, true}) {
+    SupLossOptions o;
+    o.ohem = ohem;
+    SupLossBuffers buf;
+    Tensor dp(ps, Device::CPU), da(as, Device::CPU);
+    std::string host_msg, dev_msg;
+    try {
+      supervised_loss(ctx, pred, aux, bad, o, buf, 1.f, dp, da, 0.f);
+    } catch (const Error& e) {
+      host_msg = e.what();
+    }
+    SupLossResult d;
+    try {
+      supervised_loss(ctx, pred, aux, bad, o, buf, 1.f, dp, da, 0.f, &d);
+    } catch (const Error& e) {
+      dev_msg = e.what();
+    }
+    CHECK(host_msg.find("label 4 at pixel 13 is outside [0, 4) and is not the ignore index 255") != std::string::npos);
+    CHECK(dev_msg == host_msg);
+    // What the CUDA kernels record for these labels: check() throws the same error.
+    d = SupLossResult();
+    d.bad_pixel = 13;
+    d.bad_label = 4;
+    d.classes = 4;
+    d.ignore = 255;
+    std::string check_msg;
+    try {
+      d.check();
+    } catch (const Error& e) {
+      check_msg = e.what();
+    }
+    CHECK(check_msg == host_msg);
+  }
 }
