@@ -72,7 +72,13 @@ void PhiloxStepDraws::check_budget() const {
 }
 
 TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
-    : cfg_(cfg), dev_(dev), student_(cfg.net), unsup_out_(dev), masks_out_(dev), contra_out_(dev) {
+    : cfg_(cfg),
+      dev_(dev),
+      student_(cfg.net),
+      sup_out_(dev),
+      unsup_out_(dev),
+      masks_out_(dev),
+      contra_out_(dev) {
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
     const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
@@ -172,11 +178,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     daux = scratch(daux_, out.aux.shape, dev_);
     fill_zero(daux);
   }
-  const SupLossResult sup =
-      supervised_loss(ctx, out.pred.batch_slice(0, B), out.aux.defined() ? out.aux.batch_slice(0, B) : TensorView(),
-                      lab_l, sup_opt_, sup_buf_, 1.f, dpred.batch_slice(0, B),
-                      daux.defined() ? daux.batch_slice(0, B) : TensorView(), 0.f);
-  o.sup = sup.loss;
+  supervised_loss(ctx, out.pred.batch_slice(0, B), out.aux.defined() ? out.aux.batch_slice(0, B) : TensorView(),
+                  lab_l, sup_opt_, sup_buf_, 1.f, dpred.batch_slice(0, B),
+                  daux.defined() ? daux.batch_slice(0, B) : TensorView(), 0.f, sup_out_.get());
 
   TensorView drep;
   if (!o.semi) {
@@ -235,6 +239,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     }
   }
 
+  const SupLossResult sr = sup_out_.read(ctx);
+  sr.check();
+  o.sup = sr.loss;
   if (o.semi) {
     const UnsupResult ur = unsup_out_.read(ctx);
     ur.check();

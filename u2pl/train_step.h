@@ -83,7 +83,7 @@ class TrainStep {
 
   // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) (may be
   // undefined in the warm start or without a teacher; any device). The figures are read back
-  // once, at the end (on CUDA the only synchronisation besides the supervised loss value). A
+  // once, at the end (on CUDA the step's only synchronisation, for the log). A
   // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
   // so the caller must not save them.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
@@ -107,6 +107,7 @@ class TrainStep {
   Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
   Mask low_, high_;
   // The losses' figures, in ctx's device memory until read.
+  DeviceSlot<SupLossResult> sup_out_;
   DeviceSlot<UnsupResult> unsup_out_;
   DeviceSlot<EntropyThresholds> masks_out_;
   DeviceSlot<ContrastiveResult> contra_out_;
