@@ -1,6 +1,6 @@
 // Shared by the config reader tests (test_net_config.cpp, test_data_config.cpp): where the public
-// configs are, writing a YAML text to a temporary file, editing a base config, and the message of
-// the error a load throws.
+// configs are, writing a YAML text to a temporary file, editing a base config; error_of comes from
+// test_util.h.
 #pragma once
 #include <doctest/doctest.h>
 #include <sys/stat.h>
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/check.h"
+#include "test_util.h"
 
 namespace u2pl::test {
 
@@ -33,17 +34,6 @@ inline std::string replace_once(std::string s, const std::string& from, const st
   const size_t at = s.find(from);
   REQUIRE_MESSAGE(at != std::string::npos, "'" << from << "' not in the test config");
   return s.replace(at, from.size(), to);
-}
-
-// The message of the u2pl::Error that load() throws ("" when it does not throw).
-template <class Load>
-std::string error_of(Load load) {
-  try {
-    load();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace u2pl::test

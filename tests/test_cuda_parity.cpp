@@ -26,6 +26,7 @@
 #include "test_util.h"
 
 using namespace u2pl;
+using u2pl::test::error_of;
 
 namespace {
 
@@ -130,17 +131,6 @@ std::vector<int32_t> random_labels(Shape s, int C, int ignore, uint64_t seed) {
   for (size_t i = 0; i < v.size(); ++i)
     v[i] = philox_uniform(seed, 1, i) < 0.25f ? ignore : int32_t(philox_u32(seed, 0, i) % uint32_t(C));
   return v;
-}
-
-// The message of the Error f throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

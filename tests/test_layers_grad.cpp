@@ -15,8 +15,10 @@
 #include "layers/loss.h"
 #include "layers/pool.h"
 #include "layers/resize.h"
+#include "test_util.h"
 
 using namespace u2pl;
+using u2pl::test::error_of;
 using test::check_gradient;
 using test::dot;
 using test::random_vec;
@@ -323,21 +325,6 @@ TEST_CASE("cross-entropy: all pixels ignored gives 0 and zero gradient; bad labe
   CHECK_THROWS_WITH_AS(cross_entropy_forward(ctx, logits, wrong), doctest::Contains("expected shape"), Error);
   CHECK_THROWS_AS(ohem_select(ctx, logits, bad, 0.7f, 1, bad), Error);
 }
-
-namespace {
-
-// The message of the Error f throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
 
 TEST_CASE("cross-entropy and OHEM device variants on CPU: the host figures; bad labels, the same error") {
   Context ctx(Device::CPU);

@@ -15,8 +15,10 @@
 #include "data/splits.h"
 #include "engine/check.h"
 #include "temp_dir.h"
+#include "test_util.h"
 
 using namespace u2pl;
+using u2pl::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -42,15 +44,6 @@ std::vector<std::string> numbered(int n) {
   std::vector<std::string> out;
   for (int i = 0; i < n; ++i) out.push_back("2007_" + std::to_string(100000 + i));
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -23,9 +23,11 @@
 #include "temp_dir.h"
 #include "u2pl/curves.h"
 #include "u2pl/train_log.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace u2pl;
+using u2pl::test::error_of;
 
 namespace {
 
@@ -77,15 +79,6 @@ ValRecord val_record(int64_t it, const std::string& model, double miou, bool bes
 std::string slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 size_t count(const std::string& s, const std::string& what) {

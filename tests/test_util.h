@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/check.h"
 #include "engine/params.h"
 #include "engine/rng.h"
 #include "engine/safetensors.h"
@@ -26,6 +27,17 @@ inline std::vector<float> uniform(int64_t n, uint64_t seed, float lo = -1.f, flo
   std::vector<float> v(static_cast<size_t>(n));
   for (size_t i = 0; i < v.size(); ++i) v[i] = lo + (hi - lo) * philox_uniform(seed, 0, i);
   return v;
+}
+
+// The message of the u2pl::Error that f() throws ("" when it does not throw).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 struct Tol {
