@@ -290,6 +290,7 @@ TEST_CASE("u2pl losses on cuda: memory bank pushes, wrap-around, overflow, resto
       CHECK(g.size(k) == c.size(k));
       CHECK(g.contents(k) == c.contents(k));
     }
+    CHECK(g.total_size() == c.size(0) + c.size(1));
   }
   const std::vector<float> saved = uniform(2 * D, 99);
   c.restore(1, saved.data(), 2);

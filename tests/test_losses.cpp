@@ -93,6 +93,8 @@ TEST_CASE("loss memory bank: FIFO keeps the newest rows, wraps and overflows") {
   CHECK(bank.contents(0) == std::vector<float>{7, 7, 8, 8, 1, 1});
   CHECK(bank.view(0).row(0)[0] == 7.f);
   CHECK(bank.size(1) == 0);
+  CHECK(bank.total_size() == 3);
+  CHECK(bank.total_capacity() == 5);
   bank.push(1, nullptr, 0);
   CHECK(bank.contents(1).empty());
   bank.clear();

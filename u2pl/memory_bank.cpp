@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <sstream>
 
 namespace u2pl {
@@ -44,6 +45,15 @@ int64_t MemoryBank::size(int c) const {
   copy_bytes(&n, Device::CPU, device_queues().size + k, dev_, sizeof(n));
   return n;
 }
+
+int64_t MemoryBank::total_size() const {
+  std::vector<int64_t> sizes = size_;
+  if (dev_ == Device::CUDA)
+    copy_bytes(sizes.data(), Device::CPU, device_queues().size, dev_, sizes.size() * sizeof(int64_t));
+  return std::accumulate(sizes.begin(), sizes.end(), int64_t(0));
+}
+
+int64_t MemoryBank::total_capacity() const { return std::accumulate(capacity_.begin(), capacity_.end(), int64_t(0)); }
 
 void MemoryBank::push(int c, const float* rows, int64_t n) {
   const size_t k = check_class(c);

@@ -56,6 +56,9 @@ class MemoryBank {
   int64_t capacity(int c) const { return capacity_[check_class(c)]; }
   // On CUDA this reads the size back from the device (synchronous).
   int64_t size(int c) const;
+  // Rows held and capacity over all queues (the log's fill); on CUDA one read for every queue.
+  int64_t total_size() const;
+  int64_t total_capacity() const;
 
   // Appends rows (n, dim) (host memory) to queue c of a CPU bank, dropping the oldest beyond its
   // capacity.

@@ -317,12 +317,10 @@ TrainResult Trainer::run() {
                  {"ema", o.ema}};
       if (contra) {
         const MemoryBank& bank = *step_.bank();
-        int64_t fill = 0, cap = 0;
-        for (int c = 0; c < bank.classes(); ++c) fill += bank.size(c), cap += bank.capacity(c);
         r.stats.emplace_back("contra_low", o.contra_low);
         r.stats.emplace_back("contra_high", o.contra_high);
         r.stats.emplace_back("contra_terms", o.contra_terms);
-        r.stats.emplace_back("queue_fill", double(fill) / double(cap));
+        r.stats.emplace_back("queue_fill", double(bank.total_size()) / double(bank.total_capacity()));
       }
     }
     log_->write(r);
