@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <memory>
@@ -16,7 +16,6 @@
 
 #include "data/loader.h"
 #include "engine/device_memory.h"
-#include "engine/log.h"
 #include "u2pl/checkpoint.h"
 #include "u2pl/curves.h"
 #include "u2pl/eval_report.h"
