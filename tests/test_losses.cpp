@@ -153,17 +153,27 @@ TEST_CASE("loss memory bank: restore sets a queue, oldest first, on a CPU bank")
   CHECK(ring_push(3, 2, 3, 1).tail == 2);
 }
 
-TEST_CASE("contrastive loss params: r_h clamps to the class count, r_l >= C is an error") {
+TEST_CASE("contrastive loss params: the ranks fit the class count, as the config reader fits them") {
   CHECK(ContrastiveParams::paper(4).validated().high_rank == 4);
   CHECK_THROWS_WITH_AS(ContrastiveParams::paper(4).check(), doctest::Contains("high_rank"), Error);
-  CHECK_THROWS_WITH_AS(ContrastiveParams::paper(3).validated(),
-                       doctest::Contains("low_rank 3 is not below num_classes 3"), Error);
+  const ContrastiveParams three = ContrastiveParams::paper(3).validated();  // r_l 3 ≥ C
+  CHECK(three.low_rank == 2);
+  CHECK(three.high_rank == 3);
   ContrastiveParams p = ContrastiveParams::official(2);  // a 2-class custom set
-  CHECK_THROWS_WITH_AS(p.validated(), doctest::Contains("low_rank 3 is not below num_classes 2"), Error);
-  p.low_rank = 1;
+  CHECK(p.validated().low_rank == 1);
   CHECK(p.validated().high_rank == 2);
+  int low = 3, high = 20;
+  const std::vector<std::string> said = fit_ranks(2, low, high);
+  REQUIRE(said.size() == 2);
+  CHECK(said[0].find("low_rank 3 >= net.num_classes 2: set to 1") == 0);
+  CHECK(said[1].find("high_rank 20 clamped to net.num_classes 2") == 0);
+  low = 1, high = 2;
+  CHECK(fit_ranks(2, low, high).empty());
+  p.low_rank = -1;
+  CHECK_THROWS_WITH_AS(p.validated(), doctest::Contains("low_rank must be non-negative"), Error);
+  p.low_rank = 1;
   p.temperature = 0;
-  CHECK_THROWS_AS(p.validated(), Error);
+  CHECK_THROWS_WITH_AS(p.validated(), doctest::Contains("temperature"), Error);
 }
 
 namespace {

@@ -34,21 +34,29 @@ static void check_fields(const ContrastiveParams& p) {
                  << " and " << p.num_negatives);
   U2PL_CHECK(p.temperature > 0, "contrastive: temperature must be positive, got " << p.temperature);
   U2PL_CHECK(p.low_rank >= 0, "contrastive: low_rank must be non-negative, got " << p.low_rank);
-  U2PL_CHECK(p.low_rank < p.num_classes,
-             "contrastive: low_rank " << p.low_rank << " is not below num_classes " << p.num_classes
-                 << ": no class ranks at or after " << p.low_rank << " among " << p.num_classes
-                 << ", so no unlabeled pixel could ever be a negative; set trainer.contrastive.low_rank to at most "
-                 << p.num_classes - 1);
+}
+
+std::vector<std::string> fit_ranks(int num_classes, int& low_rank, int& high_rank) {
+  std::vector<std::string> changed;
+  const std::string count = " net.num_classes " + std::to_string(num_classes);
+  if (low_rank >= num_classes) {
+    changed.push_back("low_rank " + std::to_string(low_rank) + " >=" + count + ": set to " +
+                      std::to_string(num_classes - 1) +
+                      " so that some classes rank below it and the contrastive loss forms terms");
+    low_rank = num_classes - 1;
+  }
+  if (high_rank > num_classes) {
+    changed.push_back("high_rank " + std::to_string(high_rank) + " clamped to" + count + " (ranks run from 0 to " +
+                      std::to_string(num_classes - 1) + ")");
+    high_rank = num_classes;
+  }
+  return changed;
 }
 
 ContrastiveParams ContrastiveParams::validated() const {
   check_fields(*this);
   ContrastiveParams p = *this;
-  if (p.high_rank > p.num_classes) {
-    U2PL_LOG("contrastive: high_rank " << p.high_rank << " clamped to num_classes " << p.num_classes
-                                       << " (ranks run from 0 to " << p.num_classes - 1 << ")");
-    p.high_rank = p.num_classes;
-  }
+  for (const std::string& line : fit_ranks(p.num_classes, p.low_rank, p.high_rank)) U2PL_LOG("contrastive: " << line);
   p.check();
   return p;
 }
@@ -57,7 +65,7 @@ void ContrastiveParams::check() const {
   check_fields(*this);
   U2PL_CHECK(high_rank > low_rank && high_rank <= num_classes,
              "contrastive: need low_rank < high_rank <= num_classes, got " << low_rank << ", " << high_rank
-                 << ", " << num_classes << " (validated() clamps high_rank to the class count)");
+                 << ", " << num_classes << " (validated() fits the ranks to the class count)");
 }
 
 namespace {

@@ -5,6 +5,8 @@
 // differences), test_reference.cpp, test_cuda_losses.cpp (CUDA against the CPU).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "engine/context.h"
 #include "u2pl/index_source.h"
@@ -35,12 +37,19 @@ struct ContrastiveParams {
 
   static ContrastiveParams paper(int num_classes);
   static ContrastiveParams official(int num_classes);  // (M, N) = (256, 50) and every switch on
-  // For config-facing values: a copy with high_rank clamped to num_classes (logged), after
-  // checking every field; throws when low_rank ≥ num_classes, naming both.
+  // For config-facing values: a copy with the ranks fitted to the class count by fit_ranks (each
+  // change logged), after checking every field.
   ContrastiveParams validated() const;
   // What the loss requires (validated() output passes); throws with the reason otherwise.
   void check() const;
 };
+
+// The few-classes rule (custom data with 2 or 3 classes), shared by validated() and the config
+// reader: the public code silently forms no term when the rank thresholds exceed the class count.
+// low_rank ≥ C becomes C − 1 (the unlabeled negatives of class c are then the pixels where c ranks
+// last), high_rank > C becomes C. Returns one line per change, naming the field ("low_rank 3 >=
+// net.num_classes 2: set to 1 ..."); empty when both fit.
+std::vector<std::string> fit_ranks(int num_classes, int& low_rank, int& high_rank);
 
 // Everything at feature resolution, for the batch [labeled | unlabeled] (n_l + n_u = B).
 struct ContrastiveInputs {

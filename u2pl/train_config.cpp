@@ -223,22 +223,9 @@ void validate(const Section& top, TrainConfig& c, std::vector<std::string>* log)
   if (k.loss_weight > 0 && !c.net.rep_head)
     tr.fail_at("contrastive", "the contrastive loss needs the representation head, but "
                               "net.decoder.kwargs.rep_head is False (set it True or loss_weight 0)");
-  // Few classes (custom data): the public code silently forms no term when the rank thresholds
-  // exceed the class count. Adapt and say so: r_l = C − 1 keeps the unlabeled negatives of class c
-  // the pixels where c ranks last (below it no rank is left), r_h is clamped to C.
-  if (k.low_rank >= c.net.num_classes) {
-    if (log)
-      log->push_back("trainer.contrastive.low_rank " + std::to_string(k.low_rank) + " >= net.num_classes " +
-                     std::to_string(c.net.num_classes) + ": set to " + std::to_string(c.net.num_classes - 1) +
-                     " so that some classes rank below it and the contrastive loss forms terms");
-    c.contrastive.low_rank = c.net.num_classes - 1;
-  }
-  if (k.high_rank > c.net.num_classes) {
-    if (log)
-      log->push_back("trainer.contrastive.high_rank " + std::to_string(k.high_rank) + " clamped to net.num_classes " +
-                     std::to_string(c.net.num_classes));
-    c.contrastive.high_rank = c.net.num_classes;
-  }
+  // Few classes: adapt the ranks and say so (u2pl/contrastive.h).
+  for (const std::string& line : fit_ranks(c.net.num_classes, c.contrastive.low_rank, c.contrastive.high_rank))
+    if (log) log->push_back("trainer.contrastive." + line);
   if (c.contrastive.high_rank <= c.contrastive.low_rank)
     s.fail_at("high_rank", "expected high_rank > low_rank " + std::to_string(c.contrastive.low_rank));
 }
@@ -320,8 +307,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     validate(top, c, log);
     preset.unsup.enabled = c.unsup.enabled;
     preset.contrastive.enabled = c.contrastive.enabled;
-    preset.contrastive.high_rank = std::min(preset.contrastive.high_rank, c.net.num_classes);
-    preset.contrastive.low_rank = std::min(preset.contrastive.low_rank, c.net.num_classes - 1);
+    fit_ranks(c.net.num_classes, preset.contrastive.low_rank, preset.contrastive.high_rank);
   } catch (const Error& e) {
     const std::string msg = e.what();
     for (size_t i = 0; i < keys.size(); ++i)
