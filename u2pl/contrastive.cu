@@ -1,8 +1,10 @@
 // The contrastive loss on CUDA (u2pl/contrastive.h) over the rules of u2pl/semi_math.h, with no
 // host round trip: the counts that decide shapes stay on the device and the scratch is sized for
 // the most there can be. Roles -> CUB selects (pixel order) -> a one-thread plan -> pushes,
-// prototypes -> one block per drawn anchor (the CPU's Philox indices) -> per-pixel gradient sums in
-// the CPU's order. Fixed-order reductions, integer atomics only. Tests: test_cuda_losses.cpp.
+// prototypes -> one block per drawn anchor gathering its rows (the CPU's Philox indices) -> the
+// similarities by batched cuBLAS GEMV -> loss rows -> the gradient by a second batched GEMV ->
+// per-pixel gradient sums in the CPU's order. Fixed-order reductions, integer atomics only, and
+// cuBLAS's run-to-run reproducibility. Tests: test_cuda_losses.cpp.
 #include <thrust/iterator/counting_iterator.h>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -173,43 +175,66 @@ struct AnchorArgs {
   PhiloxStep step;
 };
 
-// One block per drawn anchor (t, m), t < C: item = t·M + m. Past the terms formed it only marks
-// the item unused (pixel P: sorts last). Otherwise: the anchor and its N queue rows from Philox
-// (philox_below at the step's offsets: the CPU's indices), the K = N + 1 cosines (one warp a row,
-// shuffle sums), the loss row (thread 0, the shared row functions), then per channel the gradient
-// Σ_j ds_j·(b_j / (|a|·|b_j|) − cos_j·a / |a|²) in the CPU's order over j.
-__global__ void anchor_kernel(Geom g, AnchorArgs a, const Plan* plan, const ull* counts, DeviceQueues q,
-                              const int32_t* anchor_list, const float* rep, const float* proto, float* losses,
-                              int32_t* anchor_pixel, int32_t* order, float* grads) {
-  extern __shared__ int64_t shm[];  // rows (K) | z (D) | sim, nb, ds (K each)
-  const int64_t K = a.N + 1, D = g.D;
-  int64_t* rows = shm;  // queue slot of row j (j ≥ 1)
-  float* z = reinterpret_cast<float*>(rows + K);
-  float* sim = z + D;
-  float* nb = sim + K;
-  float* ds = nb + K;
+// The operands of the two batched GEMVs, one per drawn anchor (t, m), t < C: item = t·M + m.
+struct Operands {
+  float* z;        // (items, D) the anchor's student feature
+  float* rows;     // (items, K, D) the positive prototype, then the N queue rows
+  float* nb;       // (items, K) clamped norms of the rows
+  float* nz;       // (items, 2) the anchor's clamped norm and squared norm
+  float* dots;     // (items, K) rows · z (cuBLAS), then the cosines
+  float* u;        // (items, K) dl/ds_j / (|z|·|b_j|), the backward GEMV's vector
+  float* cz;       // (items) Σ_j dl/ds_j·cos_j / |z|² (0 on the clamped branch)
+  const float* zeros;  // K·D zeros: what items past the terms multiply
+  const float** a_ptr;  // (items) each item's rows, or zeros
+  const float** x_ptr;  // (items) each item's z, or zeros
+  float** y_ptr;        // (items) each item's dots
+  const float** u_ptr;  // (items) each item's u, or zeros
+  float** g_ptr;        // (items) each item's gradient row
+};
+
+// One block per item. Past the terms formed it marks the item unused (pixel P: sorts last) and
+// points the GEMVs at zeros. Otherwise: the anchor and its N queue rows from Philox (philox_below
+// at the step's offsets: the CPU's indices), gathered with their norms (one warp a row, shuffle
+// sums) for cuBLAS.
+__global__ void gather_kernel(Geom g, AnchorArgs a, const Plan* plan, const ull* counts, DeviceQueues q,
+                              const int32_t* anchor_list, const float* rep, const float* proto, Operands o,
+                              float* grads, int32_t* anchor_pixel, int32_t* order) {
+  extern __shared__ int64_t slots[];  // (K) queue slot of row j (j ≥ 1)
   __shared__ int64_t anchor_k;
+  const int64_t K = a.N + 1, D = g.D;
   const int terms = plan->terms;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, warps = int(blockDim.x) / 32;
   for (int64_t item = blockIdx.x; item < g.C * a.M; item += gridDim.x) {
     const int64_t t = item / a.M, m = item % a.M;
-    if (threadIdx.x == 0) order[item] = int32_t(item);
+    if (threadIdx.x == 0) {
+      order[item] = int32_t(item);
+      o.y_ptr[item] = o.dots + item * K;
+      o.g_ptr[item] = grads ? grads + item * D : nullptr;
+    }
     if (t >= terms) {  // the same for the whole block
-      if (threadIdx.x == 0) anchor_pixel[item] = int32_t(g.P);
+      if (threadIdx.x == 0) {
+        anchor_pixel[item] = int32_t(g.P);
+        o.a_ptr[item] = o.x_ptr[item] = o.u_ptr[item] = o.zeros;
+      }
       continue;
     }
     const int ac = plan->term_anchor[t], qc = plan->term_queue[t];
     const int64_t na = static_cast<int64_t>(counts[kAnchor * g.C + ac]), nq = q.size[qc];
     const int64_t head = q.head[qc], cap = q.capacity[qc];
     const float* queue = q.data + q.offset[qc] * D;
+    float* z = o.z + item * D;
+    float* rows = o.rows + item * K * D;
     if (threadIdx.x == 0) {
       const int64_t i = philox_below(a.step.seed, a.step.anchors(t), uint64_t(m), na);
       anchor_k = anchor_list[plan->anchor_start[ac] + i] - int64_t(ac) * g.P;
       anchor_pixel[item] = int32_t(anchor_k);
+      o.a_ptr[item] = rows;
+      o.x_ptr[item] = z;
+      o.u_ptr[item] = o.u + item * K;
     }
     for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
       const uint64_t i = uint64_t(m * a.N + j - 1);  // negative j − 1 of anchor m
-      rows[j] = j == 0 ? -1 : (head + philox_below(a.step.seed, a.step.negatives(t), i, nq)) % cap;
+      slots[j] = j == 0 ? -1 : (head + philox_below(a.step.seed, a.step.negatives(t), i, nq)) % cap;
     }
     __syncthreads();
     const int64_t k = anchor_k;
@@ -219,37 +244,49 @@ __global__ void anchor_kernel(Geom g, AnchorArgs a, const Plan* plan, const ull*
       z[e] = v;
       part += v * v;
     }
-    const float z2 = block_sum(part);  // synchronises: z is complete
-    const float nz = clamp_norm(z2);
+    const float z2 = block_sum(part);
+    if (threadIdx.x == 0) {
+      o.nz[2 * item] = clamp_norm(z2);
+      o.nz[2 * item + 1] = z2;
+    }
     const float* pc = proto + int64_t(ac) * D;
     for (int64_t j = warp; j < K; j += warps) {
-      const float* b = j == 0 ? pc : queue + rows[j] * D;
-      float dot = 0, b2 = 0;
-      for (int64_t e = lane; e < D; e += 32) dot += z[e] * b[e], b2 += b[e] * b[e];
-      for (int off = 16; off > 0; off >>= 1) {
-        dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        b2 += __shfl_xor_sync(0xffffffffu, b2, off);
+      const float* b = j == 0 ? pc : queue + slots[j] * D;
+      float* out = rows + j * D;
+      float b2 = 0;
+      for (int64_t e = lane; e < D; e += 32) {
+        const float v = b[e];
+        out[e] = v;
+        b2 += v * v;
       }
-      if (lane == 0) {
-        nb[j] = clamp_norm(b2);
-        sim[j] = dot / (nz * nb[j]);
-      }
+      for (int off = 16; off > 0; off >>= 1) b2 += __shfl_xor_sync(0xffffffffu, b2, off);
+      if (lane == 0) o.nb[item * K + j] = clamp_norm(b2);
     }
-    __syncthreads();
-    if (threadIdx.x == 0) losses[item] = a.binary ? binary_row(sim, K, a.tau, ds) : info_nce_row(sim, K, a.tau, ds);
-    __syncthreads();
-    if (grads) {
-      const bool shrink = hd_sqrt(z2) > 1e-8f;  // F.cosine_similarity's clamped branch has no a-term
-      for (int64_t e = threadIdx.x; e < D; e += blockDim.x) {
-        float gz = 0;
-        for (int64_t j = 0; j < K; ++j) {
-          const float b = j == 0 ? pc[e] : queue[rows[j] * D + e];
-          gz += ds[j] * (b / (nz * nb[j]) - (shrink ? sim[j] / z2 : 0.f) * z[e]);
-        }
-        grads[item * D + e] = gz;
-      }
+    __syncthreads();  // the next item rewrites the slots
+  }
+}
+
+// One thread an item, after dots = rows · z: the cosines, the loss row (the shared row functions)
+// and what the backward GEMV and the scatter need: u_j = dl/ds_j / (|z|·|b_j|) and cz, so that
+// dl/dz = rows^T u − cz·z.
+__global__ void loss_rows_kernel(int64_t items, AnchorArgs a, const Plan* plan, Operands o, float* ds,
+                                 float* losses) {
+  const int64_t K = a.N + 1;
+  const int64_t used = int64_t(plan->terms) * a.M;
+  for (int64_t item = grid_start(); item < used; item += grid_step()) {
+    const float nz = o.nz[2 * item], z2 = o.nz[2 * item + 1];
+    float* sim = o.dots + item * K;
+    const float* nb = o.nb + item * K;
+    float* d = ds + item * K;
+    for (int64_t j = 0; j < K; ++j) sim[j] = sim[j] / (nz * nb[j]);
+    losses[item] = a.binary ? binary_row(sim, K, a.tau, d) : info_nce_row(sim, K, a.tau, d);
+    const bool shrink = hd_sqrt(z2) > 1e-8f;  // F.cosine_similarity's clamped branch has no a-term
+    float c = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      o.u[item * K + j] = d[j] / (nz * nb[j]);
+      c += d[j] * sim[j];
     }
-    __syncthreads();  // the next item rewrites the shared rows
+    o.cz[item] = shrink ? c / z2 : 0.f;
   }
 }
 
@@ -277,9 +314,10 @@ __global__ void scale_kernel(int64_t n, float* drep, float beta) {
 }
 
 // After the stable sort of the items by anchor pixel: at each pixel's first item, per channel,
-// drep += w·grad over its items in item order (the CPU's order of additions); w = dloss·inv.
+// drep += w·(g − cz·z) over its items in item order (the CPU's order of additions), g = rows^T u
+// from the backward GEMV; w = dloss·inv.
 __global__ void scatter_kernel(Geom g, int64_t items, const int32_t* pixel, const int32_t* item_of, const float* grads,
-                               const Plan* plan, float dloss, float* drep) {
+                               Operands o, const Plan* plan, float dloss, float* drep) {
   const float w = static_cast<float>(double(dloss) * plan->inv);
   for (int64_t t = grid_start(); t < items * g.D; t += grid_step()) {
     const int64_t s = t / g.D, e = t % g.D;
@@ -287,7 +325,10 @@ __global__ void scatter_kernel(Geom g, int64_t items, const int32_t* pixel, cons
     if (k >= g.P || (s > 0 && pixel[s - 1] == k)) continue;  // unused, or not the pixel's first item
     float* out = drep + g.base(k) + e * g.HW;
     float v = *out;
-    for (int64_t u = s; u < items && pixel[u] == k; ++u) v += w * grads[int64_t(item_of[u]) * g.D + e];
+    for (int64_t u = s; u < items && pixel[u] == k; ++u) {
+      const int64_t it = item_of[u];
+      v += w * (grads[it * g.D + e] - o.cz[it] * o.z[it * g.D + e]);
+    }
     *out = v;
   }
 }
@@ -302,10 +343,10 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   U2PL_CHECK(C <= kMaxClasses, "contrastive loss on CUDA: at most " << kMaxClasses << " classes, got " << C);
   U2PL_CHECK(C * P <= INT32_MAX && C * M <= INT32_MAX,
              "contrastive loss on CUDA: " << C << " classes × " << P << " pixels exceed the int32 lists");
-  const size_t anchor_shm = size_t(K) * sizeof(int64_t) + size_t(D + 3 * K) * sizeof(float);
-  U2PL_CHECK(anchor_shm <= 48 * 1024, "contrastive loss on CUDA: " << N << " negatives of " << D
-                                          << " floats need " << anchor_shm << " bytes of shared memory a block, "
-                                          << "more than 48 KiB");
+  const size_t gather_shm = size_t(K) * sizeof(int64_t);
+  U2PL_CHECK(gather_shm <= 48 * 1024 && K * D <= INT32_MAX,
+             "contrastive loss on CUDA: " << N << " negatives a query are too many (at most " << 48 * 1024 / 8 - 1
+                                          << ")");
   cudaStream_t st = stream_of(ctx);
   const DeviceQueues q = bank.device_queues();
   const thrust::counting_iterator<int32_t> flat(0);
@@ -331,7 +372,11 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
                o_plan = w.add(sizeof(Plan)), o_proto = w.add(size_t(C * D) * sizeof(float)),
                o_loss = w.add(size_t(items) * sizeof(float)), o_pix = w.add(4 * size_t(items) * sizeof(int32_t)),
                o_grad = w.add(drep.defined() ? size_t(items * D) * sizeof(float) : 0),
-               o_tmp = w.add(std::max(sel_bytes, sort_bytes));
+               o_tmp = w.add(std::max(sel_bytes, sort_bytes)), o_z = w.add(size_t(items * D) * sizeof(float)),
+               o_rows = w.add(size_t(items * K * D) * sizeof(float)),
+               o_rowk = w.add(4 * size_t(items * K) * sizeof(float)),  // nb, dots, u, ds
+               o_nz = w.add(3 * size_t(items) * sizeof(float)), o_zeros = w.add(size_t(K * D) * sizeof(float)),
+               o_ptr = w.add(5 * size_t(items) * sizeof(float*));
   char* ws = static_cast<char*>(ctx.workspace(w.bytes()));
   auto* counts = reinterpret_cast<ull*>(ws + o_counts);  // (4, C) role counts, then the first bad pixel
   ull* first_bad = counts + 4 * C;
@@ -349,6 +394,23 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   int32_t *item_of = pixel + items, *pixel_sorted = pixel + 2 * items, *item_sorted = pixel + 3 * items;
   float* grads = drep.defined() ? reinterpret_cast<float*>(ws + o_grad) : nullptr;
   void* tmp = ws + o_tmp;
+  Operands o;
+  o.z = reinterpret_cast<float*>(ws + o_z);
+  o.rows = reinterpret_cast<float*>(ws + o_rows);
+  o.nb = reinterpret_cast<float*>(ws + o_rowk);
+  o.dots = o.nb + items * K;
+  o.u = o.dots + items * K;
+  float* ds = o.u + items * K;
+  o.nz = reinterpret_cast<float*>(ws + o_nz);
+  o.cz = o.nz + 2 * items;
+  auto* zeros = reinterpret_cast<float*>(ws + o_zeros);
+  o.zeros = zeros;
+  auto** ptrs = reinterpret_cast<float**>(ws + o_ptr);
+  o.a_ptr = const_cast<const float**>(ptrs);
+  o.x_ptr = const_cast<const float**>(ptrs + items);
+  o.y_ptr = ptrs + 2 * items;
+  o.u_ptr = const_cast<const float**>(ptrs + 3 * items);
+  o.g_ptr = ptrs + 4 * items;
 
   CUDA_CHECK(cudaMemsetAsync(counts, 0, 4 * size_t(C) * sizeof(ull), st));
   CUDA_CHECK(cudaMemsetAsync(first_bad, 0xff, sizeof(ull), st));  // kNoPixel
@@ -373,8 +435,18 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   prototype_kernel<<<blocks_for(ctx, C * D), kBlock, 0, st>>>(g, counts, plan, proto_list, in.rep_teacher.data, proto);
   CUDA_CHECK_LAUNCH();
   const AnchorArgs aa{M, N, p.temperature, p.binary, step};
-  anchor_kernel<<<blocks_for(ctx, items), kBlock, anchor_shm, st>>>(g, aa, plan, counts, q, anchor_list, in.rep.data,
-                                                                     proto, losses, pixel, item_of, grads);
+  CUDA_CHECK(cudaMemsetAsync(zeros, 0, size_t(K * D) * sizeof(float), st));
+  gather_kernel<<<blocks_for(ctx, items), kBlock, gather_shm, st>>>(g, aa, plan, counts, q, anchor_list, in.rep.data,
+                                                                     proto, o, grads, pixel, item_of);
+  CUDA_CHECK_LAUNCH();
+  // The similarities through cuBLAS: per item, dots (K) = rows (K, D) · z, i.e. the column-major
+  // (D, K) matrix transposed; the items past the terms multiply zeros. cuBLAS is bitwise
+  // reproducible on one GPU with one stream, which the context has.
+  cublasHandle_t h = ctx.cuda().cublas;
+  const float one = 1.f, zero = 0.f;
+  const int di = int(D), ki = int(K), bi = int(items);
+  CUBLAS_CHECK(cublasSgemvBatched(h, CUBLAS_OP_T, di, ki, &one, o.a_ptr, di, o.x_ptr, 1, &zero, o.y_ptr, 1, bi));
+  loss_rows_kernel<<<grid_for(ctx, items), kBlock, 0, st>>>(items, aa, plan, o, ds, losses);
   CUDA_CHECK_LAUNCH();
   finish_kernel<<<1, 1, 0, st>>>(g, M, plan, losses, first_bad, in.label_l.data, in.label_u.data, out);
   CUDA_CHECK_LAUNCH();
@@ -382,11 +454,13 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   const int64_t n = drep.numel();
   scale_kernel<<<grid_for(ctx, n), kBlock, 0, st>>>(n, drep.data, beta);
   CUDA_CHECK_LAUNCH();
+  // The gradient's GEMV: grads (D) = rows^T u per item, the column-major (D, K) matrix as it is.
+  CUBLAS_CHECK(cublasSgemvBatched(h, CUBLAS_OP_N, di, ki, &one, o.a_ptr, di, o.u_ptr, 1, &zero, o.g_ptr, 1, bi));
   b = sort_bytes;
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(tmp, b, pixel, pixel_sorted, item_of, item_sorted, items, 0, 32, st));
   CUDA_CHECK_LAUNCH();
-  scatter_kernel<<<grid_for(ctx, items * D), kBlock, 0, st>>>(g, items, pixel_sorted, item_sorted, grads, plan, dloss,
-                                                              drep.data);
+  scatter_kernel<<<grid_for(ctx, items * D), kBlock, 0, st>>>(g, items, pixel_sorted, item_sorted, grads, o, plan,
+                                                              dloss, drep.data);
   CUDA_CHECK_LAUNCH();
 }
 
