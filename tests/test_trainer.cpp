@@ -251,6 +251,11 @@ TEST_CASE("trainer: configs that cannot run are refused before any work, naming 
   CHECK(refused("u2pl", {"dataset.train.crop.type=none"}).find("fixed-size crops") != std::string::npos);
   CHECK(refused("mt", {"dataset.type=pascal"}).find("needs unlabeled images") != std::string::npos);
   CHECK(refused("u2pl", {"dataset.train.crop.size=[40000, 40000]"}).find("MiB of activations") != std::string::npos);
+  const std::string bank = refused("u2pl", {"trainer.contrastive.queue_size=2000000000"});
+  CHECK(bank.find("MiB of memory bank), more than") != std::string::npos);
+  CHECK(bank.find(" 0 MiB of memory bank") == std::string::npos);
+  CHECK(refused("u2pl", {"trainer.contrastive.queue_size=2000000000", "trainer.contrastive.loss_weight=0"})
+            .empty());  // no contrastive loss, no bank
   CHECK(refused("u2pl", {"net.encoder.kwargs.weights=/nonexistent/r18.safetensors"}).find("does not exist") !=
         std::string::npos);
 }

@@ -384,15 +384,25 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
                                            << "and entropy); add the section or set contrastive.loss_weight 0");
   for (const std::string& f : {cfg.net.weights, cfg.pretrain})
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
-  // Memory: the student's train plan, the teacher's two plans and the parameters.
+  // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
+  // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
   const int B = cfg.data.batch_size;
   const bool semi = cfg.unsup.enabled;
-  U2plNet probe(cfg.net);
+  U2plNet probe(cfg.net);  // declared, not allocated
   const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
-  size_t need = probe.estimate_plan_bytes(batch, NetMode::Train);
+  size_t act = probe.estimate_plan_bytes(batch, NetMode::Train);
   if (semi)
-    need += probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
-            probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
+    act += probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
+           probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
+  const ParamSet& ps = probe.params();
+  const size_t state = (semi ? 4 : 3) * ps.values().bytes() + (semi ? 2 : 1) * ps.buffers().bytes();
+  size_t bank = 0;
+  const int rep = ps.find("decoder.representation.8.weight");
+  if (semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0 && rep >= 0)
+    bank = (size_t(cfg.contrastive.queue_size) * size_t(cfg.net.num_classes - 1) +
+            size_t(cfg.contrastive.queue_size_background)) *
+           size_t(ps.decls()[size_t(rep)].shape[0]) * sizeof(float);
+  const size_t need = act + state + bank;
   size_t avail = 0;
   if (dev == Device::CUDA) {
     size_t total = 0;
@@ -400,11 +410,14 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
   } else {
     avail = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
   }
+  constexpr size_t MiB = 1 << 20;
   U2PL_CHECK(need < avail, cfg.file << ": batch " << B << (semi ? " + " + std::to_string(B) : std::string())
                                     << " at crop " << crop.size[0] << "x" << crop.size[1] << " needs about "
-                                    << need / (1 << 20) << " MiB of activations, more than the "
-                                    << device_name(dev) << "'s " << avail / (1 << 20)
-                                    << " MiB (lower dataset.batch_size or the crop)");
+                                    << need / MiB << " MiB (" << act / MiB << " MiB of activations, " << state / MiB
+                                    << " MiB of parameters and optimiser state, " << bank / MiB
+                                    << " MiB of memory bank), more than the " << device_name(dev) << "'s "
+                                    << avail / MiB
+                                    << " MiB (lower dataset.batch_size or the crop, or the queue sizes)");
 }
 
 TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt) {
