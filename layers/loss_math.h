@@ -57,7 +57,11 @@ U2PL_HD CeHeadsResult ce_heads(const CeResult& main, const CeResult* aux, float 
   r.bad_label = main.bad_label;
   if (aux) {
     r.aux = aux->loss;
+#if defined(__CUDA_ARCH__)
+    r.loss = __fadd_rn(r.loss, __fmul_rn(aux_weight, aux->loss));  // no FMA: the host does not contract
+#else
     r.loss += aux_weight * aux->loss;
+#endif
     if (r.bad_pixel < 0) {
       r.bad_pixel = aux->bad_pixel;
       r.bad_label = aux->bad_label;

@@ -269,7 +269,7 @@ __global__ void gather_kernel(Geom g, AnchorArgs a, const Plan* plan, const ull*
 // One thread an item, after dots = rows · z: the cosines, the loss row (the shared row functions)
 // and what the backward GEMV and the scatter need: u_j = dl/ds_j / (|z|·|b_j|) and cz, so that
 // dl/dz = rows^T u − cz·z.
-__global__ void loss_rows_kernel(int64_t items, AnchorArgs a, const Plan* plan, Operands o, float* ds,
+__global__ void loss_rows_kernel(AnchorArgs a, const Plan* plan, Operands o, float* ds,
                                  float* losses) {
   const int64_t K = a.N + 1;
   const int64_t used = int64_t(plan->terms) * a.M;
@@ -344,9 +344,16 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   U2PL_CHECK(C * P <= INT32_MAX && C * M <= INT32_MAX,
              "contrastive loss on CUDA: " << C << " classes × " << P << " pixels exceed the int32 lists");
   const size_t gather_shm = size_t(K) * sizeof(int64_t);
-  U2PL_CHECK(gather_shm <= 48 * 1024 && K * D <= INT32_MAX,
-             "contrastive loss on CUDA: " << N << " negatives a query are too many (at most " << 48 * 1024 / 8 - 1
-                                          << ")");
+  constexpr size_t kStaticShm = 256;  // gather_kernel's own: anchor_k and the block reduction (64 B on sm_90)
+  U2PL_CHECK(gather_shm + kStaticShm <= 48 * 1024,
+             "contrastive loss on CUDA: " << N << " negatives a query are too many (at most "
+                                          << (48 * 1024 - kStaticShm) / sizeof(int64_t) - 1 << ")");
+  U2PL_CHECK(K * D <= INT32_MAX, "contrastive loss on CUDA: " << K << " rows of " << D
+                                                              << " floats a query exceed cuBLAS's int32 sizes");
+  for (int c = 0; c < C; ++c)  // philox_below draws below 2^32, as the CPU's PhiloxIndexSource
+    U2PL_CHECK(bank.capacity(c) <= int64_t(UINT32_MAX), "contrastive loss on CUDA: queue " << c << " holds "
+                                                                                           << bank.capacity(c)
+                                                                                           << " rows, at most 2^32 - 1");
   cudaStream_t st = stream_of(ctx);
   const DeviceQueues q = bank.device_queues();
   const thrust::counting_iterator<int32_t> flat(0);
@@ -425,7 +432,8 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   b = sel_bytes;
   CUDA_CHECK(cub::DeviceSelect::If(tmp, b, flat, proto_list, selected + 1, CP, InClass{proto_cls, int32_t(P)}, st));
   b = sel_bytes;
-  CUDA_CHECK(cub::DeviceSelect::Flagged(tmp, b, flat, neg_flag, neg_list, selected + 2, CP, st));
+  CUDA_CHECK(cub::DeviceSelect::Flagged(tmp, b, flat, static_cast<const uint8_t*>(neg_flag), neg_list, selected + 2,
+                                        CP, st));
   CUDA_CHECK_LAUNCH();
   const PlanArgs pa{int(C), M, N, p.memory_bank, p.queue_index_bug, p.normalise_valid_classes, p.binary};
   plan_kernel<<<1, 1, 0, st>>>(pa, counts, q, plan);
@@ -446,7 +454,7 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   const float one = 1.f, zero = 0.f;
   const int di = int(D), ki = int(K), bi = int(items);
   CUBLAS_CHECK(cublasSgemvBatched(h, CUBLAS_OP_T, di, ki, &one, o.a_ptr, di, o.x_ptr, 1, &zero, o.y_ptr, 1, bi));
-  loss_rows_kernel<<<grid_for(ctx, items), kBlock, 0, st>>>(items, aa, plan, o, ds, losses);
+  loss_rows_kernel<<<grid_for(ctx, items), kBlock, 0, st>>>(aa, plan, o, ds, losses);
   CUDA_CHECK_LAUNCH();
   finish_kernel<<<1, 1, 0, st>>>(g, M, plan, losses, first_bad, in.label_l.data, in.label_u.data, out);
   CUDA_CHECK_LAUNCH();

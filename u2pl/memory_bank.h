@@ -66,7 +66,7 @@ class MemoryBank {
   // The same on either device: rows (n, dim) in the bank's device memory; on CUDA the push is
   // queued on ctx's stream (head and size are updated on the device).
   void push(Context& ctx, int c, const float* rows, int64_t n);
-  void clear();  // empties every queue (CUDA: synchronous)
+  void clear();  // empties every queue (CUDA: on the legacy stream, after the work queued on the contexts' blocking streams and before later work)
   // Sets queue c to rows (n, dim) from host memory, oldest first (checkpoint resume); n must not
   // exceed the capacity. Both devices, synchronous.
   void restore(int c, const float* rows, int64_t n);
