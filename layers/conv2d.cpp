@@ -1,6 +1,7 @@
 // Conv2d shape logic, CPU path and dispatch (layers/conv2d.h).
 #include "layers/conv2d.h"
 
+#include <cmath>
 #include <vector>
 
 #include "engine/cpu/blas.h"
@@ -110,11 +111,17 @@ cpu::ConvDims conv2d_dnnl_dims(const Conv2dSpec& s, Shape x) {
   return {x.n(), s.cin, x.h(), x.w(), s.cout, s.kh, s.kw, s.stride, s.pad, s.dilation, y.h(), y.w(), s.bias};
 }
 
-Conv2d::Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, int group)
+Conv2d::Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, int group, ConvInit init)
     : ps_(&ps), spec_(spec) {
-  w_ = ps.declare(name + ".weight", Shape::nchw(spec.cout, spec.cin, spec.kh, spec.kw),
-                  Init::KaimingNormalFanOut, group);
-  if (spec.bias) b_ = ps.declare(name + ".bias", Shape{spec.cout}, Init::Zeros, group);
+  const Shape w = Shape::nchw(spec.cout, spec.cin, spec.kh, spec.kw);
+  if (init == ConvInit::KaimingFanOut) {
+    w_ = ps.declare(name + ".weight", w, Init::KaimingNormalFanOut, group);
+    if (spec.bias) b_ = ps.declare(name + ".bias", Shape{spec.cout}, Init::Zeros, group);
+    return;
+  }
+  const float bound = static_cast<float>(1.0 / std::sqrt(double(spec.cin) * spec.kh * spec.kw));
+  w_ = ps.declare(name + ".weight", w, Init::Uniform, group, bound);
+  if (spec.bias) b_ = ps.declare(name + ".bias", Shape{spec.cout}, Init::Uniform, group, bound);
 }
 
 void Conv2d::forward(Context& ctx, TensorView x, TensorView y) const {

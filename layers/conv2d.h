@@ -36,10 +36,17 @@ void conv2d_forward_cuda(Context& ctx, const Conv2dSpec& s, TensorView x, Tensor
 void conv2d_backward_cuda(Context& ctx, const Conv2dSpec& s, TensorView x, TensorView w,
                           TensorView dy, TensorView dx, float beta, TensorView dw, TensorView db);
 
-// The layer: declares `<name>.weight` (kaiming fan-out) and `<name>.bias` (zeros) in a ParamSet.
+// How a Conv2d's parameters start when no weights are loaded. KaimingFanOut: the public ResNet's
+// loop over the encoder (weight N(0, 2 / fan_out), bias 0). TorchDefault: nn.Conv2d's own
+// reset_parameters, which the public decoder and heads keep (kaiming_uniform with a = √5, i.e.
+// weight and bias U(−1/√fan_in, 1/√fan_in), fan_in = cin·kh·kw).
+enum class ConvInit { KaimingFanOut, TorchDefault };
+
+// The layer: declares `<name>.weight` and `<name>.bias` in a ParamSet, started as `init` says.
 class Conv2d {
  public:
-  Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, int group = 0);
+  Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, int group = 0,
+         ConvInit init = ConvInit::KaimingFanOut);
   const Conv2dSpec& spec() const { return spec_; }
   Shape out_shape(Shape x) const { return conv2d_out_shape(spec_, x); }
   void forward(Context& ctx, TensorView x, TensorView y) const;

@@ -6,6 +6,12 @@
 // judged against each tensor's scale (PyTorch's own float32 step is 1.7e-3 of max off at worst).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "model_fixture.h"
 
 using namespace u2pl;
@@ -103,4 +109,45 @@ TEST_CASE("network: shapes of SPEC §1 at full width, OS8 and OS16") {
   const NetOutputs o = small.forward(ctx, x, NetMode::Eval, nullptr);
   CHECK(o.pred.shape == Shape{2, 21, 17, 13});  // 65 -> 33 (stem) -> 17 (pool)
   CHECK(o.aux.shape == Shape{2, 21, 5, 4});      // OS16: layer3 at 1/16
+}
+
+TEST_CASE("network: the initialisation of the public code: kaiming fan-out encoder, nn.Conv2d's default decoder") {
+  NetConfig c;
+  c.depth = 18;
+  c.width_divisor = 4;
+  c.inner_planes = 64;
+  c.aux = true;
+  U2plNet net(c);
+  net.allocate(Device::CPU, 11);
+  const auto values = [&](const std::string& name) {
+    const int id = net.params().find(name);
+    REQUIRE(id >= 0);
+    return to_host(net.params().value(id));
+  };
+  const auto moments = [](const std::vector<float>& v, double* max_abs) {
+    double s2 = 0;
+    *max_abs = 0;
+    for (const float x : v) s2 += double(x) * x, *max_abs = std::max(*max_abs, double(std::fabs(x)));
+    return std::sqrt(s2 / double(v.size()));
+  };
+  double m = 0;
+  // encoder: N(0, 2 / fan_out), fan_out = cout·kh·kw
+  const std::vector<float> enc = values("encoder.layer1.0.conv1.weight");
+  const double enc_std = std::sqrt(2.0 / (16.0 * 9));
+  CHECK(moments(enc, &m) == doctest::Approx(enc_std).epsilon(0.05));
+  CHECK(m > 2 * enc_std);  // a normal's tails, not a uniform's
+  // decoder and heads: weight and bias U(−1/√fan_in, 1/√fan_in), standard deviation bound/√3
+  for (const auto& [name, fan_in] : std::vector<std::pair<std::string, double>>{
+           {"decoder.head.0", 5 * 64 * 9.0}, {"decoder.classifier.0", 128 * 9.0}, {"decoder.classifier.4", 64 * 9.0}, {"auxor.aux.0", 64 * 9.0}}) {
+    INFO(name);
+    const double bound = 1 / std::sqrt(fan_in);
+    const std::vector<float> w = values(name + ".weight");
+    CHECK(moments(w, &m) == doctest::Approx(bound / std::sqrt(3.0)).epsilon(0.05));
+    CHECK(m <= bound);
+    CHECK(m > 0.95 * bound);
+  }
+  const std::vector<float> b = values("decoder.classifier.8.bias");
+  CHECK(moments(b, &m) > 0);
+  CHECK(m <= 1 / std::sqrt(64.0));  // 1x1 from 64 channels
+  CHECK(values("decoder.low_conv.0.bias") != std::vector<float>(values("decoder.low_conv.0.bias").size(), 0.f));
 }

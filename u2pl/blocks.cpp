@@ -6,8 +6,8 @@
 namespace u2pl {
 
 ConvBn::ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn_name,
-               const Conv2dSpec& spec, bool relu, int group)
-    : conv_(ps, conv_name, spec, group), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
+               const Conv2dSpec& spec, bool relu, int group, ConvInit init)
+    : conv_(ps, conv_name, spec, group, init), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
 
 ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x) const {
   const Shape y = out_shape(x);

@@ -24,7 +24,7 @@ struct RunMode {
 class ConvBn {
  public:
   ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn_name, const Conv2dSpec& spec,
-         bool relu, int group);
+         bool relu, int group, ConvInit init = ConvInit::KaimingFanOut);
   struct Bufs {
     Slot c, stats;   // conv output (BN input), BN statistics
     Slot gy, gc;     // backward: gradient after the ReLU, gradient of the conv output

@@ -8,6 +8,9 @@
 
 namespace u2pl {
 
+// The public decoder and heads set no init of their own: every conv keeps nn.Conv2d's default.
+constexpr ConvInit kInit = ConvInit::TorchDefault;
+
 void dropout_site_forward(Context& ctx, TensorView x, TensorView scale, TensorView y, bool active, Rng* rng) {
   if (!active) return copy_tensor(y, x);
   if (rng) {
@@ -21,9 +24,11 @@ Head::Head(ParamSet& ps, const std::string& name, int cin, int hidden, int cout,
     : name_(name) {
   for (int i = 0; i < units; ++i) {
     const std::string c = name + "." + std::to_string(4 * i), n = name + "." + std::to_string(4 * i + 1);
-    units_.push_back(std::make_unique<ConvBn>(ps, c, n, Conv2dSpec{i ? hidden : cin, hidden, 3, 3, 1, 1, 1, true}, true, group));
+    units_.push_back(std::make_unique<ConvBn>(ps, c, n, Conv2dSpec{i ? hidden : cin, hidden, 3, 3, 1, 1, 1, true}, true, group,
+                                              kInit));
   }
-  final_ = std::make_unique<Conv2d>(ps, name + "." + std::to_string(4 * units), Conv2dSpec{hidden, cout, 1, 1, 1, 0, 1, true}, group);
+  final_ = std::make_unique<Conv2d>(ps, name + "." + std::to_string(4 * units), Conv2dSpec{hidden, cout, 1, 1, 1, 0, 1, true}, group,
+                                    kInit);
 }
 
 std::vector<std::string> Head::dropout_sites() const {
@@ -84,15 +89,15 @@ Decoder::Decoder(ParamSet& ps, const NetConfig& cfg, int c1, int c4) {
   const int inner = cfg.inner_planes, w = 256 / cfg.width_divisor;
   U2PL_CHECK(cfg.dilations.size() == 3, "decoder: expected 3 ASPP dilations, got " << cfg.dilations.size());
   const std::string a = "decoder.aspp.conv";
-  branch_[0] = std::make_unique<ConvBn>(ps, a + "1.1", a + "1.2", Conv2dSpec{c4, inner, 1, 1, 1, 0, 1, false}, true, 1);
-  branch_[1] = std::make_unique<ConvBn>(ps, a + "2.0", a + "2.1", Conv2dSpec{c4, inner, 1, 1, 1, 0, 1, false}, true, 1);
+  branch_[0] = std::make_unique<ConvBn>(ps, a + "1.1", a + "1.2", Conv2dSpec{c4, inner, 1, 1, 1, 0, 1, false}, true, 1, kInit);
+  branch_[1] = std::make_unique<ConvBn>(ps, a + "2.0", a + "2.1", Conv2dSpec{c4, inner, 1, 1, 1, 0, 1, false}, true, 1, kInit);
   for (int k = 0; k < 3; ++k) {
     const int d = cfg.dilations[k];
     const std::string n = a + std::to_string(k + 3);
-    branch_[k + 2] = std::make_unique<ConvBn>(ps, n + ".0", n + ".1", Conv2dSpec{c4, inner, 3, 3, 1, d, d, false}, true, 1);
+    branch_[k + 2] = std::make_unique<ConvBn>(ps, n + ".0", n + ".1", Conv2dSpec{c4, inner, 3, 3, 1, d, d, false}, true, 1, kInit);
   }
-  head_ = std::make_unique<ConvBn>(ps, "decoder.head.0", "decoder.head.1", Conv2dSpec{5 * inner, w, 3, 3, 1, 1, 1, false}, true, 1);
-  low_ = std::make_unique<ConvBn>(ps, "decoder.low_conv.0", "decoder.low_conv.1", Conv2dSpec{c1, w, 1, 1, 1, 0, 1, true}, true, 1);
+  head_ = std::make_unique<ConvBn>(ps, "decoder.head.0", "decoder.head.1", Conv2dSpec{5 * inner, w, 3, 3, 1, 1, 1, false}, true, 1, kInit);
+  low_ = std::make_unique<ConvBn>(ps, "decoder.low_conv.0", "decoder.low_conv.1", Conv2dSpec{c1, w, 1, 1, 1, 0, 1, true}, true, 1, kInit);
   cls_ = std::make_unique<Head>(ps, "decoder.classifier", 2 * w, w, cfg.num_classes, 2, 1);
   if (cfg.rep_head) rep_ = std::make_unique<Head>(ps, "decoder.representation", 2 * w, w, w, 2, 1);
 }
