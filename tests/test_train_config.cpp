@@ -223,6 +223,19 @@ TEST_CASE("train config: resolved_yaml round-trips") {
   CHECK(read_text(yaml_path("tc_rt")).find("queue_index_bug") != std::string::npos);
 }
 
+TEST_CASE("train config: YAML text loads as its file does, and errors name the text's name") {
+  const std::vector<std::string> ov{"trainer.preset=official", "trainer.contrastive.num_queries=8"};
+  const TrainConfig f = load_text("tc_txt", kBase, ov);
+  const TrainConfig t = load_train_config_text(kBase, "the recipe", ov, nullptr);
+  CHECK(resolved_yaml(t) == resolved_yaml(f));
+  CHECK(t.file == "the recipe");
+  CHECK(error_of([] { load_train_config_text("trainer: [1, 2", "the recipe", {}, nullptr); })
+            .find("the recipe:") == 0);
+  const std::string unknown = error_of([] { load_train_config_text(kBase, "the recipe", {"net.bogus=1"}, nullptr); });
+  CHECK(unknown.find("bogus") != std::string::npos);
+  CHECK(unknown.find("command line") != std::string::npos);
+}
+
 TEST_CASE("train config: the ablation switches are keys of their own, checked, logged and round-tripped") {
   const TrainConfig d = load_text("tc_abl0", kBase);
   CHECK(d.unsup.dpa);

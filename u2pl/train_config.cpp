@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <sstream>
 
 #include "data/yaml_section.h"
 #include "engine/check.h"
@@ -272,9 +273,10 @@ double TrainConfig::contrastive_alpha_at(int epoch) const {
   return alpha_at(double(contrastive.low_entropy_threshold), epoch);
 }
 
-TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
-                              std::vector<std::string>* log) {
-  Node root = load_yaml_file(path);
+namespace {
+
+TrainConfig load_from(Node root, const std::string& path, const std::vector<std::string>& overrides,
+                      std::vector<std::string>* log) {
   const Node file_root = YAML::Clone(root);
   std::vector<std::string> keys;
   for (const std::string& ov : overrides) {
@@ -337,6 +339,28 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
                    (no_preset ? "file" : "preset " + c.preset) + ": " + was + ")");
   }
   return c;
+}
+
+}  // namespace
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
+                              std::vector<std::string>* log) {
+  return load_from(load_yaml_file(path), path, overrides, log);
+}
+
+TrainConfig load_train_config_text(const std::string& text, const std::string& name,
+                                   const std::vector<std::string>& overrides, std::vector<std::string>* log) {
+  Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    std::ostringstream os;
+    os << name;
+    if (!e.mark.is_null()) os << ":" << e.mark.line + 1 << ":" << e.mark.column + 1;
+    os << ": malformed YAML: " << e.msg;
+    throw Error(os.str());
+  }
+  return load_from(root, name, overrides, log);
 }
 
 }  // namespace u2pl

@@ -107,6 +107,10 @@ struct TrainConfig {
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
                               std::vector<std::string>* log);
 
+// The same over YAML text (a built-in recipe); errors name `name` where they would name the file.
+TrainConfig load_train_config_text(const std::string& text, const std::string& name,
+                                   const std::vector<std::string>& overrides, std::vector<std::string>* log);
+
 // The resolved config as YAML text that load_train_config reads back to the same values.
 std::string resolved_yaml(const TrainConfig& c);
 
