@@ -1,7 +1,8 @@
 // u2pl_bench: engine benchmarks. `u2pl_bench layers` times every distinct conv, BN, bilinear and
 // max-pool shape of ResNet-101 DeepLabv3+ forward and backward (bench/layer_bench.h);
 // tools/bench_layers.sh runs it beside PyTorch (bench/layers_torch.py) and compares the two.
-// `u2pl_bench model` times the whole network (bench/model_bench.h; tools/bench_model.sh).
+// `u2pl_bench model` times the whole network (bench/model_bench.h; tools/bench_model.sh);
+// `u2pl_bench step` a whole U2PL training iteration (bench/step_bench.h; tools/bench_step.sh).
 #include <cblas.h>
 #include <omp.h>
 
@@ -15,6 +16,7 @@
 
 #include "bench/layer_bench.h"
 #include "bench/model_bench.h"
+#include "bench/step_bench.h"
 #include "engine/device_memory.h"
 
 namespace {
@@ -34,7 +36,12 @@ const char* const kUsage =
     "                        [--json FILE] [--plan-only]\n"
     "  --mode     eval: forward on B images; train: forward + backward on B; u2pl: teacher eval\n"
     "             forward on B, student forward + backward on 2B, teacher train-statistics on 2B\n"
-    "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n";
+    "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n"
+    "usage: u2pl_bench step [--device cpu|cuda] [--preset paper|official] [--depth D] [--os 8|16]\n"
+    "                       [--width-divisor K] [--batch B] [--crop N] [--classes C] [--threads T]\n"
+    "                       [--repeat R] [--json FILE]\n"
+    "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
+    "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n";
 
 struct Options {
   u2pl::Device device = u2pl::cuda_device_count() > 0 ? u2pl::Device::CUDA : u2pl::Device::CPU;
@@ -115,6 +122,18 @@ int run_layers(const Options& o) {
   return 0;
 }
 
+// Prints a model or step result and writes it to `json` when given.
+int print_result(const nlohmann::json& r, const std::string& json) {
+  std::cout << r.dump(1) << "\n";
+  if (!json.empty()) {
+    std::ofstream f(json);
+    U2PL_CHECK(f, "cannot open '" << json << "' for writing");
+    f << r.dump(1) << "\n";
+    U2PL_CHECK(f.good(), "failed writing '" << json << "'");
+  }
+  return 0;
+}
+
 int run_model(int argc, char** argv) {
   u2pl::bench::ModelBenchOptions o;
   o.device = Options().device;
@@ -142,14 +161,33 @@ int run_model(int argc, char** argv) {
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
   const nlohmann::json r = plan_only ? u2pl::bench::plan_memory(o) : (set_threads(threads), u2pl::bench::run_model_bench(o));
-  std::cout << r.dump(1) << "\n";
-  if (!json.empty()) {
-    std::ofstream f(json);
-    U2PL_CHECK(f, "cannot open '" << json << "' for writing");
-    f << r.dump(1) << "\n";
-    U2PL_CHECK(f.good(), "failed writing '" << json << "'");
+  return print_result(r, json);
+}
+
+int run_step(int argc, char** argv) {
+  u2pl::bench::StepBenchOptions o;
+  o.device = Options().device;
+  int threads = Options().threads;
+  std::string json;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
+    const std::string v = argv[++i];
+    if (a == "--device") o.device = u2pl::parse_device(v);
+    else if (a == "--preset") o.preset = v;
+    else if (a == "--depth") o.depth = parse_int(a, v, 18);
+    else if (a == "--os") o.output_stride = parse_int(a, v, 8);
+    else if (a == "--width-divisor") o.width_divisor = parse_int(a, v, 1);
+    else if (a == "--batch") o.batch = parse_int(a, v, 1);
+    else if (a == "--crop") o.crop = parse_int(a, v, 33);
+    else if (a == "--classes") o.classes = parse_int(a, v, 2);
+    else if (a == "--threads") threads = parse_int(a, v, 1);
+    else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
+    else if (a == "--json") json = v;
+    else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
-  return 0;
+  set_threads(threads);
+  return print_result(u2pl::bench::run_step_bench(o), json);
 }
 
 }  // namespace
@@ -162,7 +200,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "model") return run_model(argc, argv);
-    U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers' or 'model'\n" << kUsage);
+    if (cmd == "step") return run_step(argc, argv);
+    U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model' or 'step'\n" << kUsage);
     return run_layers(parse_layers_args(argc, argv));
   } catch (const std::exception& e) {
     std::cerr << "u2pl_bench: " << e.what() << "\n";

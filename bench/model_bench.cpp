@@ -21,12 +21,6 @@ Tensor random_tensor(Shape s, uint64_t seed, Device dev) {
   return Tensor::from_host(s, v, dev);
 }
 
-size_t peak_rss_bytes() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<size_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
-}
-
 double median_ms(Context& ctx, int repeat, const std::function<void()>& step) {
   step();  // warm-up: plans, primitives and the workspace are built here
   ctx.synchronize();
@@ -115,6 +109,12 @@ nlohmann::json run_model_bench(const ModelBenchOptions& o) {
   return {{"mode", o.mode},       {"depth", o.depth}, {"output_stride", o.output_stride}, {"batch", B},
           {"crop", o.crop},       {"device", device_name(o.device)}, {"ms", ms},
           {"images_per_s", images * 1000.0 / ms}, {"peak_rss_bytes", peak_rss_bytes()}, {"arena_bytes", arenas}};
+}
+
+size_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<size_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 nlohmann::json plan_memory(const ModelBenchOptions& o) {

@@ -29,4 +29,7 @@ nlohmann::json run_model_bench(const ModelBenchOptions& o);
 // Eval plan on B and TrainStats plan on 2B), without allocating.
 nlohmann::json plan_memory(const ModelBenchOptions& o);
 
+// This process's peak resident set size so far (getrusage).
+size_t peak_rss_bytes();
+
 }  // namespace u2pl::bench

@@ -1,0 +1,173 @@
+// The training-step benchmark (bench/step_bench.h). The config is the public VOC recipe
+// (pascal_1464_ours.yaml) read by load_train_config with the bench's sizes as command-line
+// overrides, so the preset fills num_queries, num_negatives, the contrastive weight and the §7
+// switches exactly as for u2pl_train. Iterations run in epoch sup_only_epoch + 1: every term on,
+// the teacher an EMA of the student, as in the bulk of a training run.
+#include "bench/step_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <vector>
+
+#include "bench/model_bench.h"
+#include "engine/log.h"
+#include "engine/rng.h"
+#include "u2pl/train_step.h"
+#include "u2pl/trainer.h"
+
+namespace u2pl::bench {
+
+namespace {
+
+// pascal_1464_ours.yaml without its data paths, val crop and the keys the preset sets.
+const char* const kRecipe = R"(dataset:
+  type: pascal_semi
+  train:
+    data_root: unused
+    data_list: unused/labeled.txt
+    crop: {type: rand, size: [513, 513]}
+  val:
+    data_root: unused
+    data_list: unused/val.txt
+  batch_size: 4
+  ignore_label: 255
+trainer:
+  epochs: 80
+  optimizer: {type: SGD, kwargs: {lr: 0.001, momentum: 0.9, weight_decay: 0.0001}}
+  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
+  unsupervised: {drop_percent: 80, apply_aug: cutmix}
+  contrastive:
+    negative_high_entropy: True
+    low_rank: 3
+    high_rank: 20
+    current_class_threshold: 0.3
+    current_class_negative_threshold: 1
+    low_entropy_threshold: 20
+    temperature: 0.5
+criterion: {type: CELoss}
+net:
+  num_classes: 21
+  ema_decay: 0.99
+  encoder:
+    type: u2pl.models.resnet.resnet101
+    kwargs: {multi_grid: True, zero_init_residual: True, replace_stride_with_dilation: [False, True, True]}
+  decoder:
+    type: u2pl.models.decoder.dec_deeplabv3_plus
+    kwargs: {inner_planes: 256, dilations: [12, 24, 36]}
+)";
+
+// A random network's softmax is near uniform (p ≈ 1/C, below δp = 0.3): no pixel would be an
+// anchor and no contrastive term would form. So the last classifier conv of both networks is
+// scaled, as tools/torch_u2pl_train.py's LOGIT_GAIN does, and their classes are confident like a
+// trained network's.
+constexpr float kLogitGain = 6;
+
+void sharpen(U2plNet& net) {
+  const int id = net.params().find("decoder.classifier.8.weight");
+  U2PL_CHECK(id >= 0, "the network has no decoder.classifier.8.weight");
+  const TensorView w = net.params().value(id);
+  std::vector<float> h = to_host(w);
+  for (float& x : h) x *= kLogitGain;
+  copy_tensor(w, Tensor::from_host(w.shape, h, Device::CPU).view());
+}
+
+}  // namespace
+
+nlohmann::json run_step_bench(const StepBenchOptions& o) {
+  U2PL_CHECK(o.preset == "paper" || o.preset == "official",
+             "--preset: expected paper or official, got '" << o.preset << "'");
+  U2PL_CHECK(o.output_stride == 8 || o.output_stride == 16, "--os: expected 8 or 16, got " << o.output_stride);
+  const bool os8 = o.output_stride == 8;
+  const std::string crop = std::to_string(o.crop);
+  const TrainConfig cfg = load_train_config_text(
+      kRecipe, "u2pl_bench step",
+      {"trainer.preset=" + o.preset, "dataset.batch_size=" + std::to_string(o.batch),
+       "dataset.train.crop.size=[" + crop + ", " + crop + "]", "net.num_classes=" + std::to_string(o.classes),
+       "net.encoder.type=u2pl.models.resnet.resnet" + std::to_string(o.depth),
+       "net.encoder.kwargs.width_divisor=" + std::to_string(o.width_divisor),
+       std::string("net.encoder.kwargs.replace_stride_with_dilation=") +
+           (os8 ? "[False, True, True]" : "[False, False, True]"),
+       std::string("net.decoder.kwargs.dilations=") + (os8 ? "[12, 24, 36]" : "[6, 12, 18]")},
+      nullptr);
+  check_runnable(cfg, o.device);
+
+  TrainStep ts(cfg, o.device);
+  // The iterations run from the start of epoch sup_only_epoch + 1, an epoch long enough to hold
+  // them all and the EMA decay then at its cap (0.99), as in the bulk of a run.
+  ts.set_iters_per_epoch(std::max(1000, o.repeat + 1));
+  const int epoch = cfg.sup_only_epoch + 1;
+  U2PL_CHECK(ts.semi_phase(epoch) && ts.uses_contrastive(), "the recipe must run every U2PL term");
+  sharpen(ts.student());
+  sharpen(*ts.teacher());
+
+  // The loader's output, in host memory as in training: normalised images in [-1, 1), labels
+  // in [0, C) with ~5 % ignored (255).
+  const int B = o.batch, C = o.classes;
+  const Shape image{B, 3, o.crop, o.crop};
+  std::vector<float> xl(static_cast<size_t>(image.numel())), xu(xl.size());
+  for (size_t i = 0; i < xl.size(); ++i) {
+    xl[i] = 2.f * philox_uniform(3, 0, i) - 1.f;
+    xu[i] = 2.f * philox_uniform(4, 0, i) - 1.f;
+  }
+  std::vector<int32_t> y(static_cast<size_t>(B) * o.crop * o.crop);
+  for (size_t i = 0; i < y.size(); ++i)
+    y[i] = philox_uniform(5, 0, i) < 0.05f ? 255 : std::min(C - 1, int(philox_uniform(6, 0, i) * float(C)));
+  const Tensor img_l = Tensor::from_host(image, xl, Device::CPU), img_u = Tensor::from_host(image, xu, Device::CPU);
+  const Labels lab_l = Labels::from_host(Shape{B, o.crop, o.crop}, y, Device::CPU);
+
+  std::cerr << "u2pl_bench step: " << o.preset << ", ResNet-" << o.depth << " OS" << o.output_stride << ", batch "
+            << B << " + " << B << ", crop " << o.crop << ", " << C << " classes, device " << device_name(o.device)
+            << "\n";
+  Context ctx(o.device);
+  int64_t it = int64_t(epoch) * ts.iters_per_epoch();
+  StepResult last;
+  auto iteration = [&] {
+    PhiloxStepDraws draws(cfg.seed, it);
+    last = ts.step(ctx, img_l.view(), lab_l.view(), img_u.view(), it, epoch, draws);  // synchronous
+    draws.check_budget();
+    ++it;
+  };
+  iteration();  // warm-up: plans, primitives, the workspace and the scratch buffers are built here
+  std::vector<double> t;
+  for (int r = 0; r < o.repeat; ++r) {
+    const auto a = std::chrono::steady_clock::now();
+    iteration();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    std::cerr << "  run " << r + 1 << "/" << o.repeat << ": " << t.back() << " ms (loss " << last.total << ", "
+              << last.contra_terms << " contrastive terms)\n";
+  }
+  std::sort(t.begin(), t.end());
+  const double ms = t[t.size() / 2];
+
+  U2plNet& s = ts.student();
+  U2plNet& te = *ts.teacher();
+  const Shape two{2 * B, 3, o.crop, o.crop};
+  const MemoryBank& bank = *ts.bank();
+  const nlohmann::json arenas = {
+      {"parameters", s.params().values().bytes()},
+      {"gradients", s.params().grads().bytes()},
+      {"momentum", size_t(ts.momentum().numel()) * sizeof(float)},
+      {"bn_buffers", s.params().buffers().bytes() + te.params().buffers().bytes()},
+      {"teacher_parameters", te.params().values().bytes()},
+      {"student_activations", s.plan_bytes(two, NetMode::Train)},
+      {"teacher_activations", te.plan_bytes(image, NetMode::Eval) + te.plan_bytes(two, NetMode::TrainStats)},
+      {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},
+      {"workspace", ctx.workspace_bytes()}};
+  return {{"preset", o.preset},
+          {"depth", o.depth},
+          {"output_stride", o.output_stride},
+          {"width_divisor", o.width_divisor},
+          {"batch", B},
+          {"crop", o.crop},
+          {"classes", C},
+          {"device", device_name(o.device)},
+          {"ms", ms},
+          {"iterations_per_s", 1000.0 / ms},
+          {"peak_rss_bytes", peak_rss_bytes()},
+          {"arena_bytes", arenas},
+          {"last", {{"sup", last.sup}, {"unsup", last.unsup}, {"contra", last.contra}, {"total", last.total},
+                    {"contra_terms", last.contra_terms}, {"ema", last.ema}}}};
+}
+
+}  // namespace u2pl::bench
