@@ -195,10 +195,11 @@ int run_step(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const std::string cmd = argc > 1 ? argv[1] : "";
-    if (cmd == "-h" || cmd == "--help") {
-      std::cout << kUsage;
-      return 0;
-    }
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") {
+        std::cout << kUsage;
+        return 0;
+      }
     if (cmd == "model") return run_model(argc, argv);
     if (cmd == "step") return run_step(argc, argv);
     U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model' or 'step'\n" << kUsage);
