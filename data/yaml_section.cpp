@@ -26,6 +26,14 @@ std::string join(std::initializer_list<const char*> names) {
   return out;
 }
 
+Error malformed(const std::string& name, const YAML::Exception& e) {
+  std::ostringstream os;
+  os << name;
+  if (!e.mark.is_null()) os << ":" << e.mark.line + 1 << ":" << e.mark.column + 1;
+  os << ": malformed YAML: " << e.msg;
+  return Error(os.str());
+}
+
 }  // namespace
 
 Node load_yaml_file(const std::string& path) {
@@ -34,13 +42,17 @@ Node load_yaml_file(const std::string& path) {
   try {
     return YAML::Load(f);
   } catch (const YAML::Exception& e) {
-    std::ostringstream os;
-    os << path;
-    if (!e.mark.is_null()) os << ":" << e.mark.line + 1 << ":" << e.mark.column + 1;
-    os << ": malformed YAML: " << e.msg;
-    throw Error(os.str());
+    throw malformed(path, e);
   } catch (const std::ios_base::failure& e) {  // e.g. a directory
     throw Error(path + ": cannot read (" + e.what() + ")");
+  }
+}
+
+Node load_yaml_text(const std::string& text, const std::string& name) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw malformed(name, e);
   }
 }
 

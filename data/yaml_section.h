@@ -17,6 +17,8 @@ namespace u2pl {
 // The document in `path`; errors "<path>: cannot open ...", "<path>: cannot read ..." (e.g. a
 // directory) and "<path>:<line>:<col>: malformed YAML: ...".
 YAML::Node load_yaml_file(const std::string& path);
+// The same for YAML text; errors name `name` where they would name the file.
+YAML::Node load_yaml_text(const std::string& text, const std::string& name);
 
 // Throws "<file>:<line>: <key>: <msg>" (the line of `at`, when yaml-cpp knows it; no key when empty).
 [[noreturn]] void fail(const std::string& file, const YAML::Node& at, const std::string& key, const std::string& msg);

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <sstream>
 
 #include "data/yaml_section.h"
 #include "engine/check.h"
@@ -350,17 +349,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 
 TrainConfig load_train_config_text(const std::string& text, const std::string& name,
                                    const std::vector<std::string>& overrides, std::vector<std::string>* log) {
-  Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    std::ostringstream os;
-    os << name;
-    if (!e.mark.is_null()) os << ":" << e.mark.line + 1 << ":" << e.mark.column + 1;
-    os << ": malformed YAML: " << e.msg;
-    throw Error(os.str());
-  }
-  return load_from(root, name, overrides, log);
+  return load_from(load_yaml_text(text, name), name, overrides, log);
 }
 
 }  // namespace u2pl
