@@ -17,38 +17,11 @@ using namespace u2pl::test;
 
 namespace {
 
+// The trainer tests' config (no data is read: the batches are made here), seed 5.
 TrainConfig cuda_config(const std::string& method) {
-  std::string t = R"(dataset:
-  type: pascal_semi
-  train:
-    data_root: /nonexistent
-    data_list: /nonexistent/labeled.txt
-    crop: {type: rand, size: [33, 33]}
-  val:
-    data_root: /nonexistent
-    data_list: /nonexistent/val.txt
-  batch_size: 2
-trainer:
-  epochs: 3
-  sup_only_epoch: 1
-  seed: 5
-  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
-  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
-  unsupervised: {drop_percent: 80, apply_aug: cutmix}
-)";
-  if (method == "u2pl")
-    t += "  contrastive: {low_rank: 2, high_rank: 4, num_negatives: 8, num_queries: 4, queue_size: 40, "
-         "queue_size_background: 60}\n";
-  t += R"(net:
-  num_classes: 4
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {multi_grid: False, replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder:
-    type: u2pl.models.decoder.dec_deeplabv3_plus
-    kwargs: {inner_planes: 16, dilations: [2, 4, 6]}
-)";
-  return load_train_config(u2pl::test::write_yaml("cuda_train_" + method, t), {}, nullptr);
+  const std::string t = tiny_train_config("/nonexistent", 4, method);
+  return load_train_config(write_yaml("cuda_train_" + method, t),
+                           {"trainer.seed=5", "trainer.unsupervised.drop_percent=80"}, nullptr);
 }
 
 void copy_state(U2plNet& dst, U2plNet& src) {

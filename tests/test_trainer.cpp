@@ -41,60 +41,10 @@ struct TinySet {
   }
 };
 
-std::string tiny_config(const std::string& data, int classes, const std::string& method) {
-  std::string t = R"(dataset:
-  type: pascal_semi
-  train:
-    data_root: DATA
-    data_list: DATA/splits/4/labeled.txt
-    flip: True
-    rand_resize: [0.75, 1.25]
-    crop: {type: rand, size: [33, 33]}
-  val:
-    data_root: DATA
-    data_list: DATA/splits/val.txt
-  batch_size: 2
-  workers: 2
-trainer:
-  epochs: 3
-  sup_only_epoch: 1
-  seed: 7
-  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
-  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
-METHOD
-net:
-  num_classes: CLASSES
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {multi_grid: False, replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder:
-    type: u2pl.models.decoder.dec_deeplabv3_plus
-    kwargs: {inner_planes: 16, dilations: [2, 4, 6]}
-)";
-  const std::string u2pl = R"(  unsupervised: {drop_percent: 80, apply_aug: cutmix}
-  contrastive:
-    low_rank: 2
-    high_rank: 4
-    num_negatives: 8
-    num_queries: 4
-    queue_size: 40
-    queue_size_background: 60)";
-  const std::string m = method == "u2pl"     ? u2pl
-                        : method == "cutmix" ? "  unsupervised: {apply_aug: cutmix}"
-                        : method == "mt"     ? "  unsupervised: {apply_aug: none}"
-                                             : "";
-  auto put = [&](const std::string& key, const std::string& v) {
-    for (size_t at; (at = t.find(key)) != std::string::npos;) t.replace(at, key.size(), v);
-  };
-  put("METHOD", m);
-  put("DATA", data);
-  put("CLASSES", std::to_string(classes));
-  return t;
-}
-
 TrainConfig tiny(const TinySet& set, const std::string& method, std::vector<std::string> overrides = {},
                  int classes = 4) {
-  const std::string path = u2pl::test::write_yaml("trainer_" + method, tiny_config(set.dir.path, classes, method));
+  const std::string path =
+      u2pl::test::write_yaml("trainer_" + method, u2pl::test::tiny_train_config(set.dir.path, classes, method));
   return load_train_config(path, overrides, nullptr);
 }
 
@@ -334,7 +284,8 @@ TEST_CASE("trainer: 2-class data trains with the contrastive loss (rank threshol
   TinySet set(2);
   TempDir runs("trainer_two");
   std::vector<std::string> log;
-  const std::string path = u2pl::test::write_yaml("trainer_two", tiny_config(set.dir.path, 2, "u2pl"));
+  const std::string path =
+      u2pl::test::write_yaml("trainer_two", u2pl::test::tiny_train_config(set.dir.path, 2, "u2pl"));
   const TrainConfig cfg = load_train_config(path, {"trainer.epochs=2"}, &log);
   CHECK(cfg.contrastive.low_rank == 1);
   CHECK(cfg.contrastive.high_rank == 2);
