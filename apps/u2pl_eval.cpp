@@ -1,7 +1,8 @@
 // u2pl_eval: mIoU of trained weights on the configured val split (SPEC §5: VOC centre crop,
 // Cityscapes sliding windows, or whole / flip / multi-scale on request), with per-class table,
 // JSON summary and saved predictions; or, with --score, the same scores for saved index PNGs.
-// The logic lives in u2pl/evaluate.h and u2pl/eval_report.h; this main parses, builds, loops.
+// The logic lives in u2pl/eval/evaluate.h and u2pl/eval/eval_report.h; this main parses, builds,
+// loops.
 #include <unistd.h>
 
 #include <iostream>
@@ -12,9 +13,9 @@
 #include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
-#include "u2pl/eval_report.h"
-#include "u2pl/net_config.h"
-#include "u2pl/weights.h"
+#include "u2pl/eval/eval_report.h"
+#include "u2pl/net/net_config.h"
+#include "u2pl/net/weights.h"
 
 using namespace u2pl;
 

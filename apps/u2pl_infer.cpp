@@ -1,6 +1,6 @@
 // u2pl_infer: colourised predictions of a trained network for any images, and with --dump the
 // raw stride-4 logits (and representation) as .npy for parity checks against PyTorch.
-// The logic lives in u2pl/predict.h; this main parses, builds, loops.
+// The logic lives in u2pl/eval/predict.h; this main parses, builds, loops.
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -9,9 +9,9 @@
 #include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
-#include "u2pl/net_config.h"
-#include "u2pl/predict.h"
-#include "u2pl/weights.h"
+#include "u2pl/eval/predict.h"
+#include "u2pl/net/net_config.h"
+#include "u2pl/net/weights.h"
 
 namespace fs = std::filesystem;
 using namespace u2pl;

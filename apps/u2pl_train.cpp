@@ -1,6 +1,7 @@
 // u2pl_train: trains U2PL (or a baseline) from a public-style config.yaml, with command-line
 // overrides, into a run directory; resumes bit for bit with --resume. The loop lives in
-// u2pl/trainer.h, the config reader in u2pl/train_config.h; this main parses and reports.
+// u2pl/train/trainer.h, the config reader in u2pl/train/train_config.h; this main parses and
+// reports.
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,7 +12,7 @@
 #include "apps/cli.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
-#include "u2pl/trainer.h"
+#include "u2pl/train/trainer.h"
 
 using namespace u2pl;
 

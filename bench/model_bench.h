@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "u2pl/model.h"
+#include "u2pl/net/model.h"
 
 namespace u2pl::bench {
 

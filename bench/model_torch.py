@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 # The PyTorch side of `u2pl_bench model` (bench/model_bench.cpp): the same network
-# (tools/torch_u2pl_net.py, the U2PL DeepLabv3+ written from SPEC §1 with the public state-dict
-# layout) timed in the same modes — eval forward, train forward + backward, and the U2PL-shaped
-# step — with the same thread count and median of R runs; peak RSS of this process. One mode per
-# process so the peak belongs to that mode. Run with Debian's /usr/bin/python3 (torch 1.13, CPU).
+# (tools/pytorch/torch_u2pl_net.py, the U2PL DeepLabv3+ written from SPEC §1 with the public
+# state-dict layout) timed in the same modes — eval forward, train forward + backward, and the
+# U2PL-shaped step — with the same thread count and median of R runs; peak RSS of this process. One
+# mode per process so the peak belongs to that mode. Run with Debian's /usr/bin/python3 (torch 1.13,
+# CPU).
 import argparse
 import json
 import os
@@ -14,7 +15,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "pytorch"))
 from torch_u2pl_net import U2PLNet, draw_dropout  # noqa: E402
 
 

@@ -13,8 +13,8 @@
 #include "bench/model_bench.h"
 #include "engine/log.h"
 #include "engine/rng.h"
-#include "u2pl/train_step.h"
-#include "u2pl/trainer.h"
+#include "u2pl/train/train_step.h"
+#include "u2pl/train/trainer.h"
 
 namespace u2pl::bench {
 
@@ -59,8 +59,8 @@ net:
 
 // A random network's softmax is near uniform (p ≈ 1/C, below δp = 0.3): no pixel would be an
 // anchor and no contrastive term would form. So the last classifier conv of both networks is
-// scaled, as tools/torch_u2pl_train.py's LOGIT_GAIN does, and their classes are confident like a
-// trained network's.
+// scaled, as tools/pytorch/torch_u2pl_train.py's LOGIT_GAIN does, and their classes are confident
+// like a trained network's.
 constexpr float kLogitGain = 6;
 
 void sharpen(U2plNet& net) {

@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 # The PyTorch side of `u2pl_bench step` (bench/step_bench.cpp): whole U2PL training iterations
 # past the warm start, float32 on the CPU, in the order of the public train_semi.py, made of
-# tools/torch_u2pl_train.py's losses, CutMix and memory bank (the float64 reference of this
+# tools/pytorch/torch_u2pl_train.py's losses, CutMix and memory bank (the float64 reference of this
 # iteration that tests/test_train_e2e.cpp replays; its functions take the dtype of their inputs)
-# on the network of bench/model_torch.py (tools/torch_u2pl_net.py). The VOC recipe and preset of
-# the engine's config; same thread count, median of R runs, peak RSS of this process, one preset
-# per process. Run with Debian's /usr/bin/python3 (torch 1.13, CPU).
+# on the network of bench/model_torch.py (tools/pytorch/torch_u2pl_net.py). The VOC recipe and
+# preset of the engine's config; same thread count, median of R runs, peak RSS of this process, one
+# preset per process. Run with Debian's /usr/bin/python3 (torch 1.13, CPU).
 import argparse
 import json
 import os
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "pytorch"))
 import torch_u2pl_train as tu  # noqa: E402
 from torch_u2pl_net import U2PLNet, draw_dropout  # noqa: E402
 

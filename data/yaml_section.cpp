@@ -1,6 +1,6 @@
 // The strict YAML layer of the config.yaml readers (see yaml_section.h); its messages are those that
 // tests/test_data_config.cpp and tests/test_net_config.cpp expect from data/data_config.cpp and
-// u2pl/net_config.cpp.
+// u2pl/net/net_config.cpp.
 #include "data/yaml_section.h"
 
 #include <cmath>

@@ -1,7 +1,7 @@
-// The strict YAML layer shared by the config.yaml readers (data/data_config.cpp, u2pl/net_config.cpp):
-// file loading, typed values and a checked map (Section), every error "<file>:<line>: <dotted key>:
-// <message>" (STYLE 18, SPEC §8). Quoted scalars are strings, as in Python. Covered through the
-// readers by tests/test_data_config.cpp and tests/test_net_config.cpp.
+// The strict YAML layer shared by the config.yaml readers (data/data_config.cpp,
+// u2pl/net/net_config.cpp): file loading, typed values and a checked map (Section), every error
+// "<file>:<line>: <dotted key>: <message>" (STYLE 18, SPEC §8). Quoted scalars are strings, as in
+// Python. Covered through the readers by tests/test_data_config.cpp and tests/test_net_config.cpp.
 #pragma once
 #include <yaml-cpp/yaml.h>
 

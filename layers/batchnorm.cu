@@ -1,7 +1,7 @@
 // BatchNorm2d on CUDA with own kernels: per-channel two-pass statistics in double (one block per
 // channel, CUB's fixed-order block reduction: deterministic), then element-wise BnApply and
 // BnBackward from engine/math.h. Same semantics as batchnorm_forward_cpu/backward_cpu, i.e.
-// torch.nn.BatchNorm2d in train() and eval(). Covered by tests/test_cuda_parity.cpp ("batchnorm").
+// torch.nn.BatchNorm2d in train() and eval(). Covered by tests/test_cuda_layers.cpp ("batchnorm").
 #include <cmath>
 
 #include "engine/cuda/launch.cuh"

@@ -1,7 +1,7 @@
 // BatchNorm2d (eps 1e-5, momentum 0.1, affine, running statistics) with forward and backward
 // in both modes. Must match torch.nn.BatchNorm2d in train() and eval(). "Use batch statistics"
 // and "keep state for backward" are independent switches (STYLE 6). Tests:
-// test_layers_grad.cpp, test_fixtures.cpp, test_cuda_parity.cpp.
+// test_layers_grad.cpp, test_layers_fixtures.cpp, test_cuda_layers.cpp.
 #pragma once
 #include <string>
 

@@ -1,5 +1,5 @@
 // Channel-block copy on CUDA, the one kernel behind concat and split. Must match torch.cat(dim=1)
-// and its adjoint. Covered by tests/test_cuda_parity.cpp ("concat and split").
+// and its adjoint. Covered by tests/test_cuda_layers.cpp ("concat and split").
 #include "engine/cuda/launch.cuh"
 #include "engine/math.h"
 #include "layers/concat.h"

@@ -1,5 +1,5 @@
 // Channel concat and its adjoint, channel split, on CPU and CUDA. Must match torch.cat(dim=1).
-// Tests: test_layers_grad.cpp, test_fixtures.cpp, test_cuda_parity.cpp.
+// Tests: test_layers_grad.cpp, test_layers_fixtures.cpp, test_cuda_layers.cpp.
 #pragma once
 #include <vector>
 

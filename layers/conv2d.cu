@@ -1,7 +1,7 @@
 // Conv2d on CUDA: cuDNN's convolution forward, backward-data and backward-filter (algorithms from
 // the _v7 heuristics; deterministic ones and FMA math, no TF32, when the context asks), bias add
 // and bias gradient as own kernels (the gradient a fixed-order block sum). Must match
-// torch.nn.Conv2d (groups = 1). Covered by tests/test_cuda_parity.cpp ("conv2d").
+// torch.nn.Conv2d (groups = 1). Covered by tests/test_cuda_layers.cpp ("conv2d").
 #include <vector>
 
 #include "engine/cuda/launch.cuh"

@@ -2,7 +2,7 @@
 // backward on CPU and CUDA (cuDNN). The CPU layer runs oneDNN in float32; the templated
 // im2col + OpenBLAS GEMM path is the oracle (double gradient checks) that oneDNN is compared
 // with. Must match torch.nn.Conv2d (groups = 1). Tests: test_layers_grad.cpp (gradients,
-// oneDNN vs oracle), test_fixtures.cpp, test_cuda_parity.cpp.
+// oneDNN vs oracle), test_layers_fixtures.cpp, test_cuda_layers.cpp.
 #pragma once
 #include <string>
 

@@ -1,6 +1,6 @@
 // ReLU, add, gradient accumulation and Dropout2d on CUDA: grid-stride kernels over the shared
 // functors of engine/math.h. Must match torch.relu, a + b and nn.Dropout2d(p) with the mask
-// given. Covered by tests/test_cuda_parity.cpp ("relu, add, accumulate", "dropout2d").
+// given. Covered by tests/test_cuda_layers.cpp ("relu, add, accumulate", "dropout2d").
 #include "engine/cuda/launch.cuh"
 #include "engine/math.h"
 #include "engine/rng.h"

@@ -1,6 +1,6 @@
 // ReLU (in place where safe), residual add, Dropout2d and the EMA update, on CPU and CUDA.
 // Must match torch.relu, a + b and nn.Dropout2d(p) in train mode with the mask given. Tests:
-// test_layers_grad.cpp, test_fixtures.cpp, test_cuda_parity.cpp.
+// test_layers_grad.cpp, test_layers_fixtures.cpp, test_cuda_layers.cpp.
 #pragma once
 #include <cstdint>
 

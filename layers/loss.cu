@@ -3,7 +3,7 @@
 // public code's ProbOhemCrossEntropy2d. The loss sum is a fixed-order double reduction (two
 // kernels, no float atomics) whose last thread writes the figures to device memory; the OHEM
 // order statistic comes from a CUB radix sort and the select decision stays on the device.
-// Covered by tests/test_cuda_parity.cpp ("softmax", "cross-entropy", "ohem", device variants).
+// Covered by tests/test_cuda_layers.cpp ("softmax", "cross-entropy", "ohem", device variants).
 #include <cub/device/device_radix_sort.cuh>
 
 #include "engine/cuda/launch.cuh"

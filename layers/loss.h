@@ -1,8 +1,8 @@
 // Softmax over channels, the channel argmax, softmax cross-entropy with an ignore index (mean over valid pixels; 0
 // with zero gradient when none is valid) and the OHEM label selection of SPEC §2.1, on CPU and
 // CUDA. Must match F.softmax(dim=1), nn.CrossEntropyLoss(ignore_index=255) and the public code's
-// ProbOhemCrossEntropy2d. Tests: test_layers_grad.cpp, test_fixtures.cpp, test_reference.cpp
-// (ohem cases), test_cuda_parity.cpp.
+// ProbOhemCrossEntropy2d. Tests: test_layers_grad.cpp, test_layers_fixtures.cpp, test_reference.cpp
+// (ohem cases), test_cuda_layers.cpp.
 #pragma once
 #include "engine/context.h"
 
@@ -37,7 +37,7 @@ void cross_entropy_forward(Context& ctx, TensorView logits, LabelView labels, Ce
                            int ignore = kIgnoreLabel);
 
 // Two cross-entropy terms on the same labels, a main and an auxiliary head (the supervised
-// loss's figures, u2pl/sup_loss.h): loss = main + aux_weight · aux.
+// loss's figures, u2pl/losses/sup_loss.h): loss = main + aux_weight · aux.
 struct CeHeadsResult {
   float loss = 0;      // main + aux_weight · aux
   float main = 0, aux = 0;

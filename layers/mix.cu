@@ -1,6 +1,6 @@
 // Box mixing on CUDA (layers/mix.h): one grid-stride kernel over the output; the boxes travel by
 // value in a small fixed table (batches up to kMaxMixBatch images per call). Covered by
-// tests/test_cuda_parity.cpp ("box mix").
+// tests/test_cuda_layers.cpp ("box mix").
 #include "engine/cuda/launch.cuh"
 #include "layers/mix.h"
 

@@ -1,7 +1,7 @@
 // Box mixing for CutMix (SPEC §3): out_i = in_{(i+1) mod B} inside image i's box, in_i outside,
 // for images (B, C, H, W) and label maps (B, H, W) alike, on CPU and CUDA. Matches the public
-// code's generate_unsup_data (mask 0 inside the box). Tests: test_train_parts.cpp,
-// test_cuda_parity.cpp.
+// code's generate_unsup_data (mask 0 inside the box). Tests: test_schedule.cpp,
+// test_cuda_layers.cpp.
 #pragma once
 #include <vector>
 

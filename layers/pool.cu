@@ -1,7 +1,7 @@
 // MaxPool2d (ceil mode included) and global average pooling on CUDA, own kernels over the shared
 // window math of layers/pool_math.h (cuDNN pooling has no ceil mode). Must match nn.MaxPool2d and
 // nn.AdaptiveAvgPool2d(1). Backward gathers per input pixel: deterministic, no atomics. Covered
-// by tests/test_cuda_parity.cpp ("maxpool", "global average pool").
+// by tests/test_cuda_layers.cpp ("maxpool", "global average pool").
 #include "engine/cuda/launch.cuh"
 #include "engine/math.h"
 #include "layers/pool.h"

@@ -1,7 +1,7 @@
 // MaxPool2d (any kernel, stride, padding, ceil_mode as PyTorch defines it) and global average
 // pooling, forward and backward on CPU and CUDA (own kernels: cuDNN pooling has no ceil mode).
 // Must match nn.MaxPool2d and nn.AdaptiveAvgPool2d(1). Tests: test_layers_grad.cpp,
-// test_fixtures.cpp, test_cuda_parity.cpp.
+// test_layers_fixtures.cpp, test_cuda_layers.cpp.
 #pragma once
 #include "engine/context.h"
 

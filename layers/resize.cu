@@ -1,7 +1,7 @@
 // Bilinear (align_corners=True) and nearest resize on CUDA over the shared tap math of
 // engine/math.h. Must match F.interpolate(mode="bilinear", align_corners=True) and
 // F.interpolate(mode="nearest"). The bilinear backward gathers per input pixel (no atomics), so
-// it is deterministic. Covered by tests/test_cuda_parity.cpp ("bilinear", "nearest").
+// it is deterministic. Covered by tests/test_cuda_layers.cpp ("bilinear", "nearest").
 #include <cmath>
 
 #include "engine/cuda/launch.cuh"

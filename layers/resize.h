@@ -1,8 +1,8 @@
 // Bilinear resize with align_corners=True (any sizes, forward and backward) and nearest resize
 // for float maps, int32 labels and uint8 masks, on CPU and CUDA. Must match
 // F.interpolate(mode="bilinear", align_corners=True) and F.interpolate(mode="nearest") with
-// PyTorch's float32 index rule (SPEC, top). Tests: test_layers_grad.cpp, test_fixtures.cpp,
-// test_cuda_parity.cpp.
+// PyTorch's float32 index rule (SPEC, top). Tests: test_layers_grad.cpp, test_layers_fixtures.cpp,
+// test_cuda_layers.cpp.
 #pragma once
 #include "engine/context.h"
 

@@ -1,7 +1,7 @@
 // SGD step on CUDA: one grid-stride kernel over the whole parameter arena with the SgdStep functor
 // of engine/math.h and the learning-rate table passed by value. Must match torch.optim.SGD
 // (momentum, weight decay, dampening 0, no Nesterov) with parameter groups. Covered by
-// tests/test_cuda_parity.cpp ("sgd").
+// tests/test_cuda_layers.cpp ("sgd").
 #include <math_constants.h>
 
 #include "engine/cuda/launch.cuh"

@@ -1,7 +1,7 @@
 // SGD with momentum, weight decay and per-group learning rates over the flat parameter,
 // gradient and momentum arenas: one loop (one kernel on CUDA) per step, not one per tensor.
 // Must match torch.optim.SGD(momentum, weight_decay, dampening 0, nesterov False) with
-// parameter groups. Tests: test_fixtures.cpp (two PyTorch steps), test_cuda_parity.cpp.
+// parameter groups. Tests: test_layers_fixtures.cpp (two PyTorch steps), test_cuda_layers.cpp.
 #pragma once
 #include <vector>
 

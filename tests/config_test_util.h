@@ -9,7 +9,7 @@
 #include <string>
 
 #include "engine/check.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace u2pl::test {
 

@@ -1,12 +1,13 @@
-// Shared by the network parity tests: the NetConfig a PyTorch dump (tools/gen_model_fixture.py)
-// describes in its metadata, and loading its `weights.*` through the normal weight path.
+// Shared by the network parity tests: the NetConfig a PyTorch dump
+// (tools/pytorch/gen_model_fixture.py) describes in its metadata, and loading its `weights.*`
+// through the normal weight path.
 #pragma once
 #include <cstdio>
 #include <sstream>
 
-#include "test_util.h"
-#include "u2pl/model.h"
-#include "u2pl/weights.h"
+#include "tests/test_util.h"
+#include "u2pl/net/model.h"
+#include "u2pl/net/weights.h"
 
 namespace u2pl::test {
 

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "gradcheck.h"
 #include "layers/conv2d.h"
+#include "tests/gradcheck.h"
 
 using namespace u2pl;
 

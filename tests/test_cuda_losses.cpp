@@ -1,8 +1,9 @@
-// Tier 3 (STYLE 14) for the U2PL losses: the CUDA paths of u2pl/unsup_loss.h, memory_bank.h and
-// contrastive.h against the CPU oracle in a deterministic CUDA context: entropy, percentiles (bitwise),
-// the unsupervised loss and its gradient, the contrastive masks, memory-bank pushes, wrap-around and
-// restore, and the contrastive loss with its gradient and the same Philox draws on both devices, in
-// both presets, binary, and with the ablation switches. The `cuda` suite: skipped without a GPU.
+// Tier 3 (STYLE 14) for the U2PL losses: the CUDA paths of u2pl/losses/unsup_loss.h, memory_bank.h
+// and contrastive.h against the CPU oracle in a deterministic CUDA context: entropy, percentiles
+// (bitwise), the unsupervised loss and its gradient, the contrastive masks, memory-bank pushes,
+// wrap-around and restore, and the contrastive loss with its gradient and the same Philox draws on
+// both devices, in both presets, binary, and with the ablation switches. The `cuda` suite: skipped
+// without a GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -13,9 +14,9 @@
 
 #include "engine/rng.h"
 #include "layers/loss.h"
-#include "test_util.h"
-#include "u2pl/contrastive.h"
-#include "u2pl/unsup_loss.h"
+#include "tests/test_util.h"
+#include "u2pl/losses/contrastive.h"
+#include "u2pl/losses/unsup_loss.h"
 
 using namespace u2pl;
 

@@ -3,7 +3,7 @@
 // scales), BN running statistics, and every parameter gradient. Part of the `cuda` suite.
 #include <doctest/doctest.h>
 
-#include "model_fixture.h"
+#include "tests/model_fixture.h"
 
 using namespace u2pl;
 using namespace u2pl::test;

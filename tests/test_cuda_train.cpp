@@ -1,5 +1,5 @@
-// The training iteration (u2pl/train_step.h) on CUDA against the same iterations on the CPU: the
-// same initial weights, batches and Philox draws, six iterations through the warm start, the
+// The training iteration (u2pl/train/train_step.h) on CUDA against the same iterations on the CPU:
+// the same initial weights, batches and Philox draws, six iterations through the warm start, the
 // handover and the EMA. CutMix (no contrastive term) compares closely; U2PL compares loosely,
 // since a float32 difference at an entropy threshold moves a pixel between the contrastive
 // candidate lists and the draws then pick other rows. Part of the `cuda` suite.
@@ -7,10 +7,10 @@
 
 #include <cmath>
 
-#include "config_test_util.h"
-#include "gradcheck.h"
-#include "test_util.h"
-#include "u2pl/train_step.h"
+#include "tests/config_test_util.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+#include "u2pl/train/train_step.h"
 
 using namespace u2pl;
 using namespace u2pl::test;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "config_test_util.h"
 #include "data/data_config.h"
 #include "engine/check.h"
+#include "tests/config_test_util.h"
 
 using namespace u2pl;
 

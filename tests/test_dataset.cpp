@@ -13,7 +13,7 @@
 #include "data/cityscapes.h"
 #include "data/dataset.h"
 #include "engine/check.h"
-#include "temp_dir.h"
+#include "tests/temp_dir.h"
 
 using namespace u2pl;
 namespace fs = std::filesystem;

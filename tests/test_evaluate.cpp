@@ -1,7 +1,8 @@
-// Evaluation-time inference (u2pl/evaluate.h) and the u2pl_eval app end to end: window placement,
-// sliding-window merging (mock networks whose logits reveal which windows covered a pixel),
-// centre-crop geometry against data/augment.h's prepare_val, flip equivariance on a real small
-// network, --save-index then --score agreeing with the model run, and --score's error messages.
+// Evaluation-time inference (u2pl/eval/evaluate.h) and the u2pl_eval app end to end: window
+// placement, sliding-window merging (mock networks whose logits reveal which windows covered a
+// pixel), centre-crop geometry against data/augment.h's prepare_val, flip equivariance on a real
+// small network, --save-index then --score agreeing with the model run, and --score's error
+// messages.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -10,9 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "u2pl/eval_report.h"
-#include "u2pl/net_config.h"
-#include "u2pl/weights.h"
+#include "u2pl/eval/eval_report.h"
+#include "u2pl/net/net_config.h"
+#include "u2pl/net/weights.h"
 
 namespace fs = std::filesystem;
 using namespace u2pl;

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "engine/math.h"
-#include "gradcheck.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"
 #include "layers/conv2d.h"
@@ -15,7 +14,8 @@
 #include "layers/loss.h"
 #include "layers/pool.h"
 #include "layers/resize.h"
-#include "test_util.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 using namespace u2pl;
 using u2pl::test::error_of;

@@ -1,6 +1,6 @@
 // Test main: doctest, with the `cuda` suite excluded (and, under --cuda-only, exit code 77 so
 // CTest reports "skipped") when no CUDA device is present, the `torch` suite excluded unless
-// tools/check_full_r101.sh has set U2PL_FULL_R101, and the `reference` suite run only under
+// tools/pytorch/check_full_r101.sh has set U2PL_FULL_R101, and the `reference` suite run only under
 // --reference-only (exit 77 when U2PL_REFERENCE_DIR is unset and ../shared/reference/u2pl absent).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>

@@ -1,10 +1,10 @@
-// Confusion matrix and scores (u2pl/metrics.h) against a hand-computed example: ignore pixels
+// Confusion matrix and scores (u2pl/eval/metrics.h) against a hand-computed example: ignore pixels
 // skipped, IoU = I / (U + 1e-10), mean over all K classes (absent classes count as 0), pixel and
 // mean accuracy; out-of-range labels and predictions are errors that add nothing.
 #include <doctest/doctest.h>
 
 #include "engine/check.h"
-#include "u2pl/metrics.h"
+#include "u2pl/eval/metrics.h"
 
 using namespace u2pl;
 

@@ -1,8 +1,8 @@
-// Tier 2 for the whole network: the engine's U2plNet against tools/torch_u2pl_net.py on the dump
-// tests/fixtures/model_small.safetensors (tools/gen_model_fixture.py): weights loaded through the
-// normal weight path, eval and train outputs, running statistics after the train forward, and
-// the gradient of every parameter for L = Σ w·pred + Σ w·rep + Σ w·aux. The expected train
-// outputs and gradients are the exact (float64) values; at these tiny widths float32 error is
+// Tier 2 for the whole network: the engine's U2plNet against tools/pytorch/torch_u2pl_net.py on the
+// dump tests/fixtures/model_small.safetensors (tools/pytorch/gen_model_fixture.py): weights loaded
+// through the normal weight path, eval and train outputs, running statistics after the train
+// forward, and the gradient of every parameter for L = Σ w·pred + Σ w·rep + Σ w·aux. The expected
+// train outputs and gradients are the exact (float64) values; at these tiny widths float32 error is
 // judged against each tensor's scale (PyTorch's own float32 step is 1.7e-3 of max off at worst).
 #include <doctest/doctest.h>
 
@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "model_fixture.h"
+#include "tests/model_fixture.h"
 
 using namespace u2pl;
 using namespace u2pl::test;

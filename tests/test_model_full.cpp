@@ -1,11 +1,11 @@
 // The full-width ResNet-101 DeepLabv3+ (deep stem, OS8, 21 classes, rep head) against PyTorch at
-// a small input, where PyTorch is installed: tools/check_full_r101.sh generates the ~0.5 GB dump
-// with tools/gen_model_fixture.py --full-r101 and runs this suite ("torch") on it; elsewhere the
-// CTest entry reports skipped. Eval and train outputs and running statistics are compared
-// tightly. Gradients are compared for the decoder only: even with the dump's damped residual
-// branches, PyTorch's own float32 encoder gradients are up to 8% of max off the float64 values
-// in layer3 (the generator prints these errors), while the decoder's are within 1e-2; there a
-// few entries (at most 1 in 10^4) may move with ReLU masks that float32 rounding flips near 0,
+// a small input, where PyTorch is installed: tools/pytorch/check_full_r101.sh generates the ~0.5 GB
+// dump with tools/pytorch/gen_model_fixture.py --full-r101 and runs this suite ("torch") on it;
+// elsewhere the CTest entry reports skipped. Eval and train outputs and running statistics are
+// compared tightly. Gradients are compared for the decoder only: even with the dump's damped
+// residual branches, PyTorch's own float32 encoder gradients are up to 8% of max off the float64
+// values in layer3 (the generator prints these errors), while the decoder's are within 1e-2; there
+// a few entries (at most 1 in 10^4) may move with ReLU masks that float32 rounding flips near 0,
 // and conv biases feeding a train-mode BN, zero in exact arithmetic, must stay below 1e-4.
 #include <doctest/doctest.h>
 
@@ -13,7 +13,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "model_fixture.h"
+#include "tests/model_fixture.h"
 
 using namespace u2pl;
 using namespace u2pl::test;
@@ -21,7 +21,7 @@ using namespace u2pl::test;
 TEST_SUITE("torch") {
   TEST_CASE("full-width ResNet-101 matches PyTorch") {
     const char* path = std::getenv("U2PL_FULL_R101");
-    REQUIRE_MESSAGE(path != nullptr, "U2PL_FULL_R101 must name the dump (tools/check_full_r101.sh sets it)");
+    REQUIRE_MESSAGE(path != nullptr, "U2PL_FULL_R101 must name the dump (tools/pytorch/check_full_r101.sh sets it)");
     const SafeTensorsFile f(path);
     U2plNet net(config_of(f));
     net.allocate(Device::CPU, 1);

@@ -1,4 +1,4 @@
-// The net-config reader (u2pl/net_config.cpp): every public U2PL config loads with the expected
+// The net-config reader (u2pl/net/net_config.cpp): every public U2PL config loads with the expected
 // values, our own encoder keys are read, and each error path (unknown key at every level, wrong
 // type, unsupported values, missing sections, malformed YAML) names the file, line and key.
 #include <doctest/doctest.h>
@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "engine/check.h"
-#include "config_test_util.h"
-#include "u2pl/net_config.h"
+#include "tests/config_test_util.h"
+#include "u2pl/net/net_config.h"
 
 using namespace u2pl;
 

@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "gradcheck.h"
-#include "u2pl/predict.h"
-#include "u2pl/weights.h"
+#include "tests/gradcheck.h"
+#include "u2pl/eval/predict.h"
+#include "u2pl/net/weights.h"
 
 namespace fs = std::filesystem;
 using namespace u2pl;

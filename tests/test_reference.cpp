@@ -16,8 +16,8 @@
 #include "engine/math.h"
 #include "engine/safetensors.h"
 #include "layers/loss.h"
-#include "u2pl/contrastive.h"
-#include "u2pl/unsup_loss.h"
+#include "u2pl/losses/contrastive.h"
+#include "u2pl/losses/unsup_loss.h"
 
 using namespace u2pl;
 

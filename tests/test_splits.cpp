@@ -14,8 +14,8 @@
 
 #include "data/splits.h"
 #include "engine/check.h"
-#include "temp_dir.h"
-#include "test_util.h"
+#include "tests/temp_dir.h"
+#include "tests/test_util.h"
 
 using namespace u2pl;
 using u2pl::test::error_of;

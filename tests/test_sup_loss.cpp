@@ -7,9 +7,9 @@
 #include <cmath>
 #include <string>
 
-#include "gradcheck.h"
 #include "layers/resize.h"
-#include "u2pl/sup_loss.h"
+#include "tests/gradcheck.h"
+#include "u2pl/losses/sup_loss.h"
 
 using namespace u2pl;
 

@@ -1,13 +1,14 @@
-// u2pl/train_config.*: the four public configs under both presets, the preset / file / command-line
-// precedence and its log, strictness (unknown keys in the file and on the command line, known-unused
-// warnings), the validation errors, the ablation keys with alpha_t, and the resolved_yaml round trip.
+// u2pl/train/train_config.*: the four public configs under both presets, the preset / file /
+// command-line precedence and its log, strictness (unknown keys in the file and on the command
+// line, known-unused warnings), the validation errors, the ablation keys with alpha_t, and the
+// resolved_yaml round trip.
 #include <doctest/doctest.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "tests/config_test_util.h"
-#include "u2pl/train_config.h"
+#include "u2pl/train/train_config.h"
 
 using namespace u2pl;
 using namespace u2pl::test;

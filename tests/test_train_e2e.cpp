@@ -1,12 +1,13 @@
 // Tier 4 (STYLE 15): four U2PL iterations of u2pl::TrainStep on the CPU against a PyTorch dump of
-// the same steps (tools/torch_u2pl_train.py: tools/torch_u2pl_net.py plus the losses of SPEC §2,
-// in the order of the public train_semi.py), one dump per preset: tests/fixtures/
-// train_e2e_{paper,official}.safetensors. Iteration 0 is the warm start, 1 the handover, 2-3 the
-// EMA teacher (decay 0.5, 2/3); CutMix on in iterations 1 and 3, off in 2; queues wrap. The
-// dump's random inputs are replayed: Dropout2d scales set into the plans (StepDraws returns no
-// Rng), the CutMix boxes, the contrastive draws (ReplayIndexSource). Compared: each iteration's
-// loss terms, γ_t, the contrastive thresholds, the reliable-pixel count and term count; after the
-// last one every student and teacher parameter and BN buffer, the SGD momentum and the bank.
+// the same steps (tools/pytorch/torch_u2pl_train.py: tools/pytorch/torch_u2pl_net.py plus the
+// losses of SPEC §2, in the order of the public train_semi.py), one dump per preset:
+// tests/fixtures/train_e2e_{paper,official}.safetensors. Iteration 0 is the warm start, 1 the
+// handover, 2-3 the EMA teacher (decay 0.5, 2/3); CutMix on in iterations 1 and 3, off in 2;
+// queues wrap. The dump's random inputs are replayed: Dropout2d scales set into the plans
+// (StepDraws returns no Rng), the CutMix boxes, the contrastive draws (ReplayIndexSource).
+// Compared: each iteration's loss terms, γ_t, the contrastive thresholds, the reliable-pixel count
+// and term count; after the last one every student and teacher parameter and BN buffer, the SGD
+// momentum and the bank.
 //
 // Tolerances. The expected values come from a float64 run. PyTorch's own float32 replay of the
 // same inputs lands within ~3e-7 (relative) of it on every loss term, ~1e-6 on the thresholds,
@@ -30,10 +31,10 @@
 #include <cmath>
 #include <sstream>
 
-#include "config_test_util.h"
-#include "test_util.h"
-#include "u2pl/index_source.h"
-#include "u2pl/train_step.h"
+#include "tests/config_test_util.h"
+#include "tests/test_util.h"
+#include "u2pl/losses/index_source.h"
+#include "u2pl/train/train_step.h"
 
 using namespace u2pl;
 using namespace u2pl::test;

@@ -1,7 +1,8 @@
-// The training log, curves and progress (u2pl/train_log.h, u2pl/curves.h): JSONL round trips
-// with NaN as null, resume truncation, errors naming file and line, the SVG checked by a minimal
-// XML reader (tags nest and match, attributes quoted, entities known) with its series counted,
-// and the progress display's line cadence and in-place redraws captured with open_memstream.
+// The training log, curves and progress (u2pl/train/train_log.h, u2pl/train/curves.h): JSONL round
+// trips with NaN as null, resume truncation, errors naming file and line, the SVG checked by a
+// minimal XML reader (tags nest and match, attributes quoted, entities known) with its series
+// counted, and the progress display's line cadence and in-place redraws captured with
+// open_memstream.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -20,10 +21,10 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/check.h"
-#include "temp_dir.h"
-#include "u2pl/curves.h"
-#include "u2pl/train_log.h"
-#include "test_util.h"
+#include "tests/temp_dir.h"
+#include "tests/test_util.h"
+#include "u2pl/train/curves.h"
+#include "u2pl/train/train_log.h"
 
 namespace fs = std::filesystem;
 using namespace u2pl;

@@ -1,6 +1,6 @@
-// Tests of the training loop (u2pl/trainer.h) and its checkpoints (u2pl/checkpoint.h) on a tiny
-// synthetic set (u2pl_synth's generator) and a ResNet-18 at width/16: bit-exact resume mid-epoch
-// across the warm start's end, the teacher through the warm start, handover and EMA, the
+// Tests of the training loop (u2pl/train/trainer.h) and its checkpoints (u2pl/train/checkpoint.h)
+// on a tiny synthetic set (u2pl_synth's generator) and a ResNet-18 at width/16: bit-exact resume
+// mid-epoch across the warm start's end, the teacher through the warm start, handover and EMA, the
 // baselines' loss terms, a non-finite loss stopping the run with the last good checkpoint kept,
 // the configs refused before any work, and evaluation tools reading a training checkpoint.
 #include <doctest/doctest.h>
@@ -9,14 +9,14 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "config_test_util.h"
 #include "data/synth.h"
 #include "engine/safetensors.h"
-#include "temp_dir.h"
-#include "u2pl/checkpoint.h"
-#include "u2pl/train_log.h"
-#include "u2pl/trainer.h"
-#include "u2pl/weights.h"
+#include "tests/config_test_util.h"
+#include "tests/temp_dir.h"
+#include "u2pl/net/weights.h"
+#include "u2pl/train/checkpoint.h"
+#include "u2pl/train/train_log.h"
+#include "u2pl/train/trainer.h"
 
 using namespace u2pl;
 using u2pl::test::error_of;

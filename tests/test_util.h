@@ -1,6 +1,6 @@
 // Helpers for the Tier 2 fixture tests (STYLE 13): open a PyTorch-dumped fixture from
-// tests/fixtures/ (written by tools/gen_fixtures.py), turn its tensors into engine tensors, and
-// compare engine results with the stored ones, reporting how many entries differ and the worst.
+// tests/fixtures/ (written by tools/pytorch/gen_fixtures.py), turn its tensors into engine tensors,
+// and compare engine results with the stored ones, reporting how many entries differ and the worst.
 #pragma once
 #include <doctest/doctest.h>
 

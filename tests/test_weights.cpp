@@ -1,5 +1,5 @@
-// Weight I/O (u2pl/weights.h) and the PyTorch converter (weights/convert.py): round trips, scope
-// resolution, the one error listing every problem, truncated files, and conversions of random
+// Weight I/O (u2pl/net/weights.h) and the PyTorch converter (weights/convert.py): round trips,
+// scope resolution, the one error listing every problem, truncated files, and conversions of random
 // checkpoints in the torchvision, U2PL-backbone and U2PL-checkpoint layouts. The converter cases
 // need /usr/bin/python3 with torch and report themselves skipped without it.
 #include <doctest/doctest.h>
@@ -13,7 +13,7 @@
 #include <string>
 
 #include "engine/safetensors.h"
-#include "u2pl/weights.h"
+#include "u2pl/net/weights.h"
 
 using namespace u2pl;
 namespace fs = std::filesystem;

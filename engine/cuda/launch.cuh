@@ -1,7 +1,7 @@
-// Launch helpers shared by the kernels (layers/*.cu, u2pl/*.cu): grid-stride indices, the grid
-// for block-per-item kernels, deterministic block reductions (CUB's fixed-order BlockReduce, no
-// atomics) and the layout of one workspace block. Only .cu files include this. Covered through
-// tests/test_cuda_parity.cpp and tests/test_cuda_losses.cpp.
+// Launch helpers shared by the kernels (layers/*.cu, u2pl/losses/*.cu): grid-stride indices, the
+// grid for block-per-item kernels, deterministic block reductions (CUB's fixed-order BlockReduce,
+// no atomics) and the layout of one workspace block. Only .cu files include this. Covered through
+// tests/test_cuda_layers.cpp and tests/test_cuda_losses.cpp.
 #pragma once
 #include <cub/block/block_reduce.cuh>
 

@@ -1,0 +1,127 @@
+// ConvBn and ResBlock forward and backward (u2pl/net/blocks.h).
+#include "u2pl/net/blocks.h"
+
+#include "layers/elementwise.h"
+
+namespace u2pl {
+
+ConvBn::ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn_name,
+               const Conv2dSpec& spec, bool relu, int group, ConvInit init)
+    : conv_(ps, conv_name, spec, group, init), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
+
+ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x) const {
+  const Shape y = out_shape(x);
+  Bufs b;
+  b.c = p.internal(y);
+  if (p.backward()) {
+    b.stats = p.state(bn_.saved_shape());
+    if (relu_) b.gy = p.grad_temp(y);
+    b.gc = p.grad_temp(y);
+  }
+  return b;
+}
+
+void ConvBn::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, RunMode m) const {
+  const TensorView c = p.view(b.c);
+  conv_.forward(ctx, x, c);
+  bn_.forward(ctx, c, y, BatchNormMode{m.batch_stats, m.backward}, p.view(b.stats));
+  if (relu_) relu_forward(ctx, y, y);
+}
+
+void ConvBn::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y,
+                      TensorView dy, TensorView dx, float beta) const {
+  TensorView g = dy;
+  if (relu_) {
+    g = p.view(b.gy);
+    relu_backward(ctx, y, dy, g, 0.f);
+  }
+  const TensorView gc = p.view(b.gc);
+  bn_.backward(ctx, p.view(b.c), p.view(b.stats), true, g, gc, 0.f);
+  conv_.backward(ctx, x, gc, dx, beta);
+}
+
+ResBlock::ResBlock(ParamSet& ps, const std::string& name, bool bottleneck, int inplanes, int planes,
+                   int stride, int dilation, bool zero_init_last_bn) {
+  const std::string n = name + ".";
+  auto conv3 = [&](int cin, int cout, int s) { return Conv2dSpec{cin, cout, 3, 3, s, dilation, dilation, false}; };
+  if (bottleneck) {
+    out_c_ = planes * 4;
+    units_.push_back(std::make_unique<ConvBn>(ps, n + "conv1", n + "bn1", Conv2dSpec{inplanes, planes, 1, 1, 1, 0, 1, false}, true, 0));
+    units_.push_back(std::make_unique<ConvBn>(ps, n + "conv2", n + "bn2", conv3(planes, planes, stride), true, 0));
+    units_.push_back(std::make_unique<ConvBn>(ps, n + "conv3", n + "bn3", Conv2dSpec{planes, out_c_, 1, 1, 1, 0, 1, false}, false, 0));
+  } else {
+    out_c_ = planes;
+    units_.push_back(std::make_unique<ConvBn>(ps, n + "conv1", n + "bn1", conv3(inplanes, planes, stride), true, 0));
+    units_.push_back(std::make_unique<ConvBn>(ps, n + "conv2", n + "bn2", conv3(planes, planes, 1), false, 0));
+  }
+  if (stride != 1 || inplanes != out_c_)
+    down_ = std::make_unique<ConvBn>(ps, n + "downsample.0", n + "downsample.1",
+                                     Conv2dSpec{inplanes, out_c_, 1, 1, stride, 0, 1, false}, false, 0);
+  if (zero_init_last_bn) zero_bn_ = units_.back()->bn_weight_id();
+}
+
+Shape ResBlock::out_shape(Shape x) const {
+  for (const auto& u : units_) x = u->out_shape(x);
+  return x;
+}
+
+ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped) const {
+  p.begin_module();
+  Bufs b;
+  Shape s = x;
+  const int n = static_cast<int>(units_.size());
+  for (int i = 0; i < n; ++i) {
+    b.u[i] = units_[i]->plan(p, s);
+    s = units_[i]->out_shape(s);
+    if (i < n - 1) b.a[i] = p.internal(s);
+  }
+  if (down_) {
+    b.ds = down_->plan(p, x);
+    b.dsa = p.internal(down_->out_shape(x));
+  }
+  b.out = p.output(s, tapped);
+  if (p.backward()) {
+    b.gsum = p.grad_temp(s);
+    for (int i = 0; i < n - 1; ++i) b.ga[i] = p.grad_temp(b.a[i].shape);
+  }
+  return b;
+}
+
+void ResBlock::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, RunMode m) const {
+  const int n = static_cast<int>(units_.size());
+  const TensorView out = p.view(b.out.value);
+  TensorView in = x;
+  for (int i = 0; i < n; ++i) {
+    const TensorView y = i < n - 1 ? p.view(b.a[i]) : out;  // the last BN writes the sum's buffer
+    units_[i]->forward(ctx, p, b.u[i], in, y, m);
+    in = y;
+  }
+  TensorView identity = x;
+  if (down_) {
+    identity = p.view(b.dsa);
+    down_->forward(ctx, p, b.ds, x, identity, m);
+  }
+  add_forward(ctx, out, identity, out);
+  relu_forward(ctx, out, out);
+}
+
+void ResBlock::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const {
+  const int n = static_cast<int>(units_.size());
+  const TensorView out = p.view(b.out.value), gsum = p.view(b.gsum);
+  relu_backward(ctx, out, p.view(b.out.grad), gsum, 0.f);
+  // The last unit has no ReLU, so its output is not needed: pass `out` as a placeholder.
+  TensorView g = gsum;
+  for (int i = n - 1; i >= 0; --i) {
+    const TensorView in = i > 0 ? p.view(b.a[i - 1]) : x;
+    const TensorView y = i < n - 1 ? p.view(b.a[i]) : out;
+    const TensorView din = i > 0 ? p.view(b.ga[i - 1]) : dx;
+    units_[i]->backward(ctx, p, b.u[i], in, y, g, din, i > 0 ? 0.f : beta);
+    g = din;
+  }
+  if (down_)
+    down_->backward(ctx, p, b.ds, x, p.view(b.dsa), gsum, dx, 1.f);
+  else
+    accumulate(ctx, gsum, dx, 1.f);
+}
+
+}  // namespace u2pl

@@ -1,0 +1,74 @@
+// Network building blocks with hand-written backward (STYLE 8): ConvBn (conv → BN → optional
+// ReLU, the Sequential(conv, bn, relu) units of the public code) and the ResNet residual block
+// (Bottleneck v1.5 and BasicBlock). Buffers come from an ActPlan; the blocks hold only layers.
+// Covered by tests/test_model.cpp (PyTorch parity of the whole network, every mode).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "layers/batchnorm.h"
+#include "layers/conv2d.h"
+#include "u2pl/net/act_plan.h"
+
+namespace u2pl {
+
+// How a forward runs: train (batch-statistics BN, dropout, state kept for backward), the
+// teacher's train-statistics pass (same, no backward), or eval (running statistics, no dropout).
+struct RunMode {
+  bool batch_stats = true;
+  bool dropout = true;
+  bool backward = true;
+};
+
+// conv → BN → (ReLU). The output y is the caller's (an internal slot or a module output).
+class ConvBn {
+ public:
+  ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn_name, const Conv2dSpec& spec,
+         bool relu, int group, ConvInit init = ConvInit::KaimingFanOut);
+  struct Bufs {
+    Slot c, stats;   // conv output (BN input), BN statistics
+    Slot gy, gc;     // backward: gradient after the ReLU, gradient of the conv output
+  };
+  Shape out_shape(Shape x) const { return conv_.out_shape(x); }
+  int out_channels() const { return conv_.spec().cout; }
+  int bn_weight_id() const { return bn_.weight_id(); }
+  Bufs plan(ActPlan& p, Shape x) const;
+  void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, RunMode m) const;
+  // dx = beta*dx + dL/dx (dx may be undefined: only parameter gradients).
+  void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, TensorView dy,
+                TensorView dx, float beta) const;
+
+ private:
+  Conv2d conv_;
+  BatchNorm2d bn_;
+  bool relu_;
+};
+
+// Bottleneck: 1x1 → 3x3(stride, dilation) → 1x1(×4), each conv → BN (→ ReLU), plus the
+// downsample shortcut when the stride or width changes; add; ReLU. BasicBlock: 3x3 → 3x3.
+class ResBlock {
+ public:
+  ResBlock(ParamSet& ps, const std::string& name, bool bottleneck, int inplanes, int planes, int stride,
+           int dilation, bool zero_init_last_bn);
+  int out_channels() const { return out_c_; }
+  struct Bufs {
+    ConvBn::Bufs u[3], ds;
+    Slot a[2], dsa;          // outputs of the first (two) units, of the shortcut BN
+    OutSlot out;
+    Slot ga[2], gsum;        // backward: gradients of a[], of the pre-ReLU sum
+  };
+  Shape out_shape(Shape x) const;
+  Bufs plan(ActPlan& p, Shape x, bool tapped) const;
+  void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, RunMode m) const;
+  // dy: the plan's gradient of this block's output; dx = beta*dx + dL/dx.
+  void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const;
+  int zero_init_bn_weight_id() const { return zero_bn_; }
+
+ private:
+  std::vector<std::unique_ptr<ConvBn>> units_;
+  std::unique_ptr<ConvBn> down_;
+  int out_c_;
+  int zero_bn_ = -1;  // the last BN weight, zeroed by zero_init_residual
+};
+
+}  // namespace u2pl

@@ -1,0 +1,149 @@
+// U2plNet (u2pl/net/model.h).
+#include "u2pl/net/model.h"
+
+#include "engine/log.h"
+
+namespace u2pl {
+
+RunMode run_mode(NetMode m) {
+  switch (m) {
+    case NetMode::Train: return {true, true, true};
+    case NetMode::TrainStats: return {true, true, false};
+    case NetMode::Eval: return {false, false, false};
+  }
+  return {};
+}
+
+U2plNet::U2plNet(const NetConfig& cfg)
+    : cfg_(cfg),
+      encoder_(ps_, cfg),
+      decoder_(ps_, cfg, encoder_.layer1_channels(), encoder_.layer4_channels()) {
+  U2PL_CHECK(cfg.num_classes >= 2, "network: num_classes must be at least 2, got " << cfg.num_classes);
+  // The aux head reads layer3 whatever `aux_plane` says (it is 1024 only at full width).
+  if (cfg.aux)
+    aux_ = std::make_unique<Head>(ps_, "auxor.aux", encoder_.layer3_channels(), 256 / cfg.width_divisor,
+                                  cfg.num_classes, 1, 1);
+}
+
+void U2plNet::allocate(Device dev, uint64_t seed, bool trainable) {
+  dev_ = dev;
+  trainable_ = trainable;
+  ps_.allocate(dev, trainable);
+  ps_.initialize(seed);
+  if (cfg_.zero_init_residual)
+    for (int id : encoder_.zero_init_bn_ids()) fill_zero(ps_.value(id));
+  int64_t n = 0;
+  for (const ParamDecl& d : ps_.decls())
+    if (d.trainable) n += d.shape.numel();
+  U2PL_LOG("network: ResNet-" << cfg_.depth << " (" << cfg_.stem << " stem, width /" << cfg_.width_divisor
+           << ", OS" << cfg_.output_stride() << "), " << n << " parameters on " << device_name(dev)
+           << "; arenas: parameters " << format_bytes(double(ps_.values().bytes())) << ", gradients "
+           << (trainable ? format_bytes(double(ps_.grads().bytes())) : std::string("none")) << ", BN buffers "
+           << format_bytes(double(ps_.buffers().bytes())));
+}
+
+std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward) const {
+  auto plan = std::make_unique<Plan>(backward);
+  plan->enc = encoder_.plan(plan->act, image);
+  const Shape x1 = encoder_.layer_out(plan->enc, 1).value.shape;
+  const Shape x3 = encoder_.layer_out(plan->enc, 3).value.shape;
+  const Shape x4 = encoder_.layer_out(plan->enc, 4).value.shape;
+  plan->dec = decoder_.plan(plan->act, x1, x4);
+  if (aux_) {
+    plan->act.begin_module();
+    plan->aux = aux_->plan(plan->act, x3);
+  }
+  return plan;
+}
+
+U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
+  U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
+  const std::string key = image.str() + (backward ? "/train" : "/no-backward");
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    it->second->last_use = ++uses_;
+    return *it->second;
+  }
+  if (plans_.size() >= kMaxPlans) {
+    auto oldest = plans_.end();
+    for (auto p = plans_.begin(); p != plans_.end(); ++p)
+      if (p->second.get() != last_train_ && (oldest == plans_.end() || p->second->last_use < oldest->second->last_use))
+        oldest = p;
+    if (oldest != plans_.end()) plans_.erase(oldest);
+  }
+  std::unique_ptr<Plan> plan = build_plan(image, backward);
+  plan->last_use = ++uses_;
+  plan->act.allocate(dev_);
+  U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
+           << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : ""));
+  return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+NetOutputs U2plNet::forward(Context& ctx, TensorView image, NetMode mode, Rng* rng) {
+  check_device(image, ctx.device(), "network input");
+  U2PL_CHECK(ctx.device() == dev_, "network: parameters live on " << device_name(dev_) << ", context is "
+                                                                  << device_name(ctx.device()));
+  const RunMode m = run_mode(mode);
+  U2PL_CHECK(trainable_ || !m.backward, "network: a Train forward on a network allocated without gradients");
+  Plan& p = plan_for(image.shape, m.backward);
+  encoder_.forward(ctx, p.act, p.enc, image, m);
+  const TensorView x1 = p.act.view(encoder_.layer_out(p.enc, 1).value);
+  const TensorView x3 = p.act.view(encoder_.layer_out(p.enc, 3).value);
+  const TensorView x4 = p.act.view(encoder_.layer_out(p.enc, 4).value);
+  decoder_.forward(ctx, p.act, p.dec, x1, x4, m, rng);
+  NetOutputs out;
+  out.pred = p.act.view(p.dec.cls.out);
+  if (decoder_.has_rep()) out.rep = p.act.view(p.dec.rep.out);
+  if (aux_) {
+    aux_->forward(ctx, p.act, p.aux, x3, m, rng);
+    out.aux = p.act.view(p.aux.out);
+  }
+  if (m.backward) {
+    last_train_ = &p;
+    last_image_ = image;
+  }
+  return out;
+}
+
+void U2plNet::backward(Context& ctx, TensorView dpred, TensorView drep, TensorView daux) {
+  U2PL_CHECK(last_train_ != nullptr, "network: backward() without a Train forward before it");
+  Plan& p = *last_train_;
+  check_shape(dpred, p.dec.cls.out.shape, "network pred gradient");
+  if (drep.defined()) {
+    U2PL_CHECK(decoder_.has_rep(), "network: a rep gradient was given but the model has no rep head");
+    check_shape(drep, p.dec.rep.out.shape, "network rep gradient");
+  }
+  if (daux.defined()) {
+    U2PL_CHECK(aux_ != nullptr, "network: an aux gradient was given but the model has no aux head");
+    check_shape(daux, p.aux.out.shape, "network aux gradient");
+  }
+  const OutSlot &l1 = encoder_.layer_out(p.enc, 1), &l3 = encoder_.layer_out(p.enc, 3),
+                &l4 = encoder_.layer_out(p.enc, 4);
+  decoder_.backward(ctx, p.act, p.dec, p.act.view(l1.value), p.act.view(l4.value), dpred, drep,
+                    p.act.view(l1.grad), p.act.view(l4.grad));
+  if (daux.defined()) aux_->backward(ctx, p.act, p.aux, p.act.view(l3.value), daux, p.act.view(l3.grad), 0.f);
+  encoder_.backward(ctx, p.act, p.enc, last_image_, daux.defined());
+}
+
+std::vector<std::string> U2plNet::dropout_sites() const {
+  std::vector<std::string> s = decoder_.dropout_sites();
+  if (aux_)
+    for (const auto& x : aux_->dropout_sites()) s.push_back(x);
+  return s;
+}
+
+TensorView U2plNet::dropout_scale(Shape image, NetMode mode, const std::string& site) {
+  Plan& p = plan_for(image, run_mode(mode).backward);
+  Slot s = decoder_.scale_slot(p.dec, site);
+  if (!s.defined() && aux_) s = aux_->scale_slot(p.aux, site);
+  U2PL_CHECK(s.defined(), "network: no dropout site named '" << site << "'");
+  return p.act.view(s);
+}
+
+size_t U2plNet::plan_bytes(Shape image, NetMode mode) { return plan_for(image, run_mode(mode).backward).act.bytes(); }
+
+size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode) const {
+  return build_plan(image, run_mode(mode).backward)->act.bytes();
+}
+
+}  // namespace u2pl

@@ -1,0 +1,82 @@
+// The U2PL network: ResNet encoder, DeepLabv3+ decoder with the representation head, optional
+// aux head; parameters, gradients and BN buffers in the ParamSet's flat arenas; activation plans
+// cached per input shape and mode. Three forward modes (train, the teacher's train-statistics
+// pass without backward, eval) and the hand-written backward of the whole network.
+// Covered by tests/test_model.cpp (PyTorch parity) and tests/test_cuda_layers.cpp.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+
+#include "u2pl/net/decoder.h"
+#include "u2pl/net/resnet.h"
+
+namespace u2pl {
+
+enum class NetMode {
+  Train,       // batch-statistics BN (running stats updated), dropout, state kept for backward
+  TrainStats,  // the same without backward state: the teacher's second forward in U2PL
+  Eval,        // running statistics, no dropout
+};
+RunMode run_mode(NetMode m);
+
+struct NetOutputs {
+  TensorView pred;  // (N, C, H/4, W/4) logits before upsampling
+  TensorView rep;   // (N, 256/div, H/4, W/4), undefined without the rep head
+  TensorView aux;   // (N, C, H/8, W/8) at OS8, undefined without the aux head
+};
+
+class U2plNet {
+ public:
+  explicit U2plNet(const NetConfig& cfg);  // declares every parameter under its public key
+  // Allocates the arenas on `dev` and initialises them (SPEC §1.1: kaiming fan-out convs, BN
+  // weight 1 / bias 0, zero_init_residual); prints the arena sizes.
+  // trainable false: no gradient arena (inference and the EMA teacher), and no Train forward.
+  void allocate(Device dev, uint64_t seed, bool trainable = true);
+  const NetConfig& config() const { return cfg_; }
+  ParamSet& params() { return ps_; }
+  const ParamSet& params() const { return ps_; }
+
+  // Runs the network on image (N, 3, H, W). Dropout scales are drawn from rng when dropout is
+  // active; with rng null the scales already in the plan are used (tests set them through
+  // dropout_scale()). Outputs are views into the plan, valid until the next forward.
+  NetOutputs forward(Context& ctx, TensorView image, NetMode mode, Rng* rng);
+  // After a Train forward: accumulates every parameter gradient. drep/daux may be undefined (no
+  // loss on that output). The image of that forward must still be alive.
+  void backward(Context& ctx, TensorView dpred, TensorView drep, TensorView daux);
+
+  TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
+  std::vector<std::string> dropout_sites() const;
+  size_t plan_bytes(Shape image, NetMode mode);  // activation memory of that plan
+  // The same figure without allocating anything (sizes that do not fit this machine's memory).
+  size_t estimate_plan_bytes(Shape image, NetMode mode) const;
+
+ private:
+  struct Plan {
+    explicit Plan(bool backward) : act(backward) {}
+    uint64_t last_use = 0;
+    ActPlan act;
+    ResNet::Bufs enc;
+    Decoder::Bufs dec;
+    Head::Bufs aux;
+  };
+  std::unique_ptr<Plan> build_plan(Shape image, bool backward) const;  // laid out, not allocated
+  Plan& plan_for(Shape image, bool backward);
+
+  NetConfig cfg_;
+  ParamSet ps_;
+  ResNet encoder_;
+  Decoder decoder_;
+  std::unique_ptr<Head> aux_;
+  Device dev_ = Device::CPU;
+  bool trainable_ = true;
+  // Plans are cached per input shape and mode; beyond kMaxPlans the least recently used one is
+  // dropped (evaluation on images of many sizes would otherwise keep one plan per size).
+  static constexpr size_t kMaxPlans = 4;
+  std::map<std::string, std::unique_ptr<Plan>> plans_;
+  uint64_t uses_ = 0;
+  Plan* last_train_ = nullptr;
+  TensorView last_image_;
+};
+
+}  // namespace u2pl

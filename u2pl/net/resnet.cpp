@@ -1,0 +1,133 @@
+// ResNet encoder (u2pl/net/resnet.h).
+#include "u2pl/net/resnet.h"
+
+namespace u2pl {
+
+namespace {
+struct DepthSpec {
+  int depth;
+  bool bottleneck;
+  int blocks[4];
+};
+const DepthSpec kDepths[] = {{18, false, {2, 2, 2, 2}},
+                             {34, false, {3, 4, 6, 3}},
+                             {50, true, {3, 4, 6, 3}},
+                             {101, true, {3, 4, 23, 3}},
+                             {152, true, {3, 8, 36, 3}}};
+}  // namespace
+
+ResNet::ResNet(ParamSet& ps, const NetConfig& cfg) {
+  const DepthSpec* spec = nullptr;
+  for (const auto& d : kDepths)
+    if (d.depth == cfg.depth) spec = &d;
+  U2PL_CHECK(spec, "resnet: unsupported depth " << cfg.depth << " (expected 18, 34, 50, 101 or 152)");
+  const int div = cfg.width_divisor;
+  U2PL_CHECK(div > 0 && 64 % div == 0, "resnet: width divisor " << div << " must divide 64");
+  const int w64 = 64 / div;
+  int inplanes;
+  if (cfg.stem == "deep") {
+    inplanes = 128 / div;
+    stem_.push_back(std::make_unique<ConvBn>(ps, "encoder.conv1.0", "encoder.conv1.1", Conv2dSpec{3, w64, 3, 3, 2, 1, 1, false}, true, 0));
+    stem_.push_back(std::make_unique<ConvBn>(ps, "encoder.conv1.3", "encoder.conv1.4", Conv2dSpec{w64, w64, 3, 3, 1, 1, 1, false}, true, 0));
+    stem_.push_back(std::make_unique<ConvBn>(ps, "encoder.conv1.6", "encoder.bn1", Conv2dSpec{w64, inplanes, 3, 3, 1, 1, 1, false}, true, 0));
+  } else {
+    U2PL_CHECK(cfg.stem == "standard", "resnet: stem '" << cfg.stem << "' (expected 'deep' or 'standard')");
+    inplanes = w64;
+    stem_.push_back(std::make_unique<ConvBn>(ps, "encoder.conv1", "encoder.bn1", Conv2dSpec{3, w64, 7, 7, 2, 3, 1, false}, true, 0));
+  }
+  // Strides and dilations of the public _make_layer: a dilated layer multiplies the running
+  // dilation by its stride and keeps stride 1; block 0 uses the previous dilation (times the
+  // first multi-grid factor in layer4), later blocks the new dilation (times their factor).
+  int dilation = 1;
+  const int grid[3] = {2, 2, 4};
+  for (int l = 0; l < 4; ++l) {
+    const int planes = (64 << l) / div;
+    int stride = l == 0 ? 1 : 2;
+    const int previous = dilation;
+    if (l > 0 && cfg.replace_stride_with_dilation[l - 1]) {
+      dilation *= stride;
+      stride = 1;
+    }
+    const bool mg = l == 3 && cfg.multi_grid;
+    // The public grids [2, 2, 4] index layer4's blocks: ResNet-18 (2 blocks) uses the first two.
+    for (int i = 0; i < spec->blocks[l]; ++i) {
+      const int d = (i == 0 ? previous : dilation) * (mg ? grid[i] : 1);
+      blocks_.push_back(std::make_unique<ResBlock>(ps, "encoder.layer" + std::to_string(l + 1) + "." + std::to_string(i),
+                                                   spec->bottleneck, inplanes, planes, i == 0 ? stride : 1, d,
+                                                   cfg.zero_init_residual));
+      inplanes = blocks_.back()->out_channels();
+    }
+    layer_end_[l] = static_cast<int>(blocks_.size());
+  }
+  c1_ = blocks_[layer_end_[0] - 1]->out_channels();
+  c3_ = blocks_[layer_end_[2] - 1]->out_channels();
+  c4_ = blocks_[layer_end_[3] - 1]->out_channels();
+}
+
+std::vector<int> ResNet::zero_init_bn_ids() const {
+  std::vector<int> ids;
+  for (const auto& b : blocks_)
+    if (b->zero_init_bn_weight_id() >= 0) ids.push_back(b->zero_init_bn_weight_id());
+  return ids;
+}
+
+ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
+  U2PL_CHECK(image.ndim == 4 && image.c() == 3, "resnet: expected an (N, 3, H, W) image batch, got " << image.str());
+  Bufs b;
+  p.begin_module();
+  Shape s = image;
+  for (const auto& u : stem_) {
+    b.stem.push_back(u->plan(p, s));
+    s = u->out_shape(s);
+    b.stem_out.push_back(p.internal(s));
+  }
+  if (p.backward()) {
+    b.gpool_in = p.grad_temp(s);
+    for (size_t i = 0; i + 1 < b.stem_out.size(); ++i) b.stem_gin.push_back(p.grad_temp(b.stem_out[i].shape));
+  }
+  b.pool = p.output(maxpool_out_shape(pool_, s));
+  s = b.pool.value.shape;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const bool tapped = static_cast<int>(i) + 1 == layer_end_[0] || static_cast<int>(i) + 1 == layer_end_[2] ||
+                        static_cast<int>(i) + 1 == layer_end_[3];
+    b.blocks.push_back(blocks_[i]->plan(p, s, tapped));
+    s = b.blocks.back().out.value.shape;
+  }
+  for (int l = 0; l < 4; ++l) b.last[l] = layer_end_[l] - 1;
+  return b;
+}
+
+void ResNet::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView image, RunMode m) const {
+  TensorView in = image;
+  for (size_t i = 0; i < stem_.size(); ++i) {
+    const TensorView y = p.view(b.stem_out[i]);
+    stem_[i]->forward(ctx, p, b.stem[i], in, y, m);
+    in = y;
+  }
+  maxpool_forward(ctx, pool_, in, p.view(b.pool.value));
+  in = p.view(b.pool.value);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    blocks_[i]->forward(ctx, p, b.blocks[i], in, m);
+    in = p.view(b.blocks[i].out.value);
+  }
+}
+
+void ResNet::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView image, bool l3_has_grad) const {
+  for (int i = static_cast<int>(blocks_.size()) - 1; i >= 0; --i) {
+    const OutSlot& in = i > 0 ? b.blocks[i - 1].out : b.pool;
+    // Tapped inputs already hold a gradient from the heads: layer1 (low_conv) and layer3 (aux).
+    const bool accumulate = i == layer_end_[0] || (i == layer_end_[2] && l3_has_grad);
+    blocks_[i]->backward(ctx, p, b.blocks[i], p.view(in.value), p.view(in.grad), accumulate ? 1.f : 0.f);
+  }
+  const int n = static_cast<int>(stem_.size());
+  maxpool_backward(ctx, pool_, p.view(b.stem_out[n - 1]), p.view(b.pool.grad), p.view(b.gpool_in), 0.f);
+  TensorView g = p.view(b.gpool_in);
+  for (int i = n - 1; i >= 0; --i) {
+    const TensorView in = i > 0 ? p.view(b.stem_out[i - 1]) : image;
+    const TensorView din = i > 0 ? p.view(b.stem_gin[i - 1]) : TensorView();
+    stem_[i]->backward(ctx, p, b.stem[i], in, p.view(b.stem_out[i]), g, din, 0.f);
+    g = din;
+  }
+}
+
+}  // namespace u2pl

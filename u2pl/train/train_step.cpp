@@ -1,0 +1,268 @@
+// One U2PL iteration (u2pl/train/train_step.h), in the order of SPEC §3: lr step → teacher eval
+// forward on the unlabeled batch (pseudo-labels: argmax of the upsampled logits) → CutMix → student
+// train forward on [labeled | mixed] → supervised loss → teacher train-statistics forward on the
+// same batch → unsupervised loss (entropy filter) → contrastive masks and loss → backward → SGD →
+// EMA. In the warm start only the labeled batch runs (the teacher's train-mode forward on it still
+// moves its BN statistics); during epoch sup_only_epoch the teacher is the student (the public
+// code aliases the parameters), from the next epoch on their EMA. Covered by
+// tests/test_trainer.cpp and tests/test_train_e2e.cpp.
+#include "u2pl/train/train_step.h"
+
+#include <cmath>
+
+#include "engine/log.h"
+#include "layers/elementwise.h"
+#include "layers/loss.h"
+#include "layers/resize.h"
+#include "layers/sgd.h"
+#include "u2pl/losses/unsup_loss.h"
+#include "u2pl/net/weights.h"
+#include "u2pl/train/schedule.h"
+
+namespace u2pl {
+
+namespace {
+
+constexpr uint64_t kStreamStudentDropout = 2, kStreamTeacherDropout = 3, kStreamCutmix = 4, kStreamContrastive = 5;
+constexpr int kIterBits = 24;
+
+uint64_t stream_base(uint64_t stream, int64_t it) { return (stream << 56) | (static_cast<uint64_t>(it) << kIterBits); }
+
+// A device buffer reallocated only when its shape changes.
+template <class T>
+View<T> scratch(Owned<T>& t, Shape s, Device dev) {
+  if (t.numel() == 0 || t.shape() != s || t.device() != dev) t = Owned<T>(s, dev);
+  return t.view();
+}
+
+// A host or device view on `dev`, through a scratch copy when it lives elsewhere.
+template <class T>
+View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
+  if (v.device == dev) return v;
+  const View<T> d = scratch(buf, v.shape, dev);
+  copy_tensor(d, v);
+  return d;
+}
+
+}  // namespace
+
+PhiloxStepDraws::PhiloxStepDraws(uint64_t seed, int64_t it)
+    : it_(it),
+      drop_s_(seed, stream_base(kStreamStudentDropout, it)),
+      drop_t_(seed, stream_base(kStreamTeacherDropout, it)),
+      mix_(seed, stream_base(kStreamCutmix, it)),
+      contra_(seed, stream_base(kStreamContrastive, it)),
+      draws_(contra_) {
+  U2PL_CHECK(it >= 0 && it < (int64_t(1) << (56 - kIterBits)), "iteration " << it << " outside the Philox layout");
+}
+
+std::optional<std::vector<Box>> PhiloxStepDraws::cutmix(int batch, int height, int width) {
+  if (mix_.uniform() >= 0.5f) return std::nullopt;
+  return cutmix_boxes(mix_, batch, height, width);
+}
+
+void PhiloxStepDraws::check_budget() const {
+  const std::pair<const Rng*, uint64_t> streams[] = {{&drop_s_, kStreamStudentDropout},
+                                                     {&drop_t_, kStreamTeacherDropout},
+                                                     {&mix_, kStreamCutmix},
+                                                     {&contra_, kStreamContrastive}};
+  for (const auto& [rng, stream] : streams)
+    U2PL_CHECK(rng->offset() - stream_base(stream, it_) <= (uint64_t(1) << kIterBits),
+               "iteration " << it_ << ": the draws of Philox stream " << stream << " overran their counter range");
+}
+
+TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
+    : cfg_(cfg),
+      dev_(dev),
+      student_(cfg.net),
+      sup_out_(dev),
+      unsup_out_(dev),
+      masks_out_(dev),
+      contra_out_(dev) {
+  student_.allocate(dev, cfg.seed, true);
+  if (!cfg.net.weights.empty()) {
+    const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
+    U2PL_LOG("loaded " << r.loaded << " tensors from net.encoder.kwargs.weights " << cfg.net.weights << " ("
+                       << r.source << ")");
+  }
+  if (!cfg.pretrain.empty()) {
+    const WeightReport r = load_weights(student_.params(), cfg.pretrain, WeightScope::Model);
+    U2PL_LOG("loaded " << r.loaded << " tensors from saver.pretrain " << cfg.pretrain << " (" << r.source << ")");
+  }
+  if (cfg.unsup.enabled) {
+    teacher_ = std::make_unique<U2plNet>(cfg.net);
+    teacher_->allocate(dev, cfg.seed + 1, false);
+    if (!cfg.net.weights.empty()) load_weights(teacher_->params(), cfg.net.weights, WeightScope::Auto);
+  }
+  momentum_ = Tensor(Shape{student_.params().values().floats()}, dev);
+  fill_zero(momentum_.view());
+  const std::vector<int> g = student_.params().group_of_floats();
+  groups_ = Mask::from_host(Shape{static_cast<int64_t>(g.size())}, std::vector<uint8_t>(g.begin(), g.end()), dev);
+  // The public code gives the decoder and heads 10x the backbone's rate on VOC (and we on folder
+  // data, usually trained from an ImageNet backbone too), 1x on Cityscapes.
+  const bool times10 = cfg.data.kind != DatasetKind::Cityscapes;
+  base_lrs_ = {cfg.lr, times10 ? 10 * cfg.lr : cfg.lr};
+
+  sup_opt_.ohem = cfg.criterion == "ohem";
+  sup_opt_.thresh = cfg.ohem_thresh;
+  sup_opt_.min_kept = cfg.ohem_min_kept;
+  sup_opt_.aux_weight = cfg.net.aux_weight;
+  sup_opt_.ignore = cfg.data.ignore_label;
+
+  if (teacher_ && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0) {
+    cparams_ = cfg.contrastive_params();
+    cparams_.check();
+    const int id = student_.params().find("decoder.representation.8.weight");
+    U2PL_CHECK(id >= 0, "the contrastive loss needs the representation head (net.decoder.kwargs.rep_head)");
+    std::vector<int64_t> caps(static_cast<size_t>(cfg.net.num_classes), cfg.contrastive.queue_size);
+    caps[0] = cfg.contrastive.queue_size_background;
+    bank_ = std::make_unique<MemoryBank>(caps, student_.params().value(id).shape[0], dev);
+  }
+}
+
+double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
+
+StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
+                           int epoch, StepDraws& draws) {
+  StepResult o;
+  const int64_t B = img_l_in.shape.n();
+  const int64_t H = img_l_in.shape.h(), W = img_l_in.shape.w(), C = cfg_.net.num_classes;
+  o.semi = semi_phase(epoch);
+  U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
+             "iteration " << it << ": the unlabeled batch must match the labeled one " << img_l_in.shape.str());
+
+  const double f = poly_lr(1.0, it, total_iters(), cfg_.lr_power);
+  std::vector<float> lrs;
+  for (const float b : base_lrs_) lrs.push_back(static_cast<float>(b * f));
+
+  const TensorView img_l = on_device(img_l_in, img_l_, dev_);
+  const LabelView lab_l = on_device(lab_l_in, lab_l_, dev_);
+  student_.params().zero_grad();
+
+  if (o.semi && epoch == cfg_.sup_only_epoch) {  // the handover epoch: the teacher is the student
+    copy_tensor(teacher_->params().values().all(), student_.params().values().all());
+    // paper: the BN running statistics too, once at the warm start's end; from there the
+    // teacher's own train-mode forwards move them.
+    if (cfg_.switches.teacher_copy_bn && it == int64_t(cfg_.sup_only_epoch) * iters_per_epoch_)
+      copy_tensor(teacher_->params().buffers().all(), student_.params().buffers().all());
+  }
+
+  LabelView lab_mix;
+  TensorView image = img_l;
+  if (o.semi) {
+    const TensorView img_u = on_device(img_u_in, img_u_, dev_);
+    // Pseudo-labels: argmax of the eval-mode teacher's logits, upsampled to the crop.
+    const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr);
+    const TensorView up = scratch(up_eval_, Shape{B, C, H, W}, dev_);
+    bilinear_forward(ctx, te.pred, up);
+    const LabelView lab_u = scratch(lab_u_, Shape{B, H, W}, dev_);
+    argmax_channels(ctx, up, lab_u);
+    image = scratch(img_all_, Shape{2 * B, 3, H, W}, dev_);
+    copy_tensor(image.batch_slice(0, B), img_l);
+    lab_mix = scratch(lab_mix_, Shape{B, H, W}, dev_);
+    const std::optional<std::vector<Box>> boxes =
+        cfg_.unsup.apply_aug == "cutmix" ? draws.cutmix(int(B), int(H), int(W)) : std::nullopt;
+    if (boxes) {
+      box_mix(ctx, *boxes, img_u, image.batch_slice(B, B));
+      box_mix(ctx, *boxes, lab_u, lab_mix);
+    } else {
+      copy_tensor(image.batch_slice(B, B), img_u);
+      copy_tensor(lab_mix, lab_u);
+    }
+  }
+
+  const NetOutputs out = student_.forward(ctx, image, NetMode::Train, draws.student_dropout());
+  const TensorView dpred = scratch(dpred_, out.pred.shape, dev_);
+  TensorView daux;
+  if (out.aux.defined()) {
+    daux = scratch(daux_, out.aux.shape, dev_);
+    fill_zero(daux);
+  }
+  supervised_loss(ctx, out.pred.batch_slice(0, B), out.aux.defined() ? out.aux.batch_slice(0, B) : TensorView(),
+                  lab_l, sup_opt_, sup_buf_, 1.f, dpred.batch_slice(0, B),
+                  daux.defined() ? daux.batch_slice(0, B) : TensorView(), 0.f, sup_out_.get());
+
+  TensorView drep;
+  if (!o.semi) {
+    if (teacher_) teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
+  } else {
+    const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
+    const Shape crop{B, C, H, W};
+    const TensorView up_t = scratch(up_t_, crop, dev_), up_s = scratch(up_s_, crop, dev_);
+    bilinear_forward(ctx, tt.pred.batch_slice(B, B), up_t);
+    bilinear_forward(ctx, out.pred.batch_slice(B, B), up_s);
+    const TensorView dup_s = scratch(dup_s_, crop, dev_);
+    const TensorView entropy = scratch(entropy_, Shape{B, H, W}, dev_);
+    const LabelView filtered = scratch(filtered_, Shape{B, H, W}, dev_);
+    unsup_loss(ctx, up_s, lab_mix, up_t, cfg_.unsup_options(cfg_.unsup_percent_at(epoch)), entropy, filtered,
+               cfg_.unsup.loss_weight, dup_s, 0.f, unsup_out_.get());
+    bilinear_backward(ctx, dup_s, dpred.batch_slice(B, B), 0.f);
+
+    if (bank_) {
+      const Shape fs{B, out.rep.shape.h(), out.rep.shape.w()};
+      const TensorView prob = scratch(prob_, tt.pred.shape, dev_);
+      softmax_forward(ctx, tt.pred, prob);
+      const LabelView ls = scratch(lab_l_small_, fs, dev_), us = scratch(lab_u_small_, fs, dev_);
+      nearest_forward(ctx, lab_l, ls);
+      nearest_forward(ctx, lab_mix, us);
+      const MaskView low = scratch(low_, Shape{2 * B, fs[1], fs[2]}, dev_);
+      const MaskView high = scratch(high_, Shape{2 * B, fs[1], fs[2]}, dev_);
+      contrastive_masks(ctx, ls, entropy, lab_mix, cfg_.contrastive_alpha_at(epoch), cfg_.switches.anchor_rule, low,
+                        high, masks_out_.get());
+      ContrastiveInputs in;
+      in.rep = out.rep;
+      in.rep_teacher = tt.rep;
+      in.prob_l = prob.batch_slice(0, B);
+      in.prob_u = prob.batch_slice(B, B);
+      in.label_l = ls;
+      in.label_u = us;
+      in.low = low;
+      in.high = high;
+      drep = scratch(drep_, out.rep.shape, dev_);
+      contrastive_loss(ctx, cparams_, in, *bank_, draws.contrastive(), cfg_.contrastive.loss_weight, drep, 0.f,
+                       contra_out_.get());
+    }
+  }
+
+  student_.backward(ctx, dpred, drep, daux);
+  sgd_step(ctx, SgdConfig{cfg_.momentum, cfg_.weight_decay}, student_.params().values().all(),
+           student_.params().grads().all(), momentum_.view(), groups_.view(), lrs);
+
+  if (o.semi) {
+    if (epoch == cfg_.sup_only_epoch) {  // aliased in the public code: the teacher follows exactly
+      copy_tensor(teacher_->params().values().all(), student_.params().values().all());
+      o.ema = 0;
+    } else {
+      const float ema = ema_decay(it - int64_t(cfg_.sup_only_epoch) * iters_per_epoch_, cfg_.net.ema_decay);
+      ema_update(ctx, teacher_->params().values().all(), student_.params().values().all(), ema);
+      o.ema = ema;
+    }
+  }
+
+  const SupLossResult sr = sup_out_.read(ctx);
+  sr.check();
+  o.sup = sr.loss;
+  if (o.semi) {
+    const UnsupResult ur = unsup_out_.read(ctx);
+    ur.check();
+    o.unsup = ur.loss;
+    o.thresh = ur.thresh;
+    o.reliable = double(ur.valid) / double(B * H * W);
+    if (bank_) {
+      const EntropyThresholds th = masks_out_.read(ctx);
+      const ContrastiveResult cr = contra_out_.read(ctx);
+      cr.check();
+      o.contra_low = th.low;
+      o.contra_high = th.high;
+      o.contra = cr.loss;
+      o.contra_terms = cr.terms;
+    }
+  }
+  o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive.loss_weight * o.contra : 0.0);
+  const std::pair<const char*, double> terms[] = {{"sup", o.sup}, {"unsup", o.unsup}, {"contra", o.contra}};
+  for (const auto& [name, v] : terms)
+    U2PL_CHECK(std::isfinite(v), "iteration " << it << " (epoch " << epoch << "): the " << name << " loss is " << v);
+  return o;
+}
+
+}  // namespace u2pl

@@ -1,0 +1,116 @@
+// One U2PL training iteration (SPEC §3) and the state it updates: student, EMA teacher, SGD
+// momentum with the backbone / head learning-rate groups, and the contrastive memory bank. The
+// iteration's random draws (dropout scales, the CutMix decision and boxes, the contrastive
+// samples) come through StepDraws: Philox counters derived from (seed, iteration) in training
+// (PhiloxStepDraws), recorded draws in the end-to-end comparison with PyTorch. Used by
+// u2pl/train/trainer.cpp. Covered by tests/test_trainer.cpp and tests/test_train_e2e.cpp.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "layers/mix.h"
+#include "u2pl/losses/contrastive.h"
+#include "u2pl/losses/sup_loss.h"
+#include "u2pl/losses/unsup_loss.h"
+#include "u2pl/net/model.h"
+#include "u2pl/train/train_config.h"
+
+namespace u2pl {
+
+class StepDraws {
+ public:
+  virtual ~StepDraws() = default;
+  // Dropout scales of the student's train forward and of the teacher's train-statistics forward;
+  // null: the scales already in the plans (set through U2plNet::dropout_scale).
+  virtual Rng* student_dropout() = 0;
+  virtual Rng* teacher_dropout() = 0;
+  // The CutMix boxes of the unlabeled batch (B of them), or none when this iteration does not mix
+  // (probability 1/2 in training).
+  virtual std::optional<std::vector<Box>> cutmix(int batch, int height, int width) = 0;
+  virtual IndexSource& contrastive() = 0;
+};
+
+// Philox streams 2-5 of trainer.seed (the loaders use 0 and 1), 2^24 counters per iteration each.
+class PhiloxStepDraws : public StepDraws {
+ public:
+  PhiloxStepDraws(uint64_t seed, int64_t iteration);
+  Rng* student_dropout() override { return &drop_s_; }
+  Rng* teacher_dropout() override { return &drop_t_; }
+  std::optional<std::vector<Box>> cutmix(int batch, int height, int width) override;
+  IndexSource& contrastive() override { return draws_; }
+  // Throws when a stream used more counters than its iteration owns.
+  void check_budget() const;
+
+ private:
+  int64_t it_;
+  Rng drop_s_, drop_t_, mix_, contra_;
+  PhiloxIndexSource draws_;
+};
+
+struct StepResult {
+  double sup = 0, unsup = 0, contra = 0, total = 0;  // loss terms and Σ with the weights
+  double thresh = 0;    // γ_t, the entropy percentile of the unsupervised filter
+  double reliable = 0;  // share of the unlabeled crop pixels kept as pseudo-labels
+  double contra_low = 0, contra_high = 0;  // the contrastive masks' entropy thresholds
+  int contra_terms = 0;                    // classes (loop entries) that formed a contrastive term
+  double ema = -1;                         // the EMA decay applied; 0 at the handover; -1 none
+  bool semi = false;                       // the semi-supervised terms ran (past the warm start)
+};
+
+class TrainStep {
+ public:
+  // Allocates and initialises the student (trainer.seed), the teacher when the config has an
+  // unsupervised term (seed + 1: its own random head; the backbone weights when given), the
+  // momentum and the memory bank when the contrastive loss is on.
+  TrainStep(const TrainConfig& cfg, Device dev);
+
+  bool has_teacher() const { return teacher_ != nullptr; }
+  bool uses_contrastive() const { return bank_ != nullptr; }
+  // Past the warm start: the teacher exists and epoch ≥ sup_only_epoch.
+  bool semi_phase(int epoch) const { return teacher_ && epoch >= cfg_.sup_only_epoch; }
+  int64_t iters_per_epoch() const { return iters_per_epoch_; }
+  int64_t total_iters() const { return iters_per_epoch_ * cfg_.epochs; }
+  void set_iters_per_epoch(int64_t n) { iters_per_epoch_ = n; }
+  // The learning rate of group 0 (backbone) at iteration `it` (poly schedule).
+  double lr_at(int64_t it) const;
+
+  U2plNet& student() { return student_; }
+  U2plNet* teacher() { return teacher_.get(); }
+  MemoryBank* bank() { return bank_.get(); }
+  TensorView momentum() const { return momentum_.view(); }
+
+  // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) (may be
+  // undefined in the warm start or without a teacher; any device). The figures are read back
+  // once, at the end (on CUDA the step's only synchronisation, for the log). A
+  // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
+  // so the caller must not save them.
+  StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
+                  StepDraws& draws);
+
+ private:
+  const TrainConfig& cfg_;
+  Device dev_;
+  int64_t iters_per_epoch_ = 1;
+  U2plNet student_;
+  std::unique_ptr<U2plNet> teacher_;
+  Tensor momentum_;
+  Mask groups_;
+  std::vector<float> base_lrs_;
+  std::unique_ptr<MemoryBank> bank_;
+  ContrastiveParams cparams_;
+  SupLossOptions sup_opt_;
+  SupLossBuffers sup_buf_;
+  // Device scratch, sized on first use.
+  Tensor img_l_, img_u_, img_all_, up_eval_, up_s_, up_t_, dup_s_, entropy_, prob_, dpred_, drep_, daux_;
+  Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
+  Mask low_, high_;
+  // The losses' figures, in ctx's device memory until read.
+  DeviceSlot<SupLossResult> sup_out_;
+  DeviceSlot<UnsupResult> unsup_out_;
+  DeviceSlot<EntropyThresholds> masks_out_;
+  DeviceSlot<ContrastiveResult> contra_out_;
+};
+
+}  // namespace u2pl

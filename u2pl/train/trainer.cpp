@@ -1,0 +1,429 @@
+// The U2PL training loop (u2pl/train/trainer.h): datasets and loaders, the iterations of
+// u2pl/train/train_step.h, validation, pictures, logs, curves and checkpoints. Every random draw of
+// iteration i comes from Philox counters derived from (seed, stream, i) (PhiloxStepDraws), and
+// the loaders' from (seed, epoch, position), so a checkpoint needs no RNG state and a resumed run
+// continues bit for bit. Covered by tests/test_trainer.cpp.
+#include "u2pl/train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "data/loader.h"
+#include "engine/device_memory.h"
+#include "u2pl/eval/eval_report.h"
+#include "u2pl/eval/predict.h"
+#include "u2pl/train/checkpoint.h"
+#include "u2pl/train/curves.h"
+#include "u2pl/train/train_log.h"
+#include "u2pl/train/train_step.h"
+
+namespace u2pl {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second signal ends the process at once
+}
+
+std::string fmt(double v, int prec = 4) {
+  char b[64];
+  std::snprintf(b, sizeof(b), "%.*f", prec, v);
+  return b;
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& cfg, const TrainRunOptions& opt);
+  TrainResult run();
+
+ private:
+  void setup();
+  void validate(int64_t iters_done, int epoch);
+  void draw_pictures(U2plNet& net);
+  void save(const std::string& name);
+  U2plNet& eval_net(int epoch) { return step_.semi_phase(epoch) ? *step_.teacher() : step_.student(); }
+  std::string path(const std::string& name) const { return (fs::path(opt_.run_dir) / name).string(); }
+  void say(const std::string& line);
+
+  const TrainConfig& cfg_;
+  TrainRunOptions opt_;
+  Device dev_;
+  Context ctx_;
+  TrainStep step_;
+  std::unique_ptr<Dataset> labeled_, unlabeled_, val_;
+  AugmentSpec aug_;
+
+  CheckpointState state_;
+  int64_t first_iter_ = 0;
+  std::string config_yaml_;
+  std::unique_ptr<TrainLog> log_;
+  std::unique_ptr<TrainProgress> progress_;
+  std::vector<IterRecord> iter_records_;
+  std::vector<ValRecord> val_records_;
+  double last_miou_ = -1;
+};
+
+Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt)
+    : cfg_(cfg), opt_(opt), dev_(opt.device), ctx_(opt.device, cfg.deterministic), step_(cfg, opt.device) {}
+
+void Trainer::say(const std::string& line) {
+  if (progress_)
+    progress_->message(line);
+  else
+    std::fprintf(opt_.out, "%s\n", line.c_str());
+}
+
+void Trainer::setup() {
+  aug_ = train_augment(cfg_);
+  labeled_ = std::make_unique<Dataset>(cfg_.data.train_spec(), true);
+  if (cfg_.data.semi) {
+    DatasetSpec us = cfg_.data.train_spec();
+    us.data_list = unlabeled_list_for(us.data_list);
+    unlabeled_ = std::make_unique<Dataset>(us, false);
+  }
+  if (cfg_.eval_on) val_ = std::make_unique<Dataset>(cfg_.data.val_spec(), true);
+  for (const Dataset* d : {labeled_.get(), unlabeled_.get(), val_.get()})
+    if (d)
+      for (const std::string& w : d->warnings()) say("warning: " + w);
+  const int B = cfg_.data.batch_size;
+  const Dataset& epoch_set = unlabeled_ ? *unlabeled_ : *labeled_;
+  const int64_t per_epoch = static_cast<int64_t>(epoch_set.size()) / B;
+  U2PL_CHECK(per_epoch > 0, epoch_set.spec().data_list << ": " << epoch_set.size()
+                                                       << " images hold no full batch of dataset.batch_size " << B);
+  step_.set_iters_per_epoch(per_epoch);
+}
+
+void Trainer::draw_pictures(U2plNet& net) {
+  if (!val_ || opt_.pictures <= 0) return;
+  const fs::path dir = fs::path(opt_.run_dir) / "pictures";
+  fs::create_directories(dir);
+  const int C = cfg_.net.num_classes;
+  for (size_t i = 0; i < val_->size() && i < size_t(opt_.pictures); ++i) {
+    const LoadedSample s = val_->load(i);
+    const std::string stem = fs::path(val_->sample(i).image_path).stem().string();
+    const Tensor input = image_tensor(s.image, cfg_.net, dev_);
+    const Prediction p = predict_whole(ctx_, net, input);
+    write_png((dir / (stem + "_image.png")).string(), s.image);
+    write_png((dir / (stem + "_pred.png")).string(), colourise(p.index, p.width, p.height, C));
+    std::vector<int32_t> label(s.label.begin(), s.label.end());
+    write_png((dir / (stem + "_label.png")).string(), colourise(label, p.width, p.height, C));
+    write_png((dir / (stem + "_entropy.png")).string(), entropy_image(p, C));
+  }
+}
+
+void Trainer::validate(int64_t iters_done, int epoch) {
+  EvalConfig ec;
+  ec.data = cfg_.data;
+  ec.preset = cfg_.preset;
+  EvalOptions eo = eval_options(ec);
+  eo.label_pad = cfg_.switches.label_pad;
+  const std::vector<std::string> classes = val_->class_names();
+  auto score_of = [&](U2plNet& net) {
+    const ConfusionMatrix cm = evaluate_split(*val_, network_logits(ctx_, net), cfg_.net, eo, SaveOptions{}, nullptr);
+    return score(cm);
+  };
+  const bool teacher_used = step_.semi_phase(epoch);
+  U2plNet& main_net = eval_net(epoch);
+  const Scores main = score_of(main_net);
+  ValRecord r;
+  r.iter = iters_done;
+  r.epoch = epoch;
+  r.model = teacher_used ? "teacher" : "student";
+  r.miou = main.miou;
+  r.iou = main.iou;
+  r.classes = classes;
+  r.pixel_acc = main.pixel_acc;
+  r.mean_acc = main.mean_acc;
+  r.best = main.miou > state_.best_miou;
+  std::string line = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.epochs) + " val " + r.model +
+                     " mIoU " + fmt(100 * main.miou, 2);
+  if (teacher_used) {
+    const Scores st = score_of(step_.student());
+    ValRecord s = r;
+    s.model = "student";
+    s.miou = st.miou;
+    s.iou = st.iou;
+    s.pixel_acc = st.pixel_acc;
+    s.mean_acc = st.mean_acc;
+    s.best = false;
+    log_->write(s);
+    val_records_.push_back(s);
+    line += " (student " + fmt(100 * st.miou, 2) + ")";
+  }
+  log_->write(r);
+  val_records_.push_back(r);
+  last_miou_ = main.miou;
+  state_.eval_model = r.model;
+  if (r.best) {
+    state_.best_miou = main.miou;
+    state_.best_iter = iters_done;
+    line += ", best so far";
+  } else {
+    line += ", best " + fmt(100 * state_.best_miou, 2) + " at iteration " + std::to_string(state_.best_iter);
+  }
+  say(line);
+  draw_pictures(main_net);
+  write_curves_svg(path("curves.svg"), iter_records_, val_records_, fs::path(cfg_.file).filename().string());
+  if (r.best) save("ckpt_best.safetensors");
+}
+
+void Trainer::save(const std::string& name) {
+  save_checkpoint(path(name), state_, step_.student(), step_.teacher(), step_.momentum(),
+                  cfg_.save_memory_bank ? step_.bank() : nullptr);
+}
+
+TrainResult Trainer::run() {
+  setup();
+  fs::create_directories(opt_.run_dir);
+  config_yaml_ = resolved_yaml(cfg_);
+  state_.seed = cfg_.seed;
+  state_.eval_model = step_.semi_phase(0) ? "teacher" : "student";
+  state_.config_yaml = config_yaml_;
+  const std::string latest = path("ckpt_latest.safetensors");
+  if (opt_.resume) {
+    U2PL_CHECK(fs::exists(latest), latest << ": no checkpoint to resume from");
+    const LoadedCheckpoint lc = load_checkpoint(latest, step_.student(), step_.teacher(), step_.momentum(), step_.bank());
+    U2PL_CHECK(lc.state.seed == cfg_.seed,
+               latest << ": the checkpoint was trained with trainer.seed " << lc.state.seed << ", the config says "
+                      << cfg_.seed);
+    U2PL_CHECK(lc.state.iter <= step_.total_iters(),
+               latest << ": the checkpoint is at iteration " << lc.state.iter << ", beyond this schedule's "
+                      << step_.total_iters());
+    if (step_.bank() && !lc.had_bank)
+      say("warning: the checkpoint holds no memory bank: the queues restart empty (not bit-exact)");
+    if (lc.state.config_yaml != config_yaml_)
+      say("warning: the config differs from the checkpoint's; the resumed run is not the same run");
+    state_ = lc.state;
+    state_.config_yaml = config_yaml_;
+    first_iter_ = state_.iter;
+    say("resuming " + latest + " at iteration " + std::to_string(first_iter_) + "/" + std::to_string(step_.total_iters()));
+  } else {
+    U2PL_CHECK(!fs::exists(latest), opt_.run_dir << " already holds a run (ckpt_latest.safetensors): pass --resume "
+                                                 << "to continue it, or choose another run directory");
+  }
+  write_text_atomic(path("config.yaml"), config_yaml_);
+  log_ = std::make_unique<TrainLog>(path("log.jsonl"), first_iter_);
+  const LogRecords prev = read_log(path("log.jsonl"));
+  iter_records_ = prev.iters;
+  val_records_ = prev.vals;
+
+  TrainResult res;
+  res.total = step_.total_iters();
+  if (first_iter_ >= step_.total_iters()) {
+    res.iterations = first_iter_;
+    res.best_miou = state_.best_miou;
+    res.best_iter = state_.best_iter;
+    res.eval_model = state_.eval_model;
+    return res;
+  }
+  const int B = cfg_.data.batch_size;
+  const int64_t first_epoch = first_iter_ / step_.iters_per_epoch(), first_batch = first_iter_ % step_.iters_per_epoch();
+  LoaderSpec ls;
+  ls.batch_size = B;
+  ls.workers = cfg_.data.workers;
+  ls.seed = cfg_.seed;
+  ls.first_epoch = first_epoch;
+  ls.first_batch = first_batch;
+  ls.epochs = cfg_.epochs - first_epoch;
+  ls.stream = 0;
+  if (unlabeled_) {
+    ls.order = LoaderOrder::Repeated;
+    ls.epoch_length = static_cast<int64_t>(unlabeled_->size());
+  } else {
+    ls.order = LoaderOrder::Shuffled;
+  }
+  Loader lab_loader(*labeled_, aug_, ls);
+  std::unique_ptr<Loader> unl_loader;
+  if (unlabeled_ && step_.has_teacher()) {
+    LoaderSpec us = ls;
+    us.order = LoaderOrder::Shuffled;
+    us.stream = 1;
+    us.epoch_length = 0;
+    unl_loader = std::make_unique<Loader>(*unlabeled_, aug_, us);
+  }
+  progress_ = std::make_unique<TrainProgress>(opt_.out, opt_.terminal, step_.total_iters(), first_iter_, cfg_.epochs);
+  for (const std::string& l : opt_.config_log) say(l);
+  const bool unsup = step_.has_teacher(), contra = step_.uses_contrastive();
+  const char* method = contra ? "U2PL" : unsup ? (cfg_.unsup.apply_aug == "cutmix" ? "CutMix" : "MT") : "SupOnly";
+  say(std::string("training ") + method +
+      " on " + device_name(dev_) + ": " + std::to_string(cfg_.epochs) + " epochs of " +
+      std::to_string(step_.iters_per_epoch()) + " iterations, batch " + std::to_string(B) +
+      (unsup ? " + " + std::to_string(B) : "") + ", run directory " + opt_.run_dir);
+
+  g_stop_signal = 0;
+  auto prev_int = std::signal(SIGINT, on_stop_signal);
+  auto prev_term = std::signal(SIGTERM, on_stop_signal);
+  struct Restore {
+    decltype(prev_int) i, t;
+    ~Restore() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{prev_int, prev_term};
+
+  const auto t0 = std::chrono::steady_clock::now();
+  double time_base = iter_records_.empty() ? 0.0 : iter_records_.back().time_s;
+  int64_t done_here = 0;
+  auto last = t0;
+  double rate = 0;
+  for (int64_t it = first_iter_; it < step_.total_iters(); ++it) {
+    const int epoch = static_cast<int>(it / step_.iters_per_epoch());
+    std::optional<Batch> lb = lab_loader.next();
+    U2PL_CHECK(lb.has_value(), "the labeled loader ended early at iteration " << it);
+    std::optional<Batch> ub;
+    if (unl_loader) {
+      ub = unl_loader->next();
+      U2PL_CHECK(ub.has_value(), "the unlabeled loader ended early at iteration " << it);
+    }
+    PhiloxStepDraws draws(cfg_.seed, it);
+    StepResult o;
+    try {
+      o = step_.step(ctx_, lb->images.view(), lb->labels.view(), ub ? ub->images.view() : TensorView(), it, epoch,
+                     draws);
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + "; the run stops here, ckpt_latest.safetensors keeps the last good state " +
+                  "(iteration " + std::to_string(state_.iter) + ")");
+    }
+    draws.check_budget();
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - last).count();
+    last = now;
+    rate = rate == 0 ? 1.0 / std::max(dt, 1e-9) : 0.9 * rate + 0.1 / std::max(dt, 1e-9);
+
+    IterRecord r;
+    r.iter = it;
+    r.epoch = epoch;
+    r.lr = step_.lr_at(it);
+    r.time_s = time_base + std::chrono::duration<double>(now - t0).count();
+    r.it_s = rate;
+    r.terms = {{"loss", o.total}, {"sup", o.sup}};
+    if (unsup) r.terms.emplace_back("unsup", o.unsup);
+    if (contra) r.terms.emplace_back("contra", o.contra);
+    if (step_.semi_phase(epoch)) {
+      r.stats = {{"alpha_t", 100.0 - cfg_.unsup_percent_at(epoch)},
+                 {"thresh", o.thresh},
+                 {"reliable", o.reliable},
+                 {"ema", o.ema}};
+      if (contra) {
+        const MemoryBank& bank = *step_.bank();
+        r.stats.emplace_back("contra_low", o.contra_low);
+        r.stats.emplace_back("contra_high", o.contra_high);
+        r.stats.emplace_back("contra_terms", o.contra_terms);
+        r.stats.emplace_back("queue_fill", double(bank.total_size()) / double(bank.total_capacity()));
+      }
+    }
+    log_->write(r);
+    iter_records_.push_back(r);
+    progress_->update(r);
+    state_.iter = it + 1;
+    ++done_here;
+
+    const bool epoch_end = state_.iter % step_.iters_per_epoch() == 0;
+    const bool stop = g_stop_signal != 0 || (opt_.stop_after >= 0 && done_here >= opt_.stop_after);
+    if (epoch_end && val_ && ((epoch + 1) % cfg_.eval_interval == 0 || epoch + 1 == cfg_.epochs))
+      validate(state_.iter, epoch);
+    if (epoch_end || stop) save("ckpt_latest.safetensors");
+    if (stop) {
+      say(g_stop_signal ? "stopped by signal at iteration " + std::to_string(state_.iter) +
+                              "; continue with --resume"
+                        : "stopped after " + std::to_string(done_here) + " iterations (stop_after)");
+      res.interrupted = true;
+      break;
+    }
+  }
+  progress_.reset();
+  if (!val_) write_curves_svg(path("curves.svg"), iter_records_, val_records_, fs::path(cfg_.file).filename().string());
+  res.iterations = state_.iter;
+  res.best_miou = state_.best_miou;
+  res.best_iter = state_.best_iter;
+  res.last_miou = last_miou_;
+  res.eval_model = state_.eval_model;
+  return res;
+}
+
+}  // namespace
+
+AugmentSpec train_augment(const TrainConfig& cfg) {
+  AugmentSpec a;
+  a.scale = cfg.data.train.rand_resize;
+  a.mode = cfg.switches.scale_mode;
+  a.flip = cfg.data.train.flip;
+  a.crop_h = cfg.data.train.crop.size[0];
+  a.crop_w = cfg.data.train.crop.size[1];
+  a.label_pad = cfg.switches.label_pad;
+  a.mean = cfg.data.mean;
+  a.std = cfg.data.std;
+  return a;
+}
+
+
+void check_runnable(const TrainConfig& cfg, Device dev) {
+  const auto& crop = cfg.data.train.crop;
+  U2PL_CHECK(crop.type == "rand" || crop.type == "center",
+             cfg.file << ": dataset.train.crop: training needs fixed-size crops (type rand), got type " << crop.type);
+  const int stride = 32;  // the encoder's total downsampling before dilation
+  U2PL_CHECK(crop.size[0] >= stride && crop.size[1] >= stride,
+             cfg.file << ": dataset.train.crop.size [" << crop.size[0] << ", " << crop.size[1]
+                      << "]: each side must be at least " << stride << " (the encoder's stride)");
+  U2PL_CHECK(cfg.net.num_classes >= 2, cfg.file << ": net.num_classes must be at least 2, got " << cfg.net.num_classes);
+  if (cfg.unsup.enabled)
+    U2PL_CHECK(cfg.data.semi, cfg.file << ": trainer.unsupervised needs unlabeled images: dataset.type "
+                                       << cfg.data.type << " has none (use " << cfg.data.type << "_semi)");
+  if (cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0)
+    U2PL_CHECK(cfg.unsup.enabled, cfg.file << ": trainer.contrastive needs trainer.unsupervised (its pseudo-labels "
+                                           << "and entropy); add the section or set contrastive.loss_weight 0");
+  for (const std::string& f : {cfg.net.weights, cfg.pretrain})
+    U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
+  // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
+  // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
+  const int B = cfg.data.batch_size;
+  const bool semi = cfg.unsup.enabled;
+  U2plNet probe(cfg.net);  // declared, not allocated
+  const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
+  size_t act = probe.estimate_plan_bytes(batch, NetMode::Train);
+  if (semi)
+    act += probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
+           probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
+  const ParamSet& ps = probe.params();
+  const size_t state = (semi ? 4 : 3) * ps.values().bytes() + (semi ? 2 : 1) * ps.buffers().bytes();
+  size_t bank = 0;
+  const int rep = ps.find("decoder.representation.8.weight");
+  if (semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0 && rep >= 0)
+    bank = (size_t(cfg.contrastive.queue_size) * size_t(cfg.net.num_classes - 1) +
+            size_t(cfg.contrastive.queue_size_background)) *
+           size_t(ps.decls()[size_t(rep)].shape[0]) * sizeof(float);
+  const size_t need = act + state + bank;
+  size_t avail = 0;
+  if (dev == Device::CUDA) {
+    size_t total = 0;
+    cuda_memory_info(&avail, &total);
+  } else {
+    avail = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+  }
+  constexpr size_t MiB = 1 << 20;
+  U2PL_CHECK(need < avail, cfg.file << ": batch " << B << (semi ? " + " + std::to_string(B) : std::string())
+                                    << " at crop " << crop.size[0] << "x" << crop.size[1] << " needs about "
+                                    << need / MiB << " MiB (" << act / MiB << " MiB of activations, " << state / MiB
+                                    << " MiB of parameters and optimiser state, " << bank / MiB
+                                    << " MiB of memory bank), more than the " << device_name(dev) << "'s "
+                                    << avail / MiB
+                                    << " MiB (lower dataset.batch_size or the crop, or the queue sizes)");
+}
+
+TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt) {
+  check_runnable(cfg, opt.device);
+  Trainer t(cfg, opt);
+  return t.run();
+}
+
+}  // namespace u2pl

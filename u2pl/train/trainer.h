@@ -1,0 +1,52 @@
+// The U2PL training loop (SPEC §3): student and EMA teacher, the warm start, CutMix on the
+// unlabeled batch, the supervised, unsupervised and contrastive losses with the preset's switches,
+// poly learning rate with the backbone / head groups, validation, the run directory (config.yaml,
+// log.jsonl, curves.svg, ckpt_latest / ckpt_best, pictures/) and bit-exact resume. The baselines
+// are configs: no trainer.unsupervised section is SupOnly; unsupervised without contrastive is MT
+// (apply_aug none) or CutMix. Used by apps/u2pl_train.cpp. Covered by tests/test_trainer.cpp.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "data/augment.h"
+#include "u2pl/train/train_config.h"
+
+namespace u2pl {
+
+struct TrainRunOptions {
+  std::string run_dir;          // where the run's files go (created; see the file comment)
+  bool resume = false;          // continue from run_dir/ckpt_latest.safetensors
+  Device device = Device::CPU;
+  int64_t stop_after = -1;      // stop after this many iterations of this process, saving ckpt_latest (tests)
+  bool terminal = false;        // a progress bar redrawn in place instead of periodic lines
+  std::FILE* out = stderr;      // progress and messages
+  int pictures = 4;             // val images drawn into pictures/ at each validation
+  std::vector<std::string> config_log;  // lines from load_train_config, printed and kept in the log
+};
+
+struct TrainResult {
+  int64_t iterations = 0;      // iterations completed (all processes of the run)
+  int64_t total = 0;           // iterations of the whole schedule
+  double best_miou = -1;       // best validation mIoU (fraction), -1 without validation
+  int64_t best_iter = -1;
+  double last_miou = -1;       // the last validation's mIoU
+  std::string eval_model;      // the model validated last: teacher | student
+  bool interrupted = false;    // stopped by a signal or stop_after before the end
+};
+
+// The training augmentation of the config: dataset.train (scale, flip, crop) with the preset's
+// scale mode and label padding.
+AugmentSpec train_augment(const TrainConfig& cfg);
+
+// Everything that makes a config unrunnable before any work starts (no fixed-size crop, a crop
+// the network cannot take or the device cannot hold, a semi-supervised term without unlabeled
+// data, missing data or weights) throws naming the key or file.
+void check_runnable(const TrainConfig& cfg, Device dev);
+
+// Runs (or resumes) the schedule. A non-finite loss stops the run with an Error naming the
+// iteration and the term; ckpt_latest then still holds the last good state.
+TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt);
+
+}  // namespace u2pl
