@@ -3,6 +3,7 @@
 // tools/bench_layers.sh runs it beside PyTorch (bench/layers_torch.py) and compares the two.
 // `u2pl_bench model` times the whole network (bench/model_bench.h; tools/bench_model.sh);
 // `u2pl_bench step` a whole U2PL training iteration (bench/step_bench.h; tools/bench_step.sh).
+// `u2pl_bench env` prints the CUDA environment (devices, driver, runtime, cuDNN, cuBLAS).
 #include <cblas.h>
 #include <omp.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -41,10 +43,13 @@ const char* const kUsage =
     "                       [--width-divisor K] [--batch B] [--crop N] [--classes C] [--threads T]\n"
     "                       [--repeat R] [--json FILE]\n"
     "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
-    "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n";
+    "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n"
+    "usage: u2pl_bench env\n"
+    "  env        the CUDA environment: devices, the driver's and the runtime's CUDA versions,\n"
+    "             cuDNN and cuBLAS with the files they were loaded from; exit 1 on a CUDA error\n";
 
 struct Options {
-  u2pl::Device device = u2pl::cuda_device_count() > 0 ? u2pl::Device::CUDA : u2pl::Device::CPU;
+  std::optional<u2pl::Device> device;  // default_device() when not given
   int crop = 129, batch = 2, repeat = 3;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string filter, json;
@@ -78,6 +83,7 @@ Options parse_layers_args(int argc, char** argv) {
     else if (a == "--json") o.json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
+  if (!o.device) o.device = u2pl::default_device();
   return o;
 }
 
@@ -100,8 +106,8 @@ int run_layers(const Options& o) {
       ops.push_back(op);
   U2PL_CHECK(!ops.empty(), "--filter '" << o.filter << "' matches no row");
 
-  u2pl::Context ctx(o.device);
-  std::cerr << "u2pl_bench layers: device " << u2pl::device_name(o.device) << ", crop " << o.crop
+  u2pl::Context ctx(*o.device);
+  std::cerr << "u2pl_bench layers: device " << u2pl::device_name(*o.device) << ", crop " << o.crop
             << ", batch " << o.batch << ", threads " << o.threads << ", repeat " << o.repeat
             << ", " << ops.size() << " rows\n";
   std::vector<BenchRow> rows;
@@ -136,7 +142,7 @@ int print_result(const nlohmann::json& r, const std::string& json) {
 
 int run_model(int argc, char** argv) {
   u2pl::bench::ModelBenchOptions o;
-  o.device = Options().device;
+  std::optional<u2pl::Device> device;
   int threads = Options().threads;
   std::string json;
   bool plan_only = false;
@@ -148,7 +154,7 @@ int run_model(int argc, char** argv) {
     }
     U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
     const std::string v = argv[++i];
-    if (a == "--device") o.device = u2pl::parse_device(v);
+    if (a == "--device") device = u2pl::parse_device(v);
     else if (a == "--mode") o.mode = v;
     else if (a == "--depth") o.depth = parse_int(a, v, 18);
     else if (a == "--os") o.output_stride = parse_int(a, v, 8);
@@ -160,20 +166,21 @@ int run_model(int argc, char** argv) {
     else if (a == "--json") json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
+  o.device = device ? *device : plan_only ? u2pl::Device::CPU : u2pl::default_device();
   const nlohmann::json r = plan_only ? u2pl::bench::plan_memory(o) : (set_threads(threads), u2pl::bench::run_model_bench(o));
   return print_result(r, json);
 }
 
 int run_step(int argc, char** argv) {
   u2pl::bench::StepBenchOptions o;
-  o.device = Options().device;
+  std::optional<u2pl::Device> device;
   int threads = Options().threads;
   std::string json;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
     const std::string v = argv[++i];
-    if (a == "--device") o.device = u2pl::parse_device(v);
+    if (a == "--device") device = u2pl::parse_device(v);
     else if (a == "--preset") o.preset = v;
     else if (a == "--depth") o.depth = parse_int(a, v, 18);
     else if (a == "--os") o.output_stride = parse_int(a, v, 8);
@@ -186,6 +193,7 @@ int run_step(int argc, char** argv) {
     else if (a == "--json") json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
+  o.device = device ? *device : u2pl::default_device();
   set_threads(threads);
   return print_result(u2pl::bench::run_step_bench(o), json);
 }
@@ -202,7 +210,12 @@ int main(int argc, char** argv) {
       }
     if (cmd == "model") return run_model(argc, argv);
     if (cmd == "step") return run_step(argc, argv);
-    U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model' or 'step'\n" << kUsage);
+    if (cmd == "env") {
+      U2PL_CHECK(argc == 2, "env takes no options\n" << kUsage);
+      std::cout << u2pl::cuda_environment();
+      return 0;
+    }
+    U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model', 'step' or 'env'\n" << kUsage);
     return run_layers(parse_layers_args(argc, argv));
   } catch (const std::exception& e) {
     std::cerr << "u2pl_bench: " << e.what() << "\n";

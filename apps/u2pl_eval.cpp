@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -41,7 +42,7 @@ const char* const kUsage =
 
 struct Args {
   std::string config, weights, json, score;
-  Device device = cuda_device_count() > 0 ? Device::CUDA : Device::CPU;
+  std::optional<Device> device;  // default_device() when not given
   std::optional<EvalMode> mode;
   bool flip = false;
   std::vector<float> scales{1.0f};
@@ -87,6 +88,7 @@ Args parse(int argc, char** argv) {
   U2PL_CHECK(!a.config.empty(), "--config is required\n" << kUsage);
   U2PL_CHECK(a.score.empty() != a.weights.empty(), "give either --weights or --score\n" << kUsage);
   U2PL_CHECK(!a.save.label_ids || !a.save.index_dir.empty(), "--labelids needs --save-index");
+  if (!a.device && a.score.empty()) a.device = default_device();
   return a;
 }
 
@@ -122,7 +124,7 @@ int main(int argc, char** argv) {
     opt.flip = a.flip;
     opt.scales = a.scales;
     U2plNet net(cfg);
-    net.allocate(a.device, 0, /*trainable=*/false);
+    net.allocate(*a.device, 0, /*trainable=*/false);
     const WeightReport r = load_weights(net.params(), a.weights);
     U2PL_LOG("weights: " << r.loaded << " tensors from " << r.source);
     if (r.scope == WeightScope::Backbone)
@@ -141,7 +143,7 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < opt.scales.size(); ++i) std::cout << (i ? "," : " ") << opt.scales[i];
     }
     std::cout << "\n";
-    Context ctx(a.device);
+    Context ctx(*a.device);
     const ConfusionMatrix cm = evaluate_split(ds, network_logits(ctx, net), cfg, opt, a.save, progress);
     report(score(cm), ds.class_names(), a.json);
     return 0;

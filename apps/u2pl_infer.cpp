@@ -3,6 +3,7 @@
 // The logic lives in u2pl/eval/predict.h; this main parses, builds, loops.
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,7 @@ const char* const kUsage =
 struct Args {
   std::string config, weights, out = "predictions", dump;
   double alpha = 0;  // 0: no entropy pictures
-  Device device = cuda_device_count() > 0 ? Device::CUDA : Device::CPU;
+  std::optional<Device> device;  // default_device() when not given
   std::vector<std::string> images;
 };
 
@@ -60,6 +61,7 @@ Args parse(int argc, char** argv) {
   }
   U2PL_CHECK(!a.config.empty() && !a.weights.empty() && !a.images.empty(),
              "--config, --weights and at least one image are required\n" << kUsage);
+  if (!a.device) a.device = default_device();
   return a;
 }
 
@@ -73,18 +75,18 @@ int main(int argc, char** argv) {
     for (const auto& w : warnings) U2PL_LOG("warning: " << w);
     for (const auto& img : a.images) U2PL_CHECK(fs::is_regular_file(img), img << ": no such image file");
     U2plNet net(cfg);
-    net.allocate(a.device, 0, /*trainable=*/false);
+    net.allocate(*a.device, 0, /*trainable=*/false);
     const WeightReport r = load_weights(net.params(), a.weights);
     U2PL_LOG("weights: " << r.loaded << " tensors from " << r.source);
     if (r.scope == WeightScope::Backbone)
       U2PL_LOG("warning: " << a.weights << " holds only the backbone; the decoder is untrained");
     fs::create_directories(a.out);
     if (!a.dump.empty()) fs::create_directories(a.dump);
-    Context ctx(a.device);
+    Context ctx(*a.device);
     for (size_t i = 0; i < a.images.size(); ++i) {
       const std::string stem = fs::path(a.images[i]).stem().string();
       const Image rgb = read_image(a.images[i], 3);
-      const Tensor input = image_tensor(rgb, cfg, a.device);
+      const Tensor input = image_tensor(rgb, cfg, *a.device);
       const Prediction p = predict_whole(ctx, net, input);
       const std::string png = (fs::path(a.out) / (stem + ".png")).string();
       write_png(png, colourise(p.index, p.width, p.height, cfg.num_classes));

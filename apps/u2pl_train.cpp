@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
     }
     TrainRunOptions opt;
     std::string dev = a.device.empty() ? cfg.device : a.device;
-    if (dev == "auto") dev = cuda_device_count() > 0 ? "cuda" : "cpu";
+    if (dev == "auto") dev = device_name(default_device());
     opt.device = parse_device(dev);
     opt.run_dir = !a.run_dir.empty() ? a.run_dir : !cfg.run_dir.empty() ? cfg.run_dir : cfg.snapshot_dir;
     opt.resume = a.resume || (cfg.auto_resume && access((opt.run_dir + "/ckpt_latest.safetensors").c_str(), F_OK) == 0);

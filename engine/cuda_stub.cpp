@@ -12,7 +12,13 @@ namespace u2pl {
 }
 
 bool cuda_built() { return false; }
+CudaProbe cuda_probe() {
+  CudaProbe p;
+  p.reason = "this build of u2pl was built without CUDA";
+  return p;
+}
 int cuda_device_count() { return 0; }
+std::string cuda_environment() { return "cuda: this build of u2pl was built without CUDA\n"; }
 void cuda_memory_info(size_t*, size_t*) { no_cuda("cuda_memory_info"); }
 void* cuda_malloc(size_t) { no_cuda("cuda_malloc"); }
 void cuda_free(void*) noexcept {}

@@ -18,6 +18,12 @@ Device parse_device(const std::string& s) {
   U2PL_FAIL("unknown device '" << s << "': expected 'cpu' or 'cuda'");
 }
 
+Device default_device() {
+  const CudaProbe p = cuda_probe();
+  U2PL_CHECK(p.error.empty(), p.error << "; pass --device cpu to run on the CPU");
+  return p.devices > 0 ? Device::CUDA : Device::CPU;
+}
+
 Shape::Shape(std::initializer_list<int64_t> dims) {
   U2PL_CHECK(dims.size() <= 4, "shapes have at most 4 dimensions, got " << dims.size());
   for (int64_t v : dims) {

@@ -50,9 +50,18 @@ TEST_CASE("buffers are move-only owners; tensors round-trip through the host") {
 }
 
 TEST_CASE("cuda entry points without a GPU say why") {
-  if (cuda_device_count() > 0) return;
+  CHECK(cuda_version_text(13000) == "13.0");
+  CHECK(cuda_version_text(12040) == "12.4");
+  const CudaProbe p = cuda_probe();
+  // A CUDA error while looking for a device (a driver older than the runtime, say) is a failure
+  // here, naming it: only "no driver" and "no device" mean no GPU.
+  REQUIRE_MESSAGE(p.error.empty(), p.error);
+  if (p.devices > 0) return;
+  CHECK(!p.reason.empty());
+  CHECK(cuda_device_count() == 0);
+  CHECK(cuda_environment().find(cuda_built() ? p.reason : "built without CUDA") != std::string::npos);
   CHECK_THROWS_AS(Buffer(Device::CUDA, 16), Error);
-  CHECK_THROWS_AS(Context(Device::CUDA), Error);
+  CHECK_THROWS_WITH_AS(Context(Device::CUDA), doctest::Contains(p.reason.c_str()), Error);
   if (!cuda_built()) CHECK_THROWS_WITH_AS(Context(Device::CUDA), doctest::Contains("built without CUDA"), Error);
   CHECK_THROWS_WITH_AS(parse_device("gpu"), doctest::Contains("expected 'cpu' or 'cuda'"), Error);
 }

@@ -1,13 +1,17 @@
 // Test main: doctest, with the `cuda` suite excluded (and, under --cuda-only, exit code 77 so
-// CTest reports "skipped") when no CUDA device is present, the `torch` suite excluded unless
-// tools/pytorch/check_full_r101.sh has set U2PL_FULL_R101, and the `reference` suite run only under
-// --reference-only (exit 77 when U2PL_REFERENCE_DIR is unset and ../shared/reference/u2pl absent).
+// CTest reports "skipped") when no CUDA device is present; a CUDA error while looking for one
+// (engine/device_memory.h's cuda_probe) fails a --cuda-only run and is printed otherwise. Under
+// --cuda-only the CUDA environment is printed first. The `torch` suite is excluded unless
+// tools/pytorch/check_full_r101.sh has set U2PL_FULL_R101, and the `reference` suite runs only
+// under --reference-only (exit 77 when U2PL_REFERENCE_DIR is unset and ../shared/reference/u2pl
+// is absent).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -29,11 +33,23 @@ int main(int argc, char** argv) {
     else
       args.push_back(argv[i]);
   }
-  const bool gpu = u2pl::cuda_device_count() > 0;
+  const u2pl::CudaProbe probe = u2pl::cuda_probe();
+  const bool gpu = probe.devices > 0;
+  if (!probe.error.empty()) {
+    std::fprintf(stderr, "cuda suite: %s\n", probe.error.c_str());
+    if (cuda_only) return 1;
+  }
   if (cuda_only && !gpu) {
-    std::printf("cuda suite skipped: %s\n",
-                u2pl::cuda_built() ? "no CUDA device present" : "built without CUDA");
+    std::printf("cuda suite skipped: %s\n", probe.reason.c_str());
     return 77;
+  }
+  if (cuda_only) {
+    try {
+      std::printf("%s", u2pl::cuda_environment().c_str());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "cuda suite: %s\n", e.what());
+      return 1;
+    }
   }
   // With U2PL_REFERENCE_DIR set, a missing or empty directory fails inside the suite.
   if (reference_only && !std::getenv("U2PL_REFERENCE_DIR") &&

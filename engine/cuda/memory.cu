@@ -4,17 +4,6 @@
 
 namespace u2pl {
 
-bool cuda_built() { return true; }
-
-int cuda_device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
-  return n;
-}
-
 void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) { CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
 
 void* cuda_malloc(size_t bytes) {
@@ -36,7 +25,9 @@ void cuda_memcpy(void* dst, const void* src, size_t bytes, CopyKind kind) {
 }
 
 CudaHandles* create_cuda_handles(bool deterministic) {
-  U2PL_CHECK(cuda_device_count() > 0, "a CUDA context was requested but no CUDA device is present");
+  const CudaProbe probe = cuda_probe();
+  U2PL_CHECK(probe.error.empty(), probe.error);
+  U2PL_CHECK(probe.devices > 0, "a CUDA context was requested but " << probe.reason);
   CudaHandles* h = new CudaHandles();
   try {
     int dev = 0;
