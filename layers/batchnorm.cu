@@ -1,7 +1,8 @@
-// BatchNorm2d on CUDA with own kernels: per-channel two-pass statistics in double (one block per
-// channel, CUB's fixed-order block reduction: deterministic), then element-wise BnApply and
-// BnBackward from engine/math.h. Same semantics as batchnorm_forward_cpu/backward_cpu, i.e.
-// torch.nn.BatchNorm2d in train() and eval(). Covered by tests/test_cuda_layers.cpp ("batchnorm").
+// BatchNorm2d on CUDA with own kernels: per-channel two-pass statistics in double, each channel
+// split over many blocks (launch.cuh's ChannelSplit: fixed-order partial sums, deterministic),
+// then element-wise BnApply and BnBackward from engine/math.h over plane grids. Same semantics as
+// batchnorm_forward_cpu/backward_cpu, i.e. torch.nn.BatchNorm2d in train() and eval(). Covered by
+// tests/test_cuda_layers.cpp ("batchnorm").
 #include <cmath>
 
 #include "engine/cuda/launch.cuh"
@@ -11,96 +12,110 @@
 namespace u2pl {
 namespace {
 
-struct BnGeom {
-  int64_t N, C, HW;
+// Σ x over a part.
+struct SumX {
+  const float* x;
+  __device__ void operator()(int64_t, int64_t k, double* acc) const { acc[0] += x[k]; }
 };
 
-BnGeom bn_geom(Shape s) { return {s.n(), s.c(), s.h() * s.w()}; }
+// Σ (x − mean_c)² over a part; mean (C) in double.
+struct SumSquaredDeviation {
+  const float* x;
+  const double* mean;
+  __device__ void operator()(int64_t c, int64_t k, double* acc) const {
+    const double d = x[k] - mean[c];
+    acc[0] += d * d;
+  }
+};
 
-// x (N, C, HW). stat (2, C) receives mean and inverse std; save_mean, save_invstd (C) too when
-// not null. Batch statistics: biased variance to normalise, unbiased into run_var, as the CPU
-// oracle computes them (double sums, double sqrt). Otherwise the running statistics.
-__global__ void bn_stats_kernel(BnGeom g, const float* x, float* run_mean, float* run_var,
-                                bool batch_stats, float* stat, float* save_mean, float* save_invstd) {
-  const int64_t M = g.N * g.HW;
-  for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
-    float mean, invstd;
-    if (batch_stats) {
-      double s = 0;
-      for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t i = threadIdx.x; i < g.HW; i += blockDim.x) s += x[(n * g.C + c) * g.HW + i];
-      const double m = block_sum(s) / static_cast<double>(M);
-      double v = 0;
-      for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t i = threadIdx.x; i < g.HW; i += blockDim.x) {
-          const double d = x[(n * g.C + c) * g.HW + i] - m;
-          v += d * d;
-        }
-      const double var = block_sum(v) / static_cast<double>(M);
-      mean = static_cast<float>(m);
-      invstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(kBnEps)));
-      if (threadIdx.x == 0) {
-        const double unbiased = var * static_cast<double>(M) / static_cast<double>(M - 1);
-        run_mean[c] = bn_running_update<float>(run_mean[c], mean, kBnMomentum);
-        run_var[c] = bn_running_update<float>(run_var[c], static_cast<float>(unbiased), kBnMomentum);
-      }
-    } else {
-      mean = run_mean[c];
-      invstd = 1.0f / sqrtf(run_var[c] + kBnEps);
-    }
-    if (threadIdx.x == 0) {
-      stat[c] = mean;
-      stat[g.C + c] = invstd;
-      if (save_mean) save_mean[c] = mean;
-      if (save_invstd) save_invstd[c] = invstd;
-    }
+// Σ dy and Σ dy·x̂ over a part, x̂ = (x − mean)·invstd in float as the CPU oracle forms it.
+struct SumDy {
+  const float *x, *dy, *save_mean, *save_invstd;
+  __device__ void operator()(int64_t c, int64_t k, double* acc) const {
+    acc[0] += dy[k];
+    acc[1] += static_cast<double>(dy[k]) * static_cast<double>((x[k] - save_mean[c]) * save_invstd[c]);
+  }
+};
+
+// mean (C) = Σ x / M from the parts of SumX.
+__global__ void bn_mean_kernel(ChannelSplit s, const double* partial, double* mean) {
+  const double M = static_cast<double>(s.N * s.HW);
+  for (int64_t c = blockIdx.x; c < s.C; c += gridDim.x) {
+    const double total = channel_total(s, partial, 0, c);
+    if (threadIdx.x == 0) mean[c] = total / M;
   }
 }
 
-// x, y (N, C, HW); y may alias x. n = N·C·HW.
-__global__ void bn_apply_kernel(int64_t n, BnGeom g, const float* x, const float* stat,
+// From the parts of SumSquaredDeviation: biased variance to normalise, unbiased into run_var,
+// as the CPU oracle computes them (double sums, double sqrt). stat (2, C) receives mean and
+// inverse std; save_mean, save_invstd (C) too when not null.
+__global__ void bn_batch_stats_kernel(ChannelSplit s, const double* partial, const double* mean, float* run_mean,
+                                      float* run_var, float* stat, float* save_mean, float* save_invstd) {
+  const double M = static_cast<double>(s.N * s.HW);
+  for (int64_t c = blockIdx.x; c < s.C; c += gridDim.x) {
+    const double var = channel_total(s, partial, 0, c) / M;
+    if (threadIdx.x != 0) continue;
+    const float m = static_cast<float>(mean[c]);
+    const float invstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(kBnEps)));
+    const double unbiased = var * M / (M - 1);
+    run_mean[c] = bn_running_update<float>(run_mean[c], m, kBnMomentum);
+    run_var[c] = bn_running_update<float>(run_var[c], static_cast<float>(unbiased), kBnMomentum);
+    stat[c] = m;
+    stat[s.C + c] = invstd;
+    if (save_mean) save_mean[c] = m;
+    if (save_invstd) save_invstd[c] = invstd;
+  }
+}
+
+// Eval mode: stat (2, C) from the running statistics.
+__global__ void bn_running_stats_kernel(int64_t C, const float* run_mean, const float* run_var, float* stat,
+                                        float* save_mean, float* save_invstd) {
+  for (int64_t c = grid_start(); c < C; c += grid_step()) {
+    const float m = run_mean[c], invstd = 1.0f / sqrtf(run_var[c] + kBnEps);
+    stat[c] = m;
+    stat[C + c] = invstd;
+    if (save_mean) save_mean[c] = m;
+    if (save_invstd) save_invstd[c] = invstd;
+  }
+}
+
+// x, y (N·C planes of HW); y may alias x.
+__global__ void bn_apply_kernel(int64_t planes, int64_t C, int32_t HW, const float* x, const float* stat,
                                 const float* gamma, const float* beta, float* y) {
-  for (int64_t k = grid_start(); k < n; k += grid_step()) {
-    const int64_t c = (k / g.HW) % g.C;
-    y[k] = BnApply<float>{stat[c], stat[g.C + c], gamma[c], beta[c]}(x[k]);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t c = p % C;
+    const BnApply<float> f{stat[c], stat[C + c], gamma[c], beta[c]};
+    const float* xp = x + p * HW;
+    float* yp = y + p * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) yp[i] = f(xp[i]);
   }
 }
 
-// x, dy (N, C, HW). dgamma += Σ dy·x̂, dbeta += Σ dy (double sums); coef (2, C) receives
-// mean_dy and mean_dy_xhat for the dx kernel.
-__global__ void bn_backward_reduce_kernel(BnGeom g, const float* x, const float* dy,
-                                          const float* save_mean, const float* save_invstd,
-                                          float* dgamma, float* dbeta, float* coef) {
-  const int64_t M = g.N * g.HW;
-  for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
-    const float mean = save_mean[c], invstd = save_invstd[c];
-    double sdy = 0, sdyx = 0;
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t i = threadIdx.x; i < g.HW; i += blockDim.x) {
-        const int64_t k = (n * g.C + c) * g.HW + i;
-        sdy += dy[k];
-        sdyx += static_cast<double>(dy[k]) * static_cast<double>((x[k] - mean) * invstd);
-      }
-    sdy = block_sum(sdy);
-    sdyx = block_sum(sdyx);
-    if (threadIdx.x == 0) {
-      dgamma[c] += static_cast<float>(sdyx);
-      dbeta[c] += static_cast<float>(sdy);
-      coef[c] = static_cast<float>(sdy / static_cast<double>(M));
-      coef[g.C + c] = static_cast<float>(sdyx / static_cast<double>(M));
-    }
+// dgamma += Σ dy·x̂, dbeta += Σ dy from the parts of SumDy; coef (2, C) receives mean_dy and
+// mean_dy_xhat for the dx kernel.
+__global__ void bn_backward_coef_kernel(ChannelSplit s, const double* partial, float* dgamma, float* dbeta,
+                                        float* coef) {
+  const double M = static_cast<double>(s.N * s.HW);
+  for (int64_t c = blockIdx.x; c < s.C; c += gridDim.x) {
+    const double sdy = channel_total(s, partial, 0, c);
+    const double sdyx = channel_total(s, partial, 1, c);
+    if (threadIdx.x != 0) continue;
+    dgamma[c] += static_cast<float>(sdyx);
+    dbeta[c] += static_cast<float>(sdy);
+    coef[c] = static_cast<float>(sdy / M);
+    coef[s.C + c] = static_cast<float>(sdyx / M);
   }
 }
 
-// x, dy, dx (N, C, HW); n = N·C·HW.
-__global__ void bn_backward_dx_kernel(int64_t n, BnGeom g, const float* x, const float* dy,
-                                      const float* gamma, const float* save_mean,
-                                      const float* save_invstd, const float* coef, bool batch_stats,
-                                      float* dx, float beta_dx) {
-  for (int64_t k = grid_start(); k < n; k += grid_step()) {
-    const int64_t c = (k / g.HW) % g.C;
-    const BnBackward<float> f{save_mean[c], save_invstd[c], gamma[c], coef[c], coef[g.C + c], batch_stats};
-    dx[k] = blend(f(x[k], dy[k]), dx[k], beta_dx);
+// x, dy, dx (N·C planes of HW).
+__global__ void bn_backward_dx_kernel(int64_t planes, int64_t C, int32_t HW, const float* x, const float* dy,
+                                      const float* gamma, const float* save_mean, const float* save_invstd,
+                                      const float* coef, bool batch_stats, float* dx, float beta_dx) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t c = p % C;
+    const BnBackward<float> f{save_mean[c], save_invstd[c], gamma[c], coef[c], coef[C + c], batch_stats};
+    const int64_t o = p * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) dx[o + i] = blend(f(x[o + i], dy[o + i]), dx[o + i], beta_dx);
   }
 }
 
@@ -109,29 +124,56 @@ __global__ void bn_backward_dx_kernel(int64_t n, BnGeom g, const float* x, const
 void batchnorm_forward_cuda(Context& ctx, TensorView x, TensorView gamma, TensorView beta,
                             TensorView run_mean, TensorView run_var, bool batch_stats, TensorView y,
                             TensorView save_mean, TensorView save_invstd) {
-  const BnGeom g = bn_geom(x.shape);
-  float* stat = static_cast<float*>(ctx.workspace(2 * g.C * sizeof(float)));
-  bn_stats_kernel<<<blocks_for(ctx, g.C), kBlock, 0, stream_of(ctx)>>>(
-      g, x.data, run_mean.data, run_var.data, batch_stats, stat, save_mean.data, save_invstd.data);
-  CUDA_CHECK_LAUNCH();
-  const int64_t n = x.numel();
-  bn_apply_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, g, x.data, stat, gamma.data,
-                                                                    beta.data, y.data);
+  const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
+  const ChannelSplit s = channel_split(ctx, N, C, HW);
+  WorkspacePlan plan;
+  const size_t at_stat = plan.add(2 * C * sizeof(float)), at_mean = plan.add(C * sizeof(double));
+  const size_t at_partial = plan.add(static_cast<size_t>(C * s.parts()) * sizeof(double));
+  char* ws = static_cast<char*>(ctx.workspace(plan.bytes()));
+  float* stat = reinterpret_cast<float*>(ws + at_stat);
+  if (batch_stats) {
+    double* mean = reinterpret_cast<double*>(ws + at_mean);
+    double* partial = reinterpret_cast<double*>(ws + at_partial);
+    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(s, SumX{x.data}, partial);
+    CUDA_CHECK_LAUNCH();
+    bn_mean_kernel<<<blocks_for(ctx, C), kBlock, 0, stream_of(ctx)>>>(s, partial, mean);
+    CUDA_CHECK_LAUNCH();
+    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
+        s, SumSquaredDeviation{x.data, mean}, partial);
+    CUDA_CHECK_LAUNCH();
+    bn_batch_stats_kernel<<<blocks_for(ctx, C), kBlock, 0, stream_of(ctx)>>>(
+        s, partial, mean, run_mean.data, run_var.data, stat, save_mean.data, save_invstd.data);
+    CUDA_CHECK_LAUNCH();
+  } else {
+    bn_running_stats_kernel<<<grid_for(ctx, C), kBlock, 0, stream_of(ctx)>>>(C, run_mean.data, run_var.data, stat,
+                                                                              save_mean.data, save_invstd.data);
+    CUDA_CHECK_LAUNCH();
+  }
+  bn_apply_kernel<<<plane_grid(ctx, N * C, HW), kBlock, 0, stream_of(ctx)>>>(N * C, C, int32_t(HW), x.data, stat,
+                                                                             gamma.data, beta.data, y.data);
   CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_backward_cuda(Context& ctx, TensorView x, TensorView gamma, TensorView save_mean,
                              TensorView save_invstd, bool batch_stats, TensorView dy, TensorView dx,
                              float beta_dx, TensorView dgamma, TensorView dbeta) {
-  const BnGeom g = bn_geom(x.shape);
-  float* coef = static_cast<float*>(ctx.workspace(2 * g.C * sizeof(float)));
-  bn_backward_reduce_kernel<<<blocks_for(ctx, g.C), kBlock, 0, stream_of(ctx)>>>(
-      g, x.data, dy.data, save_mean.data, save_invstd.data, dgamma.data, dbeta.data, coef);
+  const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
+  const ChannelSplit s = channel_split(ctx, N, C, HW);
+  WorkspacePlan plan;
+  const size_t at_coef = plan.add(2 * C * sizeof(float));
+  const size_t at_partial = plan.add(static_cast<size_t>(2 * C * s.parts()) * sizeof(double));
+  char* ws = static_cast<char*>(ctx.workspace(plan.bytes()));
+  float* coef = reinterpret_cast<float*>(ws + at_coef);
+  double* partial = reinterpret_cast<double*>(ws + at_partial);
+  channel_partials_kernel<2><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
+      s, SumDy{x.data, dy.data, save_mean.data, save_invstd.data}, partial);
+  CUDA_CHECK_LAUNCH();
+  bn_backward_coef_kernel<<<blocks_for(ctx, C), kBlock, 0, stream_of(ctx)>>>(s, partial, dgamma.data, dbeta.data,
+                                                                               coef);
   CUDA_CHECK_LAUNCH();
   if (!dx.defined()) return;
-  const int64_t n = x.numel();
-  bn_backward_dx_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(
-      n, g, x.data, dy.data, gamma.data, save_mean.data, save_invstd.data, coef, batch_stats,
+  bn_backward_dx_kernel<<<plane_grid(ctx, N * C, HW), kBlock, 0, stream_of(ctx)>>>(
+      N * C, C, int32_t(HW), x.data, dy.data, gamma.data, save_mean.data, save_invstd.data, coef, batch_stats,
       dx.data, beta_dx);
   CUDA_CHECK_LAUNCH();
 }

@@ -8,13 +8,14 @@ namespace u2pl {
 namespace {
 
 // src (N, src_c, HW), dst (N, dst_c, HW): dst[:, d0 + ch] = src[:, s0 + ch] + beta·dst[:, d0 + ch]
-// for ch < c; the loop runs over the N·c·HW copied elements.
-__global__ void channel_block_kernel(int64_t n, int64_t c, int64_t HW, const float* src, int64_t src_c,
+// for ch < c; one plane of the grid per copied (image, channel).
+__global__ void channel_block_kernel(int64_t planes, int64_t c, int32_t HW, const float* src, int64_t src_c,
                                      int64_t s0, float* dst, int64_t dst_c, int64_t d0, float beta) {
-  for (int64_t k = grid_start(); k < n; k += grid_step()) {
-    const int64_t i = k % HW, plane = k / HW, ch = plane % c, b = plane / c;
-    float& d = dst[(b * dst_c + d0 + ch) * HW + i];
-    d = blend(src[(b * src_c + s0 + ch) * HW + i], d, beta);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t b = p / c, ch = p % c;
+    const float* sp = src + (b * src_c + s0 + ch) * HW;
+    float* dp = dst + (b * dst_c + d0 + ch) * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) dp[i] = blend(sp[i], dp[i], beta);
   }
 }
 
@@ -23,10 +24,9 @@ __global__ void channel_block_kernel(int64_t n, int64_t c, int64_t HW, const flo
 void channel_block_copy_cuda(Context& ctx, int64_t N, int64_t c, int64_t HW, const float* src,
                              int64_t src_c, int64_t s0, float* dst, int64_t dst_c, int64_t d0,
                              float beta) {
-  const int64_t n = N * c * HW;
-  if (n == 0) return;  // c or HW is 0: no division by them
-  channel_block_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, c, HW, src, src_c, s0, dst,
-                                                                         dst_c, d0, beta);
+  if (N * c * HW == 0) return;  // c or HW is 0: no division by them
+  channel_block_kernel<<<plane_grid(ctx, N * c, HW), kBlock, 0, stream_of(ctx)>>>(N * c, c, int32_t(HW), src, src_c,
+                                                                                  s0, dst, dst_c, d0, beta);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,5 @@
-// ReLU, add, gradient accumulation and Dropout2d on CUDA: grid-stride kernels over the shared
-// functors of engine/math.h. Must match torch.relu, a + b and nn.Dropout2d(p) with the mask
+// ReLU, add, gradient accumulation, Dropout2d and the EMA update on CUDA: grid-stride kernels (the
+// channel scale over a plane grid) around the shared functors of engine/math.h. Must match torch.relu, a + b and nn.Dropout2d(p) with the mask
 // given. Covered by tests/test_cuda_layers.cpp ("relu, add, accumulate", "dropout2d").
 #include "engine/cuda/launch.cuh"
 #include "engine/math.h"
@@ -38,9 +38,13 @@ __global__ void dropout_scale_kernel(int64_t n, float p, uint64_t seed, uint64_t
 }
 
 // x, y (N·C planes of HW); scale (N·C). y = x·scale + beta·y; y may alias x.
-__global__ void channel_scale_kernel(int64_t n, int64_t HW, const float* x, const float* scale,
-                                     float* y, float beta) {
-  for (int64_t i = grid_start(); i < n; i += grid_step()) y[i] = blend(x[i] * scale[i / HW], y[i], beta);
+__global__ void channel_scale_kernel(int64_t planes, int32_t HW, const float* x, const float* scale, float* y,
+                                     float beta) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const float s = scale[p];
+    const int64_t o = p * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) y[o + i] = blend(x[o + i] * s, y[o + i], beta);
+  }
 }
 
 // t, s (n): the EMA teacher update.
@@ -82,10 +86,10 @@ void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t of
 }
 
 void channel_scale_cuda(Context& ctx, TensorView x, TensorView scale, TensorView y, float beta) {
-  const int64_t n = x.numel(), HW = x.shape.h() * x.shape.w();
-  if (n == 0) return;  // HW may be 0: nothing to scale, and no division by it
-  channel_scale_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, HW, x.data, scale.data,
-                                                                         y.data, beta);
+  const int64_t planes = x.shape.n() * x.shape.c(), HW = x.shape.h() * x.shape.w();
+  if (planes * HW == 0) return;
+  channel_scale_kernel<<<plane_grid(ctx, planes, HW), kBlock, 0, stream_of(ctx)>>>(planes, int32_t(HW), x.data,
+                                                                                   scale.data, y.data, beta);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,4 +1,4 @@
-// Box mixing on CUDA (layers/mix.h): one grid-stride kernel over the output; the boxes travel by
+// Box mixing on CUDA (layers/mix.h): one kernel over a plane grid of the output; the boxes travel by
 // value in a small fixed table (batches up to kMaxMixBatch images per call). Covered by
 // tests/test_cuda_layers.cpp ("box mix").
 #include "engine/cuda/launch.cuh"
@@ -12,14 +12,22 @@ struct BoxTable {
   Box b[kMaxMixBatch];
 };
 
+// in, out (B·C planes of H·W): inside image b's box, plane (b, c) takes image (b + 1) mod B's.
 template <class T>
-__global__ void box_mix_kernel(BoxTable boxes, int64_t B, int64_t C, int64_t H, int64_t W, const T* in, T* out) {
-  const int64_t n = B * C * H * W;
-  for (int64_t i = grid_start(); i < n; i += grid_step()) {
-    const int64_t x = i % W, y = (i / W) % H, p = i / (H * W), b = p / C, c = p % C;
+__global__ void box_mix_kernel(BoxTable boxes, int64_t B, int64_t C, int32_t H, int32_t W, const T* in, T* out) {
+  const int64_t planes = B * C;
+  const int32_t HW = H * W;
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const int64_t b = p / C, c = p % C;
     const Box& bx = boxes.b[b];
-    const bool inside = y >= bx.y0 && y < bx.y0 + bx.h && x >= bx.x0 && x < bx.x0 + bx.w;
-    out[i] = in[((inside ? ((b + 1) % B) * C + c : p) * H + y) * W + x];
+    const T* own = in + p * HW;
+    const T* next = in + (((b + 1) % B) * C + c) * HW;
+    T* o = out + p * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) {
+      const int32_t y = i / W, x = i - y * W;
+      const bool inside = y >= bx.y0 && y < bx.y0 + bx.h && x >= bx.x0 && x < bx.x0 + bx.w;
+      o[i] = inside ? next[i] : own[i];
+    }
   }
 }
 
@@ -29,8 +37,8 @@ void launch(Context& ctx, const std::vector<Box>& boxes, int64_t B, int64_t C, i
   U2PL_CHECK(B <= kMaxMixBatch, "box mix on cuda: at most " << kMaxMixBatch << " images per call, got " << B);
   BoxTable t{};
   for (int64_t i = 0; i < B; ++i) t.b[i] = boxes[i];
-  const int64_t n = B * C * H * W;
-  box_mix_kernel<T><<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(t, B, C, H, W, in, out);
+  box_mix_kernel<T><<<plane_grid(ctx, B * C, H * W), kBlock, 0, stream_of(ctx)>>>(t, B, C, int32_t(H), int32_t(W),
+                                                                                  in, out);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -20,13 +20,17 @@ PoolGeom pool_geom(const MaxPoolSpec& s, Shape xs) {
   return {s.k, s.stride, s.pad, xs.h(), xs.w(), ys.h(), ys.w()};
 }
 
-// x (planes, H, W) -> y (planes, OH, OW); n = planes·OH·OW.
-__global__ void maxpool_forward_kernel(int64_t n, PoolGeom g, const float* x, float* y) {
-  for (int64_t o = grid_start(); o < n; o += grid_step()) {
-    const int64_t ow = o % g.OW, oh = (o / g.OW) % g.OH, p = o / (g.OW * g.OH);
+// x (planes, H, W) -> y (planes, OH, OW).
+__global__ void maxpool_forward_kernel(int64_t planes, PoolGeom g, const float* x, float* y) {
+  const int32_t OW = int32_t(g.OW), n = int32_t(g.OH * g.OW);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     const float* plane = x + p * g.H * g.W;
-    const PoolWindow win = pool_window(oh, ow, g.k, g.stride, g.pad, g.H, g.W);
-    y[o] = plane[pool_argmax(plane, g.W, win)];
+    float* out = y + p * n;
+    for (int32_t o = plane_start(); o < n; o += plane_step()) {
+      const int32_t oh = o / OW, ow = o - oh * OW;
+      const PoolWindow win = pool_window(oh, ow, g.k, g.stride, g.pad, g.H, g.W);
+      out[o] = plane[pool_argmax(plane, g.W, win)];
+    }
   }
 }
 
@@ -41,23 +45,27 @@ __device__ int64_t last_window(int64_t i, int stride, int pad, int64_t out) {
   return b < out - 1 ? b : out - 1;
 }
 
-// x, dx (planes, H, W), dy (planes, OH, OW); n = planes·H·W. Each input pixel sums dy over the
-// windows whose first maximum (pool_argmax, as in the forward) it is, in the CPU's row-major
-// window order, starting from beta·dx.
-__global__ void maxpool_backward_kernel(int64_t n, PoolGeom g, const float* x, const float* dy,
+// x, dx (planes, H, W), dy (planes, OH, OW). Each input pixel sums dy over the windows whose
+// first maximum (pool_argmax, as in the forward) it is, in the CPU's row-major window order,
+// starting from beta·dx.
+__global__ void maxpool_backward_kernel(int64_t planes, PoolGeom g, const float* x, const float* dy,
                                         float* dx, float beta) {
-  for (int64_t idx = grid_start(); idx < n; idx += grid_step()) {
-    const int64_t w = idx % g.W, h = (idx / g.W) % g.H, p = idx / (g.W * g.H);
-    const float* plane = x + p * g.H * g.W;
+  const int32_t W = int32_t(g.W), n = int32_t(g.H * g.W);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const float* plane = x + p * n;
     const float* dplane = dy + p * g.OH * g.OW;
-    float acc = blend(0.0f, dx[idx], beta);
-    const int64_t oh1 = last_window(h, g.stride, g.pad, g.OH), ow1 = last_window(w, g.stride, g.pad, g.OW);
-    for (int64_t oh = first_window(h, g.k, g.stride, g.pad); oh <= oh1; ++oh)
-      for (int64_t ow = first_window(w, g.k, g.stride, g.pad); ow <= ow1; ++ow) {
-        const PoolWindow win = pool_window(oh, ow, g.k, g.stride, g.pad, g.H, g.W);
-        if (pool_argmax(plane, g.W, win) == h * g.W + w) acc += dplane[oh * g.OW + ow];
-      }
-    dx[idx] = acc;
+    float* dxp = dx + p * n;
+    for (int32_t idx = plane_start(); idx < n; idx += plane_step()) {
+      const int32_t h = idx / W, w = idx - h * W;
+      float acc = blend(0.0f, dxp[idx], beta);
+      const int64_t oh1 = last_window(h, g.stride, g.pad, g.OH), ow1 = last_window(w, g.stride, g.pad, g.OW);
+      for (int64_t oh = first_window(h, g.k, g.stride, g.pad); oh <= oh1; ++oh)
+        for (int64_t ow = first_window(w, g.k, g.stride, g.pad); ow <= ow1; ++ow) {
+          const PoolWindow win = pool_window(oh, ow, g.k, g.stride, g.pad, g.H, g.W);
+          if (pool_argmax(plane, g.W, win) == int64_t(idx)) acc += dplane[oh * g.OW + ow];
+        }
+      dxp[idx] = acc;
+    }
   }
 }
 
@@ -71,27 +79,33 @@ __global__ void gap_forward_kernel(int64_t planes, int64_t HW, const float* x, f
   }
 }
 
-// dy (planes), dx (planes, HW); n = planes·HW.
-__global__ void gap_backward_kernel(int64_t n, int64_t HW, const float* dy, float* dx, float beta) {
-  for (int64_t i = grid_start(); i < n; i += grid_step())
-    dx[i] = blend(dy[i / HW] / static_cast<float>(HW), dx[i], beta);
+// dy (planes), dx (planes, HW).
+__global__ void gap_backward_kernel(int64_t planes, int32_t HW, const float* dy, float* dx, float beta) {
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const float g = dy[p] / static_cast<float>(HW);
+    float* dxp = dx + p * HW;
+    for (int32_t i = plane_start(); i < HW; i += plane_step()) dxp[i] = blend(g, dxp[i], beta);
+  }
 }
 
 }  // namespace
 
 void maxpool_forward_cuda(Context& ctx, const MaxPoolSpec& s, TensorView x, TensorView y) {
   const PoolGeom g = pool_geom(s, x.shape);
-  const int64_t n = y.numel();
-  maxpool_forward_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, g, x.data, y.data);
+  const int64_t planes = x.shape.n() * x.shape.c();
+  if (planes * g.OH * g.OW == 0) return;
+  maxpool_forward_kernel<<<plane_grid(ctx, planes, g.OH * g.OW), kBlock, 0, stream_of(ctx)>>>(planes, g, x.data,
+                                                                                              y.data);
   CUDA_CHECK_LAUNCH();
 }
 
 void maxpool_backward_cuda(Context& ctx, const MaxPoolSpec& s, TensorView x, TensorView dy,
                            TensorView dx, float beta) {
   const PoolGeom g = pool_geom(s, x.shape);
-  const int64_t n = dx.numel();
-  maxpool_backward_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, g, x.data, dy.data,
-                                                                            dx.data, beta);
+  const int64_t planes = x.shape.n() * x.shape.c();
+  if (planes * g.H * g.W == 0) return;
+  maxpool_backward_kernel<<<plane_grid(ctx, planes, g.H * g.W), kBlock, 0, stream_of(ctx)>>>(planes, g, x.data,
+                                                                                             dy.data, dx.data, beta);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -102,8 +116,10 @@ void global_avgpool_forward_cuda(Context& ctx, TensorView x, TensorView y) {
 }
 
 void global_avgpool_backward_cuda(Context& ctx, TensorView dy, TensorView dx, float beta) {
-  const int64_t n = dx.numel(), HW = dx.shape.h() * dx.shape.w();
-  gap_backward_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, HW, dy.data, dx.data, beta);
+  const int64_t planes = dx.shape.n() * dx.shape.c(), HW = dx.shape.h() * dx.shape.w();
+  if (planes * HW == 0) return;
+  gap_backward_kernel<<<plane_grid(ctx, planes, HW), kBlock, 0, stream_of(ctx)>>>(planes, int32_t(HW), dy.data,
+                                                                                  dx.data, beta);
   CUDA_CHECK_LAUNCH();
 }
 

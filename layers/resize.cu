@@ -21,15 +21,19 @@ ResizeGeom resize_geom(Shape xs, Shape ys) {
           align_corners_scale(xs.w(), ys.w())};
 }
 
-// x (planes, H, W) -> y (planes, OH, OW); n = planes·OH·OW. The CPU oracle's expression.
-__global__ void bilinear_forward_kernel(int64_t n, ResizeGeom g, const float* x, float* y) {
-  for (int64_t o = grid_start(); o < n; o += grid_step()) {
-    const int64_t ow = o % g.OW, oh = (o / g.OW) % g.OH, p = o / (g.OW * g.OH);
+// x (planes, H, W) -> y (planes, OH, OW). The CPU oracle's expression.
+__global__ void bilinear_forward_kernel(int64_t planes, ResizeGeom g, const float* x, float* y) {
+  const int32_t OW = int32_t(g.OW), n = int32_t(g.OH * g.OW);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     const float* plane = x + p * g.H * g.W;
-    const LinearTap th = linear_tap(oh, g.sh, g.H), tw = linear_tap(ow, g.sw, g.W);
-    const float lh = th.l1, lw = tw.l1;
-    y[o] = (1.0f - lh) * ((1.0f - lw) * plane[th.i0 * g.W + tw.i0] + lw * plane[th.i0 * g.W + tw.i1]) +
-           lh * ((1.0f - lw) * plane[th.i1 * g.W + tw.i0] + lw * plane[th.i1 * g.W + tw.i1]);
+    float* out = y + p * n;
+    for (int32_t o = plane_start(); o < n; o += plane_step()) {
+      const int32_t oh = o / OW, ow = o - oh * OW;
+      const LinearTap th = linear_tap(oh, g.sh, g.H), tw = linear_tap(ow, g.sw, g.W);
+      const float lh = th.l1, lw = tw.l1;
+      out[o] = (1.0f - lh) * ((1.0f - lw) * plane[th.i0 * g.W + tw.i0] + lw * plane[th.i0 * g.W + tw.i1]) +
+               lh * ((1.0f - lw) * plane[th.i1 * g.W + tw.i0] + lw * plane[th.i1 * g.W + tw.i1]);
+    }
   }
 }
 
@@ -48,45 +52,55 @@ __device__ Candidates candidates(int64_t i, float scale, int64_t out) {
   return {static_cast<int64_t>(lo < 0 ? 0 : lo), static_cast<int64_t>(hi > last ? last : hi)};
 }
 
-// dy (planes, OH, OW), dx (planes, H, W); n = planes·H·W. Each input pixel adds the terms the
-// CPU scatter would add to it, in the same (oh, ow, tap) order, starting from beta·dx.
-__global__ void bilinear_backward_kernel(int64_t n, ResizeGeom g, const float* dy, float* dx, float beta) {
-  for (int64_t idx = grid_start(); idx < n; idx += grid_step()) {
-    const int64_t w = idx % g.W, h = (idx / g.W) % g.H, p = idx / (g.W * g.H);
+// dy (planes, OH, OW), dx (planes, H, W). Each input pixel adds the terms the CPU scatter would
+// add to it, in the same (oh, ow, tap) order, starting from beta·dx.
+__global__ void bilinear_backward_kernel(int64_t planes, ResizeGeom g, const float* dy, float* dx, float beta) {
+  const int32_t W = int32_t(g.W), n = int32_t(g.H * g.W);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
     const float* dplane = dy + p * g.OH * g.OW;
-    float acc = blend(0.0f, dx[idx], beta);
-    const Candidates ch = candidates(h, g.sh, g.OH), cw = candidates(w, g.sw, g.OW);
-    for (int64_t oh = ch.lo; oh <= ch.hi; ++oh) {
-      const LinearTap th = linear_tap(oh, g.sh, g.H);
-      if (th.i0 != h && th.i1 != h) continue;
-      for (int64_t ow = cw.lo; ow <= cw.hi; ++ow) {
-        const LinearTap tw = linear_tap(ow, g.sw, g.W);
-        if (tw.i0 != w && tw.i1 != w) continue;
-        const float gr = dplane[oh * g.OW + ow], lh = th.l1, lw = tw.l1;
-        if (th.i0 == h && tw.i0 == w) acc += (1.0f - lh) * (1.0f - lw) * gr;
-        if (th.i0 == h && tw.i1 == w) acc += (1.0f - lh) * lw * gr;
-        if (th.i1 == h && tw.i0 == w) acc += lh * (1.0f - lw) * gr;
-        if (th.i1 == h && tw.i1 == w) acc += lh * lw * gr;
+    float* dxp = dx + p * n;
+    for (int32_t idx = plane_start(); idx < n; idx += plane_step()) {
+      const int32_t h = idx / W, w = idx - h * W;
+      float acc = blend(0.0f, dxp[idx], beta);
+      const Candidates ch = candidates(h, g.sh, g.OH), cw = candidates(w, g.sw, g.OW);
+      for (int64_t oh = ch.lo; oh <= ch.hi; ++oh) {
+        const LinearTap th = linear_tap(oh, g.sh, g.H);
+        if (th.i0 != h && th.i1 != h) continue;
+        for (int64_t ow = cw.lo; ow <= cw.hi; ++ow) {
+          const LinearTap tw = linear_tap(ow, g.sw, g.W);
+          if (tw.i0 != w && tw.i1 != w) continue;
+          const float gr = dplane[oh * g.OW + ow], lh = th.l1, lw = tw.l1;
+          if (th.i0 == h && tw.i0 == w) acc += (1.0f - lh) * (1.0f - lw) * gr;
+          if (th.i0 == h && tw.i1 == w) acc += (1.0f - lh) * lw * gr;
+          if (th.i1 == h && tw.i0 == w) acc += lh * (1.0f - lw) * gr;
+          if (th.i1 == h && tw.i1 == w) acc += lh * lw * gr;
+        }
       }
+      dxp[idx] = acc;
     }
-    dx[idx] = acc;
   }
 }
 
-// x (planes, H, W) -> y (planes, OH, OW); n = planes·OH·OW.
+// x (planes, H, W) -> y (planes, OH, OW).
 template <class T>
-__global__ void nearest_kernel(int64_t n, int64_t H, int64_t W, int64_t OH, int64_t OW, const T* x, T* y) {
-  for (int64_t o = grid_start(); o < n; o += grid_step()) {
-    const int64_t ow = o % OW, oh = (o / OW) % OH, p = o / (OW * OH);
-    y[o] = x[(p * H + nearest_src(oh, H, OH)) * W + nearest_src(ow, W, OW)];
+__global__ void nearest_kernel(int64_t planes, int64_t H, int64_t W, int64_t OH, int32_t OW, const T* x, T* y) {
+  const int32_t n = int32_t(OH * OW);
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+    const T* plane = x + p * H * W;
+    T* out = y + p * n;
+    for (int32_t o = plane_start(); o < n; o += plane_step()) {
+      const int32_t oh = o / OW, ow = o - oh * OW;
+      out[o] = plane[nearest_src(oh, H, OH) * W + nearest_src(ow, W, int64_t(OW))];
+    }
   }
 }
 
 template <class T>
 void nearest_launch(Context& ctx, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
                     const T* x, T* y) {
-  const int64_t n = planes * OH * OW;
-  nearest_kernel<T><<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, H, W, OH, OW, x, y);
+  if (planes * OH * OW == 0) return;
+  nearest_kernel<T><<<plane_grid(ctx, planes, OH * OW), kBlock, 0, stream_of(ctx)>>>(planes, H, W, OH, int32_t(OW),
+                                                                                       x, y);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -94,15 +108,19 @@ void nearest_launch(Context& ctx, int64_t planes, int64_t H, int64_t W, int64_t 
 
 void bilinear_forward_cuda(Context& ctx, TensorView x, TensorView y) {
   const ResizeGeom g = resize_geom(x.shape, y.shape);
-  const int64_t n = y.numel();
-  bilinear_forward_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, g, x.data, y.data);
+  const int64_t planes = x.shape.n() * x.shape.c();
+  if (planes * g.OH * g.OW == 0) return;
+  bilinear_forward_kernel<<<plane_grid(ctx, planes, g.OH * g.OW), kBlock, 0, stream_of(ctx)>>>(planes, g, x.data,
+                                                                                               y.data);
   CUDA_CHECK_LAUNCH();
 }
 
 void bilinear_backward_cuda(Context& ctx, TensorView dy, TensorView dx, float beta) {
   const ResizeGeom g = resize_geom(dx.shape, dy.shape);
-  const int64_t n = dx.numel();
-  bilinear_backward_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, g, dy.data, dx.data, beta);
+  const int64_t planes = dx.shape.n() * dx.shape.c();
+  if (planes * g.H * g.W == 0) return;
+  bilinear_backward_kernel<<<plane_grid(ctx, planes, g.H * g.W), kBlock, 0, stream_of(ctx)>>>(planes, g, dy.data,
+                                                                                              dx.data, beta);
   CUDA_CHECK_LAUNCH();
 }
 
