@@ -38,6 +38,7 @@ struct Plan {
   int32_t term_anchor[kMaxClasses], term_queue[kMaxClasses];  // per term: anchor class, queue class
   int64_t anchor_start[kMaxClasses], proto_start[kMaxClasses], neg_start[kMaxClasses];  // list offsets
   int64_t push_first[kMaxClasses], push_tail[kMaxClasses];  // ring_push of this step's negatives
+  int64_t keep_start[kMaxClasses + 1];  // prefix sums of the rows each push keeps (count − first)
 };
 
 // anchor_cls, proto_cls (P): the class a pixel is an anchor / prototype pixel of (at most one:
@@ -102,6 +103,7 @@ struct PlanArgs {
 __global__ void plan_kernel(PlanArgs a, const ull* counts, DeviceQueues q, Plan* plan) {
   const int C = a.C;
   int64_t an = 0, pr = 0, ng = 0;
+  plan->keep_start[0] = 0;
   for (int c = 0; c < C; ++c) {
     plan->anchor_start[c] = an;
     plan->proto_start[c] = pr;
@@ -113,6 +115,7 @@ __global__ void plan_kernel(PlanArgs a, const ull* counts, DeviceQueues q, Plan*
                                  static_cast<int64_t>(counts[kNeg * C + c]));
     plan->push_first[c] = r.first;
     plan->push_tail[c] = r.tail;
+    plan->keep_start[c + 1] = plan->keep_start[c] + static_cast<int64_t>(counts[kNeg * C + c]) - r.first;
     q.head[c] = r.head;
     q.size[c] = r.size;
   }
@@ -137,17 +140,21 @@ __global__ void plan_kernel(PlanArgs a, const ull* counts, DeviceQueues q, Plan*
                          : 1.0 / (double(listed) * double(a.M));
 }
 
-// neg_list (Σ negatives) -> the queues: row r is pixel k of class c; the rows ring_push keeps go
-// to their slots. A grid-stride loop over (row, channel) up to the device count.
-__global__ void push_kernel(Geom g, DeviceQueues q, const int32_t* neg_list, const int64_t* neg_total,
-                            const Plan* plan, const float* rep_t) {
-  const int64_t total = *neg_total * g.D;
-  for (int64_t t = grid_start(); t < total; t += grid_step()) {
-    const int64_t r = t / g.D, e = t % g.D, f = neg_list[r], c = f / g.P, k = f - c * g.P;
-    const int64_t i = r - plan->neg_start[c], first = plan->push_first[c];
-    if (i < first) continue;  // overwritten within this push: only the newest capacity rows stay
-    const int64_t slot = (plan->push_tail[c] + i - first) % q.capacity[c];
-    q.data[(q.offset[c] + slot) * g.D + e] = rep_t[g.base(k) + e * g.HW];
+// neg_list (Σ negatives, class c's pixels k as c·P + k) -> the queues: only the rows ring_push
+// keeps (the newest capacity of each class; the others would be overwritten within this push),
+// one warp per kept row with the lanes over its D channels, so each queue row is written whole.
+// Kept row i of class c is list entry neg_start[c] + push_first[c] + i and lands in slot
+// (push_tail[c] + i) mod capacity.
+__global__ void push_kernel(Geom g, DeviceQueues q, const int32_t* neg_list, const Plan* plan, const float* rep_t) {
+  const int64_t kept = plan->keep_start[g.C];
+  for (int64_t w = warp_start(); w < kept; w += warp_step()) {
+    int c = 0;
+    while (plan->keep_start[c + 1] <= w) ++c;  // few classes: a linear search
+    const int64_t i = w - plan->keep_start[c];
+    const int64_t k = neg_list[plan->neg_start[c] + plan->push_first[c] + i] - int64_t(c) * g.P;
+    const float* src = rep_t + g.base(k);
+    float* dst = q.data + (q.offset[c] + (plan->push_tail[c] + i) % q.capacity[c]) * g.D;
+    for (int64_t e = lane_id(); e < g.D; e += 32) dst[e] = src[e * g.HW];
   }
 }
 
@@ -438,7 +445,7 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   const PlanArgs pa{int(C), M, N, p.memory_bank, p.queue_index_bug, p.normalise_valid_classes, p.binary};
   plan_kernel<<<1, 1, 0, st>>>(pa, counts, q, plan);
   CUDA_CHECK_LAUNCH();
-  push_kernel<<<grid_for(ctx, CP * D), kBlock, 0, st>>>(g, q, neg_list, selected + 2, plan, in.rep_teacher.data);
+  push_kernel<<<grid_for(ctx, CP * 32), kBlock, 0, st>>>(g, q, neg_list, plan, in.rep_teacher.data);
   CUDA_CHECK_LAUNCH();
   prototype_kernel<<<blocks_for(ctx, C * D), kBlock, 0, st>>>(g, counts, plan, proto_list, in.rep_teacher.data, proto);
   CUDA_CHECK_LAUNCH();

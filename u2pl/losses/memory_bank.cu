@@ -17,15 +17,16 @@ __global__ void plan_push_kernel(DeviceQueues q, int c, int64_t n, int64_t* plan
   q.size[c] = r.size;
 }
 
-// rows (n, dim) -> queue c: rows [first, n) of the batch, row i at (tail + i − first) % capacity.
-// The surviving rows are at most the capacity, so no two land on the same slot.
+// rows (n, dim) -> queue c: rows [first, n) of the batch, row i at (tail + i − first) % capacity,
+// one warp per surviving row (only those: the others would be overwritten within this push).
+// They are at most the capacity, so no two land on the same slot.
 __global__ void copy_push_kernel(DeviceQueues q, int c, const float* rows, int64_t n, const int64_t* plan) {
   const int64_t first = plan[0], tail = plan[1], cap = q.capacity[c], D = q.dim;
   float* base = q.data + q.offset[c] * D;
-  const int64_t total = (n - first) * D;
-  for (int64_t t = grid_start(); t < total; t += grid_step()) {
-    const int64_t j = t / D, e = t % D;
-    base[((tail + j) % cap) * D + e] = rows[(first + j) * D + e];
+  for (int64_t j = warp_start(); j < n - first; j += warp_step()) {
+    const float* src = rows + (first + j) * D;
+    float* dst = base + ((tail + j) % cap) * D;
+    for (int64_t e = lane_id(); e < D; e += 32) dst[e] = src[e];
   }
 }
 
@@ -35,7 +36,7 @@ void bank_push_cuda(Context& ctx, const DeviceQueues& q, int c, const float* row
   auto* plan = static_cast<int64_t*>(ctx.workspace(2 * sizeof(int64_t)));
   plan_push_kernel<<<1, 1, 0, stream_of(ctx)>>>(q, c, n, plan);
   CUDA_CHECK_LAUNCH();
-  copy_push_kernel<<<grid_for(ctx, n * q.dim), kBlock, 0, stream_of(ctx)>>>(q, c, rows, n, plan);
+  copy_push_kernel<<<grid_for(ctx, n * 32), kBlock, 0, stream_of(ctx)>>>(q, c, rows, n, plan);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -35,7 +35,7 @@ U2PL_HD RingPush ring_push(int64_t cap, int64_t head, int64_t size, int64_t n) {
   return {0, (head + size) % cap, (head + drop) % cap, size + n - drop};
 }
 
-// All queues of a bank on the CUDA device, for the kernels of u2pl/*.cu (plain data).
+// All queues of a bank on the CUDA device, for the kernels of u2pl/losses/*.cu (plain data).
 struct DeviceQueues {
   float* data = nullptr;                                  // (Σ capacity, dim)
   const int64_t* capacity = nullptr, *offset = nullptr;   // (classes); offset in rows
