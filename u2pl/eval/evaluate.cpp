@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "data/augment.h"
 #include "layers/resize.h"
@@ -28,16 +29,38 @@ const char* eval_mode_name(EvalMode m) {
   return "?";
 }
 
+namespace {
+
+// Memory reused from image to image: grown to the largest request, viewed at each one's shape.
+class Reused {
+ public:
+  TensorView view(Shape s, Device dev) {
+    const size_t bytes = static_cast<size_t>(s.numel()) * sizeof(float);
+    if (buf_.bytes() < bytes || buf_.device() != dev) buf_ = Buffer(dev, bytes + bytes / 4);
+    return TensorView(buf_.floats(), s, dev);
+  }
+
+ private:
+  Buffer buf_;
+};
+
+}  // namespace
+
 LogitsFn network_logits(Context& ctx, U2plNet& net) {
-  return [&ctx, &net](const Planes& image) {
+  // The input and the upsampled logits live in device memory kept across calls, so evaluating a
+  // split allocates only when an image is larger than every one before it (the network's plans
+  // reuse their memory the same way).
+  auto input_mem = std::make_shared<Reused>(), up_mem = std::make_shared<Reused>();
+  return [&ctx, &net, input_mem, up_mem](const Planes& image) {
     U2PL_CHECK(image.c == 3, "network input: expected 3 planes, got " << image.c);
-    const Tensor input = Tensor::from_host(Shape{1, 3, image.h, image.w}, image.v, ctx.device());
+    const TensorView input = input_mem->view(Shape{1, 3, image.h, image.w}, ctx.device());
+    copy_bytes(input.data, input.device, image.v.data(), Device::CPU, image.v.size() * sizeof(float));
     const NetOutputs out = net.forward(ctx, input, NetMode::Eval, nullptr);
     const int C = static_cast<int>(out.pred.shape.c());
-    Tensor up(Shape{1, C, image.h, image.w}, ctx.device());
+    const TensorView up = up_mem->view(Shape{1, C, image.h, image.w}, ctx.device());
     bilinear_forward(ctx, out.pred, up);
     Planes logits(C, image.h, image.w);
-    logits.v = up.to_host();
+    logits.v = to_host(up);
     return logits;
   };
 }

@@ -59,11 +59,20 @@ Slot ActPlan::grad_temp(Shape s) {
 
 Slot ActPlan::state(Shape s) { return take(kState, s); }
 
-void ActPlan::allocate(Device dev) {
+void ActPlan::allocate(Device dev, std::vector<Buffer> spare) {
   U2PL_CHECK(bufs_.empty(), "activation plan allocated twice");
-  for (int r = 0; r < kRegions; ++r) bufs_.emplace_back(dev, static_cast<size_t>(size_[r]) * sizeof(float));
+  for (int r = 0; r < kRegions; ++r) {
+    const size_t need = static_cast<size_t>(size_[r]) * sizeof(float);
+    const bool have = static_cast<size_t>(r) < spare.size() && spare[r].data() != nullptr;
+    if (have && spare[r].device() == dev && spare[r].bytes() >= need)
+      bufs_.push_back(std::move(spare[r]));
+    else
+      bufs_.emplace_back(dev, have ? need + need / 4 : need);
+  }
   for (Buffer& b : bufs_) b.zero();
 }
+
+std::vector<Buffer> ActPlan::release() { return std::move(bufs_); }
 
 TensorView ActPlan::view(const Slot& s) const {
   if (!s.defined()) return TensorView();

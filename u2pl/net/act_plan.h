@@ -35,7 +35,12 @@ class ActPlan {
   Slot grad_temp(Shape s);                         // backward scratch (module-scoped)
   Slot state(Shape s);                             // small saved state: BN statistics, dropout scales
 
-  void allocate(Device dev);
+  // Gives each region its memory: the same region of `spare` (buffers another plan released) when
+  // that is on `dev` and large enough, else a new buffer, with a quarter more room when it replaces
+  // a spare that was too small (so plans of varying shapes soon stop allocating). Zeroed either way.
+  void allocate(Device dev, std::vector<Buffer> spare = {});
+  // Hands the plan's buffers out (for the next plan's allocate); the plan is unusable afterwards.
+  std::vector<Buffer> release();
   TensorView view(const Slot& s) const;
   size_t bytes() const;                            // everything allocated
   size_t kept_bytes() const;                       // what backward keeps (0 without backward)

@@ -64,16 +64,20 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
     it->second->last_use = ++uses_;
     return *it->second;
   }
+  std::vector<Buffer> spare;  // the evicted plan's memory, reused where it is large enough
   if (plans_.size() >= kMaxPlans) {
     auto oldest = plans_.end();
     for (auto p = plans_.begin(); p != plans_.end(); ++p)
       if (p->second.get() != last_train_ && (oldest == plans_.end() || p->second->last_use < oldest->second->last_use))
         oldest = p;
-    if (oldest != plans_.end()) plans_.erase(oldest);
+    if (oldest != plans_.end()) {
+      spare = oldest->second->act.release();
+      plans_.erase(oldest);
+    }
   }
   std::unique_ptr<Plan> plan = build_plan(image, backward);
   plan->last_use = ++uses_;
-  plan->act.allocate(dev_);
+  plan->act.allocate(dev_, std::move(spare));
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
            << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : ""));
   return *plans_.emplace(key, std::move(plan)).first->second;

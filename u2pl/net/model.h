@@ -71,7 +71,8 @@ class U2plNet {
   Device dev_ = Device::CPU;
   bool trainable_ = true;
   // Plans are cached per input shape and mode; beyond kMaxPlans the least recently used one is
-  // dropped (evaluation on images of many sizes would otherwise keep one plan per size).
+  // dropped (evaluation on images of many sizes would otherwise keep one plan per size) and its
+  // memory goes to the new plan, so evaluation stops allocating once its buffers have grown.
   static constexpr size_t kMaxPlans = 4;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
   uint64_t uses_ = 0;
