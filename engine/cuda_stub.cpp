@@ -3,6 +3,7 @@
 
 #include "engine/context.h"
 #include "engine/device_memory.h"
+#include "engine/upload.h"
 
 namespace u2pl {
 
@@ -27,5 +28,10 @@ void cuda_memcpy(void*, const void*, size_t, CopyKind) { no_cuda("cuda_memcpy");
 CudaHandles* create_cuda_handles(bool) { no_cuda("a CUDA context"); }
 void destroy_cuda_handles(CudaHandles*) noexcept {}
 void cuda_synchronize(const CudaHandles&) { no_cuda("cuda_synchronize"); }
+CudaUploads* create_cuda_uploads(const CudaHandles&, int) { no_cuda("cuda uploads"); }
+void destroy_cuda_uploads(CudaUploads*) noexcept {}
+void* cuda_upload(CudaUploads&, Context&, const void*, size_t, int, int) { no_cuda("cuda_upload"); }
+void cuda_upload_ready(CudaUploads&, const CudaHandles&, int) { no_cuda("cuda_upload_ready"); }
+void cuda_upload_done(CudaUploads&, const CudaHandles&, int) { no_cuda("cuda_upload_done"); }
 
 }  // namespace u2pl

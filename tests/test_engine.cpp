@@ -8,6 +8,7 @@
 #include "engine/device_memory.h"
 #include "engine/params.h"
 #include "engine/rng.h"
+#include "engine/upload.h"
 
 using namespace u2pl;
 
@@ -134,4 +135,48 @@ TEST_CASE("philox: known answer, counter independence, uniform range") {
   CHECK(a == 0);
   CHECK(r.offset() == 3);
   for (int i = 0; i < 100; ++i) CHECK(r.below(7) < 7u);
+}
+
+TEST_CASE("uploader: a CPU context hands the host views through") {
+  Context ctx(Device::CPU);
+  Uploader up(ctx);
+  const Tensor t = Tensor::from_host(Shape{2, 3}, {1, 2, 3, 4, 5, 6}, Device::CPU);
+  const TensorView v = up.upload(t.view(), 1, 0);
+  CHECK(v.data == t.data());
+  CHECK(v.shape == t.shape());
+  up.ready(1);
+  up.done(1);
+  CHECK_THROWS_WITH_AS(up.ready(2), doctest::Contains("slot 2 of 2"), Error);
+  CHECK_THROWS_WITH_AS(Uploader(ctx, 0), doctest::Contains("at least one slot"), Error);
+  const Tensor d(Shape{1}, Device::CPU);
+  CHECK_THROWS_WITH_AS(up.upload(TensorView(d.data(), d.shape(), Device::CUDA), 0, 0),
+                       doctest::Contains("upload source"), Error);
+}
+
+TEST_SUITE("cuda") {
+  TEST_CASE("uploader: two slots of pinned, asynchronous copies, overwritten only after done") {
+    Context ctx(Device::CUDA);
+    Uploader up(ctx);
+    std::vector<float> a(1 << 20), b(1 << 20), c(1 << 21);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = float(i), b[i] = -float(i);
+    for (size_t i = 0; i < c.size(); ++i) c[i] = 0.5f * float(i);
+    const Tensor ha = Tensor::from_host(Shape{int64_t(a.size())}, a, Device::CPU);
+    const Tensor hb = Tensor::from_host(Shape{int64_t(b.size())}, b, Device::CPU);
+    const Tensor hc = Tensor::from_host(Shape{int64_t(c.size())}, c, Device::CPU);
+    const TensorView da = up.upload(ha.view(), 0, 0);
+    const TensorView db = up.upload(hb.view(), 1, 0);
+    CHECK(da.device == Device::CUDA);
+    CHECK(da.data != db.data);
+    up.ready(0);
+    up.ready(1);
+    CHECK(to_host(da) == a);  // to_host synchronises on the legacy stream after the waits
+    CHECK(to_host(db) == b);
+    up.done(0);
+    const TensorView dc = up.upload(hc.view(), 0, 0);  // a larger upload grows the slot
+    up.ready(0);
+    CHECK(to_host(dc) == c);
+    CHECK(to_host(db) == b);
+    up.done(0);
+    up.done(1);
+  }
 }

@@ -123,7 +123,7 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
 double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
 
 StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
-                           int epoch, StepDraws& draws) {
+                           int epoch, StepDraws& draws, const std::function<void()>& while_running) {
   StepResult o;
   const int64_t B = img_l_in.shape.n();
   const int64_t H = img_l_in.shape.h(), W = img_l_in.shape.w(), C = cfg_.net.num_classes;
@@ -239,6 +239,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     }
   }
 
+  if (while_running) while_running();
   const SupLossResult sr = sup_out_.read(ctx);
   sr.check();
   o.sup = sr.loss;

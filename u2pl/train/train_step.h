@@ -6,6 +6,7 @@
 // u2pl/train/trainer.cpp. Covered by tests/test_trainer.cpp and tests/test_train_e2e.cpp.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -82,12 +83,14 @@ class TrainStep {
   TensorView momentum() const { return momentum_.view(); }
 
   // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) (may be
-  // undefined in the warm start or without a teacher; any device). The figures are read back
-  // once, at the end (on CUDA the step's only synchronisation, for the log). A
+  // undefined in the warm start or without a teacher; any device: views on another device are
+  // copied, synchronously). The figures are read back once, at the end (on CUDA the step's only
+  // synchronisation, for the log); `while_running`, when given, is called just before that, when
+  // the whole iteration is queued, so host work there (the next batch) overlaps the device's. A
   // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
   // so the caller must not save them.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
-                  StepDraws& draws);
+                  StepDraws& draws, const std::function<void()>& while_running = {});
 
  private:
   const TrainConfig& cfg_;

@@ -13,9 +13,11 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "data/loader.h"
 #include "engine/device_memory.h"
+#include "engine/upload.h"
 #include "u2pl/eval/eval_report.h"
 #include "u2pl/eval/predict.h"
 #include "u2pl/train/checkpoint.h"
@@ -271,6 +273,31 @@ TrainResult Trainer::run() {
     }
   } restore{prev_int, prev_term};
 
+  // The batches of iteration `it` go to upload slot it % 2. The next iteration's are fetched and
+  // uploaded while the current step runs on the device (its while_running), so neither the
+  // loaders' hand-over nor the host-to-device copy waits for the step.
+  Uploader uploads(ctx_);
+  struct Staged {
+    std::optional<Batch> lb, ub;
+    TensorView img_l, img_u;
+    LabelView lab_l;
+  };
+  auto stage = [&](int64_t it, Staged& s) {
+    s.lb = lab_loader.next();
+    U2PL_CHECK(s.lb.has_value(), "the labeled loader ended early at iteration " << it);
+    s.ub.reset();
+    if (unl_loader) {
+      s.ub = unl_loader->next();
+      U2PL_CHECK(s.ub.has_value(), "the unlabeled loader ended early at iteration " << it);
+    }
+    const int slot = static_cast<int>(it % 2);
+    s.img_l = uploads.upload(s.lb->images.view(), slot, 0);
+    s.lab_l = uploads.upload(s.lb->labels.view(), slot, 1);
+    s.img_u = s.ub ? uploads.upload(s.ub->images.view(), slot, 2) : TensorView();
+  };
+  Staged cur, next;
+  if (first_iter_ < step_.total_iters()) stage(first_iter_, cur);
+
   const auto t0 = std::chrono::steady_clock::now();
   double time_base = iter_records_.empty() ? 0.0 : iter_records_.back().time_s;
   int64_t done_here = 0;
@@ -278,22 +305,20 @@ TrainResult Trainer::run() {
   double rate = 0;
   for (int64_t it = first_iter_; it < step_.total_iters(); ++it) {
     const int epoch = static_cast<int>(it / step_.iters_per_epoch());
-    std::optional<Batch> lb = lab_loader.next();
-    U2PL_CHECK(lb.has_value(), "the labeled loader ended early at iteration " << it);
-    std::optional<Batch> ub;
-    if (unl_loader) {
-      ub = unl_loader->next();
-      U2PL_CHECK(ub.has_value(), "the unlabeled loader ended early at iteration " << it);
-    }
+    const int slot = static_cast<int>(it % 2);
     PhiloxStepDraws draws(cfg_.seed, it);
     StepResult o;
     try {
-      o = step_.step(ctx_, lb->images.view(), lb->labels.view(), ub ? ub->images.view() : TensorView(), it, epoch,
-                     draws);
+      uploads.ready(slot);
+      o = step_.step(ctx_, cur.img_l, cur.lab_l, cur.img_u, it, epoch, draws, [&] {
+        if (it + 1 < step_.total_iters()) stage(it + 1, next);
+      });
+      uploads.done(slot);
     } catch (const Error& e) {
       throw Error(std::string(e.what()) + "; the run stops here, ckpt_latest.safetensors keeps the last good state " +
                   "(iteration " + std::to_string(state_.iter) + ")");
     }
+    std::swap(cur, next);
     draws.check_budget();
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - last).count();
