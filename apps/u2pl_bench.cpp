@@ -41,9 +41,12 @@ const char* const kUsage =
     "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n"
     "usage: u2pl_bench step [--device cpu|cuda] [--preset paper|official] [--depth D] [--os 8|16]\n"
     "                       [--width-divisor K] [--batch B] [--crop N] [--classes C] [--threads T]\n"
-    "                       [--repeat R] [--json FILE]\n"
+    "                       [--repeat R] [--json FILE] [--profile]\n"
     "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
     "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n"
+    "  --profile  time each phase of the timed iterations (teacher forwards, pseudo-labels, student\n"
+    "             forward, each loss, backward, SGD, EMA) and the convolutions and memory-bank\n"
+    "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"
     "usage: u2pl_bench env\n"
     "  env        the CUDA environment: devices, the driver's and the runtime's CUDA versions,\n"
     "             cuDNN and cuBLAS with the files they were loaded from; exit 1 on a CUDA error\n";
@@ -178,6 +181,10 @@ int run_step(int argc, char** argv) {
   std::string json;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--profile") {
+      o.profile = true;
+      continue;
+    }
     U2PL_CHECK(i + 1 < argc, a << ": missing value\n" << kUsage);
     const std::string v = argv[++i];
     if (a == "--device") device = u2pl::parse_device(v);

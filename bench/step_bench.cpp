@@ -7,11 +7,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iomanip>
 #include <iostream>
+#include <memory>
+#include <numeric>
+#include <sstream>
 #include <vector>
 
 #include "bench/model_bench.h"
 #include "engine/log.h"
+#include "engine/profile.h"
 #include "engine/rng.h"
 #include "u2pl/train/train_step.h"
 #include "u2pl/train/trainer.h"
@@ -72,6 +77,36 @@ void sharpen(U2plNet& net) {
   copy_tensor(w, Tensor::from_host(w.shape, h, Device::CPU).view());
 }
 
+// The profiler's entries per timed iteration, as JSON and as a table on stderr (phases, then the
+// operations timed inside them; a convolution's TFLOP/s is its FLOPs over its own time).
+nlohmann::json profile_report(const Profiler& p, int iterations, double timed_ms) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::ostringstream table;
+  table << "profile: ms per iteration over " << iterations << " timed iterations (" << timed_ms / iterations
+        << " ms each, profiling included)\n";
+  table << "  " << std::left << std::setw(36) << "phase / operation" << std::right << std::setw(8) << "calls"
+        << std::setw(11) << "ms" << std::setw(9) << "share" << std::setw(10) << "TFLOP/s" << "\n";
+  double phases_ms = 0;
+  for (const int depth : {0, 1})
+    for (const Profiler::Entry& e : p.entries()) {
+      if ((depth == 0) != (e.depth == 0)) continue;
+      const double ms = e.ms / iterations, share = e.ms / timed_ms;
+      const double tflops = e.flops > 0 && e.ms > 0 ? e.flops / (e.ms * 1e-3) / 1e12 : 0;
+      if (e.depth == 0) phases_ms += ms;
+      rows.push_back({{"name", e.name}, {"depth", e.depth}, {"calls", double(e.calls) / iterations},
+                      {"ms_per_iteration", ms}, {"share", share}, {"tflops", tflops}});
+      table << "  " << std::left << std::setw(36) << ((e.depth ? "  " : "") + e.name) << std::right << std::fixed
+            << std::setprecision(0) << std::setw(8) << double(e.calls) / iterations << std::setprecision(2)
+            << std::setw(11) << ms << std::setprecision(1) << std::setw(8) << 100 * share << "%";
+      if (tflops > 0) table << std::setprecision(2) << std::setw(10) << tflops;
+      table << std::defaultfloat << "\n";
+    }
+  table << "  phases sum to " << std::fixed << std::setprecision(2) << phases_ms << " ms of "
+        << timed_ms / iterations << " ms" << std::defaultfloat << "\nend of profile\n";
+  std::cerr << table.str();
+  return rows;
+}
+
 }  // namespace
 
 nlohmann::json run_step_bench(const StepBenchOptions& o) {
@@ -129,14 +164,17 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
     ++it;
   };
   iteration();  // warm-up: plans, primitives, the workspace and the scratch buffers are built here
+  std::unique_ptr<Profiler> profiler = o.profile ? std::make_unique<Profiler>(ctx) : nullptr;
   std::vector<double> t;
   for (int r = 0; r < o.repeat; ++r) {
     const auto a = std::chrono::steady_clock::now();
     iteration();
     t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    if (profiler) profiler->collect();
     std::cerr << "  run " << r + 1 << "/" << o.repeat << ": " << t.back() << " ms (loss " << last.total << ", "
               << last.contra_terms << " contrastive terms)\n";
   }
+  const double timed_ms = std::accumulate(t.begin(), t.end(), 0.0);
   std::sort(t.begin(), t.end());
   const double ms = t[t.size() / 2];
 
@@ -154,7 +192,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       {"teacher_activations", te.plan_bytes(image, NetMode::Eval) + te.plan_bytes(two, NetMode::TrainStats)},
       {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},
       {"workspace", ctx.workspace_bytes()}};
-  return {{"preset", o.preset},
+  nlohmann::json result = {{"preset", o.preset},
           {"depth", o.depth},
           {"output_stride", o.output_stride},
           {"width_divisor", o.width_divisor},
@@ -168,6 +206,8 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"arena_bytes", arenas},
           {"last", {{"sup", last.sup}, {"unsup", last.unsup}, {"contra", last.contra}, {"total", last.total},
                     {"contra_terms", last.contra_terms}, {"ema", last.ema}}}};
+  if (profiler) result["profile"] = profile_report(*profiler, o.repeat, timed_ms);
+  return result;
 }
 
 }  // namespace u2pl::bench

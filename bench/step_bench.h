@@ -16,10 +16,13 @@ struct StepBenchOptions {
   Device device = Device::CPU;
   std::string preset = "paper";  // paper | official
   int depth = 101, output_stride = 8, width_divisor = 1, batch = 2, crop = 129, classes = 21, repeat = 3;
+  bool profile = false;  // time the phases and convolutions of the timed iterations (engine/profile.h)
 };
 
 // One warm-up iteration, then `repeat` timed ones; returns {preset, ms (median), iterations_per_s,
-// peak_rss_bytes, arena_bytes{...}, last{loss terms of the last iteration}}.
+// peak_rss_bytes, arena_bytes{...}, last{loss terms of the last iteration}} and, with profile,
+// profile[{name, depth, calls, ms_per_iteration, share, tflops}] (share of the timed iterations'
+// total; tflops for the convolutions), also printed as a table on stderr.
 nlohmann::json run_step_bench(const StepBenchOptions& o);
 
 }  // namespace u2pl::bench

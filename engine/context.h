@@ -9,6 +9,7 @@
 namespace u2pl {
 
 struct CudaHandles;  // engine/cuda/cuda_context.h: stream, cudnn, cublas
+class Profiler;      // engine/profile.h
 
 class Context {
  public:
@@ -27,10 +28,14 @@ class Context {
   void* workspace(size_t bytes);
   size_t workspace_bytes() const { return ws_.bytes(); }
   void synchronize() const;  // waits for the stream (no-op on CPU)
+  // The profiler timing this context's ops, or null (engine/profile.h attaches and detaches it).
+  Profiler* profiler() const { return profiler_; }
+  void set_profiler(Profiler* p) { profiler_ = p; }
 
  private:
   Device dev_;
   bool deterministic_;
+  Profiler* profiler_ = nullptr;
   CudaHandles* cuda_ = nullptr;  // owned; destroyed through destroy_cuda_handles
   Buffer ws_;
 };

@@ -3,6 +3,7 @@
 
 #include "engine/context.h"
 #include "engine/device_memory.h"
+#include "engine/profile.h"
 #include "engine/upload.h"
 
 namespace u2pl {
@@ -33,5 +34,10 @@ void destroy_cuda_uploads(CudaUploads*) noexcept {}
 void* cuda_upload(CudaUploads&, Context&, const void*, size_t, int, int) { no_cuda("cuda_upload"); }
 void cuda_upload_ready(CudaUploads&, const CudaHandles&, int) { no_cuda("cuda_upload_ready"); }
 void cuda_upload_done(CudaUploads&, const CudaHandles&, int) { no_cuda("cuda_upload_done"); }
+CudaEvents* create_cuda_events() { no_cuda("cuda events"); }
+void destroy_cuda_events(CudaEvents*) noexcept {}
+int cuda_event_record(CudaEvents&, const CudaHandles&) { no_cuda("cuda_event_record"); }
+float cuda_event_ms(CudaEvents&, int, int) { no_cuda("cuda_event_ms"); }
+void cuda_events_release(CudaEvents&) {}
 
 }  // namespace u2pl

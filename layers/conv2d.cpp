@@ -6,6 +6,7 @@
 
 #include "engine/cpu/blas.h"
 #include "engine/cpu/dnnl_conv.h"
+#include "engine/profile.h"
 
 namespace u2pl {
 
@@ -124,10 +125,17 @@ Conv2d::Conv2d(ParamSet& ps, const std::string& name, const Conv2dSpec& spec, in
   if (spec.bias) b_ = ps.declare(name + ".bias", Shape{spec.cout}, Init::Uniform, group, bound);
 }
 
+double conv2d_flops(const Conv2dSpec& s, Shape x) {
+  const Shape y = conv2d_out_shape(s, x);
+  return 2.0 * double(y.n()) * double(s.cout) * double(y.h()) * double(y.w()) * double(s.cin) * double(s.kh) *
+         double(s.kw);
+}
+
 void Conv2d::forward(Context& ctx, TensorView x, TensorView y) const {
   check_shape(y, out_shape(x.shape), "conv2d output");
   check_device(x, ctx.device(), "conv2d input");
   check_device(y, ctx.device(), "conv2d output");
+  const ProfileScope prof(ctx, "convolution forward", ctx.profiler() ? conv2d_flops(spec_, x.shape) : 0);
   const TensorView w = ps_->value(w_);
   const TensorView b = b_ >= 0 ? ps_->value(b_) : TensorView();
   if (ctx.device() == Device::CUDA) return conv2d_forward_cuda(ctx, spec_, x, w, b, y);
@@ -140,6 +148,8 @@ void Conv2d::backward(Context& ctx, TensorView x, TensorView dy, TensorView dx, 
   if (dx.defined()) check_shape(dx, x.shape, "conv2d input gradient");
   check_device(x, ctx.device(), "conv2d input");
   check_device(dy, ctx.device(), "conv2d output gradient");
+  const ProfileScope prof(ctx, "convolution backward",
+                          ctx.profiler() ? (dx.defined() ? 2 : 1) * conv2d_flops(spec_, x.shape) : 0);
   const TensorView w = ps_->value(w_), dw = ps_->grad(w_);
   const TensorView db = b_ >= 0 ? ps_->grad(b_) : TensorView();
   if (ctx.device() == Device::CUDA) return conv2d_backward_cuda(ctx, spec_, x, w, dy, dx, beta, dw, db);

@@ -18,6 +18,9 @@ struct Conv2dSpec {
 };
 
 Shape conv2d_out_shape(const Conv2dSpec& s, Shape x);  // checks the spec against x
+// Multiply-adds ×2 of one forward pass on x (each of backward-data and backward-filter costs as
+// much): what the profiler's convolution throughput counts.
+double conv2d_flops(const Conv2dSpec& s, Shape x);
 // Floats of im2col scratch for one image (0 for 1x1, stride 1, no padding).
 int64_t conv2d_col_floats(const Conv2dSpec& s, Shape x);
 

@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 
 #include "engine/context.h"
 #include "engine/device_memory.h"
 #include "engine/params.h"
+#include "engine/profile.h"
 #include "engine/rng.h"
 #include "engine/upload.h"
 
@@ -153,7 +155,65 @@ TEST_CASE("uploader: a CPU context hands the host views through") {
                        doctest::Contains("upload source"), Error);
 }
 
+namespace {
+
+// Runs two phases around `work` (one with a nested operation of 1e9 FLOPs) and returns the entries.
+std::vector<Profiler::Entry> profile_twice(Context& ctx, const std::function<void()>& work) {
+  Profiler p(ctx);
+  CHECK(ctx.profiler() == &p);
+  for (int it = 0; it < 2; ++it) {
+    PhaseMarks phase(ctx);
+    phase.next("first");
+    work();
+    phase.next("second");
+    {
+      const ProfileScope op(ctx, "operation", 1e9);
+      work();
+    }
+    phase.stop();
+    p.collect();
+  }
+  return p.entries();
+}
+
+}  // namespace
+
+TEST_CASE("profiler: nested intervals, totals over collects, FLOPs, misuse") {
+  Context ctx(Device::CPU);
+  const std::vector<Profiler::Entry> e = profile_twice(ctx, [] {
+    volatile double x = 0;
+    for (int i = 0; i < 200000; ++i) x = x + 1e-9 * i;
+  });
+  CHECK(ctx.profiler() == nullptr);  // detached by the destructor
+  REQUIRE(e.size() == 3);
+  CHECK(e[0].name == "first");
+  CHECK(e[1].name == "second");
+  CHECK(e[2].name == "operation");
+  CHECK(e[0].depth == 0);
+  CHECK(e[2].depth == 1);
+  for (const Profiler::Entry& x : e) CHECK(x.calls == 2);
+  CHECK(e[2].flops == 2e9);
+  CHECK(e[0].ms > 0);
+  CHECK(e[1].ms >= e[2].ms);  // the phase contains the operation
+  Profiler p(ctx);
+  CHECK_THROWS_WITH_AS(Profiler{ctx}, doctest::Contains("already has one"), Error);
+  CHECK_THROWS_WITH_AS(p.end(), doctest::Contains("end() without begin()"), Error);
+  p.begin("open", 0);
+  CHECK_THROWS_WITH_AS(p.collect(), doctest::Contains("inside an open interval"), Error);
+  p.end();
+}
+
 TEST_SUITE("cuda") {
+  TEST_CASE("profiler: CUDA events time what the stream runs") {
+    Context ctx(Device::CUDA);
+    Tensor a(Shape{1 << 24}, Device::CUDA), b(Shape{1 << 24}, Device::CUDA);
+    const std::vector<Profiler::Entry> e = profile_twice(ctx, [&] { copy_tensor(b.view(), a.view()); });
+    REQUIRE(e.size() == 3);
+    CHECK(e[2].calls == 2);
+    CHECK(e[1].ms >= e[2].ms);
+    CHECK(e[0].ms > 0);
+  }
+
   TEST_CASE("uploader: two slots of pinned, asynchronous copies, overwritten only after done") {
     Context ctx(Device::CUDA);
     Uploader up(ctx);

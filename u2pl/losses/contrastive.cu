@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "engine/cuda/launch.cuh"
+#include "engine/profile.h"
 #include "u2pl/losses/contrastive.h"
 
 namespace u2pl {
@@ -445,8 +446,11 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   const PlanArgs pa{int(C), M, N, p.memory_bank, p.queue_index_bug, p.normalise_valid_classes, p.binary};
   plan_kernel<<<1, 1, 0, st>>>(pa, counts, q, plan);
   CUDA_CHECK_LAUNCH();
-  push_kernel<<<grid_for(ctx, CP * 32), kBlock, 0, st>>>(g, q, neg_list, plan, in.rep_teacher.data);
-  CUDA_CHECK_LAUNCH();
+  {
+    const ProfileScope prof(ctx, "memory bank push");
+    push_kernel<<<grid_for(ctx, CP * 32), kBlock, 0, st>>>(g, q, neg_list, plan, in.rep_teacher.data);
+    CUDA_CHECK_LAUNCH();
+  }
   prototype_kernel<<<blocks_for(ctx, C * D), kBlock, 0, st>>>(g, counts, plan, proto_list, in.rep_teacher.data, proto);
   CUDA_CHECK_LAUNCH();
   const AnchorArgs aa{M, N, p.temperature, p.binary, step};

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "engine/log.h"
+#include "engine/profile.h"
 #include "layers/elementwise.h"
 #include "layers/loss.h"
 #include "layers/resize.h"
@@ -135,6 +136,8 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   std::vector<float> lrs;
   for (const float b : base_lrs_) lrs.push_back(static_cast<float>(b * f));
 
+  PhaseMarks phase(ctx);  // what u2pl_bench step --profile reports
+  phase.next("batch and handover copies");
   const TensorView img_l = on_device(img_l_in, img_l_, dev_);
   const LabelView lab_l = on_device(lab_l_in, lab_l_, dev_);
   student_.params().zero_grad();
@@ -152,11 +155,14 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   if (o.semi) {
     const TensorView img_u = on_device(img_u_in, img_u_, dev_);
     // Pseudo-labels: argmax of the eval-mode teacher's logits, upsampled to the crop.
+    phase.next("teacher eval forward");
     const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr);
+    phase.next("pseudo-labels");
     const TensorView up = scratch(up_eval_, Shape{B, C, H, W}, dev_);
     bilinear_forward(ctx, te.pred, up);
     const LabelView lab_u = scratch(lab_u_, Shape{B, H, W}, dev_);
     argmax_channels(ctx, up, lab_u);
+    phase.next("cutmix");
     image = scratch(img_all_, Shape{2 * B, 3, H, W}, dev_);
     copy_tensor(image.batch_slice(0, B), img_l);
     lab_mix = scratch(lab_mix_, Shape{B, H, W}, dev_);
@@ -171,7 +177,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     }
   }
 
+  phase.next("student forward");
   const NetOutputs out = student_.forward(ctx, image, NetMode::Train, draws.student_dropout());
+  phase.next("supervised loss");
   const TensorView dpred = scratch(dpred_, out.pred.shape, dev_);
   TensorView daux;
   if (out.aux.defined()) {
@@ -183,10 +191,12 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
                   daux.defined() ? daux.batch_slice(0, B) : TensorView(), 0.f, sup_out_.get());
 
   TensorView drep;
+  phase.next("teacher train-statistics forward");
   if (!o.semi) {
     if (teacher_) teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
   } else {
     const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
+    phase.next("unsupervised loss");
     const Shape crop{B, C, H, W};
     const TensorView up_t = scratch(up_t_, crop, dev_), up_s = scratch(up_s_, crop, dev_);
     bilinear_forward(ctx, tt.pred.batch_slice(B, B), up_t);
@@ -199,6 +209,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     bilinear_backward(ctx, dup_s, dpred.batch_slice(B, B), 0.f);
 
     if (bank_) {
+      phase.next("contrastive loss and memory bank");
       const Shape fs{B, out.rep.shape.h(), out.rep.shape.w()};
       const TensorView prob = scratch(prob_, tt.pred.shape, dev_);
       softmax_forward(ctx, tt.pred, prob);
@@ -224,10 +235,13 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     }
   }
 
+  phase.next("backward");
   student_.backward(ctx, dpred, drep, daux);
+  phase.next("sgd");
   sgd_step(ctx, SgdConfig{cfg_.momentum, cfg_.weight_decay}, student_.params().values().all(),
            student_.params().grads().all(), momentum_.view(), groups_.view(), lrs);
 
+  phase.next("ema");
   if (o.semi) {
     if (epoch == cfg_.sup_only_epoch) {  // aliased in the public code: the teacher follows exactly
       copy_tensor(teacher_->params().values().all(), student_.params().values().all());
@@ -239,6 +253,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     }
   }
 
+  phase.stop();
   if (while_running) while_running();
   const SupLossResult sr = sup_out_.read(ctx);
   sr.check();
