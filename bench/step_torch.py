@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 # The PyTorch side of `u2pl_bench step` (bench/step_bench.cpp): whole U2PL training iterations
-# past the warm start, float32 on the CPU, in the order of the public train_semi.py, made of
+# past the warm start, float32 on the CPU or (--device cuda) a GPU, in the order of the public
+# train_semi.py (cudnn.benchmark on, as there), made of
 # tools/pytorch/torch_u2pl_train.py's losses, CutMix and memory bank (the float64 reference of this
 # iteration that tests/test_train_e2e.cpp replays; its functions take the dtype of their inputs)
 # on the network of bench/model_torch.py (tools/pytorch/torch_u2pl_net.py). The VOC recipe and
-# preset of the engine's config; same thread count, median of R runs, peak RSS of this process, one
-# preset per process. Run with Debian's /usr/bin/python3 (torch 1.13, CPU).
+# preset of the engine's config; same thread count, median of R runs, peak RSS of this process (and
+# on CUDA the peak of torch's allocator), one preset per process. Run with Debian's
+# /usr/bin/python3 (torch 1.13, CPU), or a Python with a CUDA build of torch for --device cuda.
 import argparse
 import json
 import os
@@ -47,8 +49,9 @@ def make_step(a):
     each call runs the next iteration of epoch sup_only_epoch + 1 and returns its loss terms."""
     r, pr, official = RECIPE, PRESETS[a.preset], a.preset == "official"
     B, H, W, C = a.batch, a.crop, a.crop, a.classes
+    dev = torch.device(a.device)
     tu.CROP = (H, W)  # its CutMix helpers (cutmix_boxes, mix_mask) read the crop from the module
-    student, teacher = build(a), build(a)
+    student, teacher = build(a).to(dev), build(a).to(dev)
     with torch.no_grad():  # confident classes, or no pixel is an anchor (bench/step_bench.cpp)
         for net in (student, teacher):
             net.decoder.classifier[8].weight.mul_(tu.LOGIT_GAIN)
@@ -59,20 +62,21 @@ def make_step(a):
                           lr=r["lr"], momentum=r["momentum"], weight_decay=r["weight_decay"])
     base_lrs = [g["lr"] for g in opt.param_groups]
     bank = tu.MemoryBank([r["queue_size_background"]] + [r["queue_size"]] * (C - 1), 256 // a.width_divisor,
-                         torch.float32)
+                         torch.float32, dev)
     cfg = dict(CONTRA, low_rank=min(CONTRA["low_rank"], C - 1), num_queries=pr["num_queries"],
                num_negatives=pr["num_negatives"])  # low_rank clamped as the engine's reader does
     # The loader's output: normalised images in [-1, 1), labels in [0, C) with ~5 % ignored.
     img_l, img_u = torch.rand(B, 3, H, W) * 2 - 1, torch.rand(B, 3, H, W) * 2 - 1
     lab_l = torch.randint(0, C, (B, H, W))
     lab_l[torch.rand(B, H, W) < 0.05] = tu.IGNORE
+    img_l, img_u, lab_l = img_l.to(dev), img_u.to(dev), lab_l.to(dev)
     ipe, epochs, sup_only = max(1000, a.repeat + 1), r["epochs"], r["sup_only_epoch"]  # as the engine
     epoch = sup_only + 1
     rs, gen = np.random.RandomState(0), torch.Generator().manual_seed(0)
     state = dict(it=epoch * ipe)
 
     def draw(n, high):
-        return torch.randint(high, (n,), generator=gen)
+        return torch.randint(high, (n,), generator=gen).to(dev)
 
     def step():
         it = state["it"]
@@ -85,18 +89,18 @@ def make_step(a):
             label_u = tu.up(teacher(img_u)["pred"], (H, W)).argmax(1)
         x_u = img_u
         if rs.uniform() < 0.5:  # the public code's CutMix coin
-            m = tu.mix_mask(tu.cutmix_boxes(rs, B))
+            m = tu.mix_mask(tu.cutmix_boxes(rs, B)).to(dev)
             nxt = [(i + 1) % B for i in range(B)]
             x_u = img_u * m[:, None] + img_u[nxt] * (1 - m[:, None])
             label_u = label_u * m + label_u[nxt] * (1 - m)
         image_all = torch.cat([img_l, x_u])
         student.train()
-        out = student(image_all, draw_dropout(student, 2 * B))
+        out = student(image_all, draw_dropout(student, 2 * B, dev))
         pred_up = tu.up(out["pred"], (H, W))
         sup = F.cross_entropy(pred_up[:B], lab_l, ignore_index=tu.IGNORE)
         teacher.train()
         with torch.no_grad():
-            out_t = teacher(image_all, draw_dropout(teacher, 2 * B))
+            out_t = teacher(image_all, draw_dropout(teacher, 2 * B, dev))
             prob_t = torch.softmax(out_t["pred"], 1)
             logits_t_up = tu.up(out_t["pred"][B:], (H, W))
         alpha_u = (100 - r["drop_percent"]) * (1 - epoch / epochs)
@@ -137,24 +141,37 @@ def main():
     ap.add_argument("--classes", type=int, default=21)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    cuda = a.device == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            sys.exit("step_torch.py: --device cuda, but this torch sees no CUDA device")
+        torch.backends.cudnn.benchmark = True
     step = make_step(a)
     step()  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(a.repeat):
         t0 = time.perf_counter()
-        last = step()
+        last = step()  # its float() reads synchronise
+        if cuda:
+            torch.cuda.synchronize()
         times.append(1e3 * (time.perf_counter() - t0))
         print("  run %d/%d: %.1f ms (loss %.4f, %d contrastive terms)" % (
             i + 1, a.repeat, times[-1], last["total"], last["contra_terms"]), file=sys.stderr)
     ms = statistics.median(times)
     res = dict(preset=a.preset, depth=a.depth, output_stride=a.output_stride, width_divisor=a.width_divisor,
-               batch=a.batch, crop=a.crop, classes=a.classes, device="cpu", ms=ms, iterations_per_s=1000.0 / ms,
+               batch=a.batch, crop=a.crop, classes=a.classes, device=a.device, ms=ms, iterations_per_s=1000.0 / ms,
                peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, threads=a.threads,
                last=last)
+    if cuda:
+        res["peak_device_bytes"] = torch.cuda.max_memory_allocated()
     print(json.dumps(res))
     if a.json:
         with open(a.json, "w") as f:

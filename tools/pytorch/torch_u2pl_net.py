@@ -275,12 +275,12 @@ class U2PLNet(nn.Module):
         return out
 
 
-def draw_dropout(model, n):
+def draw_dropout(model, n, device=None):
     """Dropout2d's own draw, made explicit: per site an (n, C) scale, 0 with probability p,
-    else 1/(1 - p) (float32, as torch's bernoulli_(1 - p).div_(1 - p))."""
+    else 1/(1 - p) (float32, as torch's bernoulli_(1 - p).div_(1 - p)), on `device`."""
     scales = {}
     for name, c in model.site_channels().items():
-        keep = torch.empty(n, c).bernoulli_(1 - DROPOUT_P)
+        keep = torch.empty(n, c, device=device).bernoulli_(1 - DROPOUT_P)
         scales[name] = keep.div_(1 - DROPOUT_P)
     return scales
 

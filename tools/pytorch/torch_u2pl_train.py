@@ -133,7 +133,7 @@ def entropy_of(logits):
 
 def percentile(values, q):
     """numpy.percentile, method 'linear', on the float64 copy of the values (as the engine)."""
-    return float(np.percentile(values.detach().double().numpy().ravel(), q))
+    return float(np.percentile(values.detach().double().cpu().numpy().ravel(), q))
 
 
 def unsup_loss(predict, target, teacher_logits, percent, scale_by_valid):
@@ -176,9 +176,9 @@ class MemoryBank:
     """One FIFO queue per class: append, keep the newest `capacity` rows (the public
     dequeue_and_enqueue: torch.cat, then the last queue_size rows)."""
 
-    def __init__(self, capacities, dim, dtype):
+    def __init__(self, capacities, dim, dtype, device=None):
         self.cap = list(capacities)
-        self.q = [torch.zeros(0, dim, dtype=dtype) for _ in capacities]
+        self.q = [torch.zeros(0, dim, dtype=dtype, device=device) for _ in capacities]
         self.pushed = [0] * len(capacities)  # rows ever pushed (more than the capacity: wrapped)
 
     def push(self, c, rows):
@@ -200,10 +200,10 @@ def contrastive_loss(rep, rep_t, prob_l, prob_u, label_l, label_u, low, high, ba
     p = torch.cat([prob_l, prob_u]).permute(0, 2, 3, 1).reshape(-1, C)
     y = torch.cat([label_l, label_u]).reshape(-1).long()
     low, high = low.reshape(-1).bool(), high.reshape(-1).bool()
-    labeled = torch.arange(y.numel()) < n_l * h * w
+    labeled = torch.arange(y.numel(), device=y.device) < n_l * h * w
     # O(c): rank of class c in p sorted descending (ties: class order)
     order = torch.sort(p, dim=1, descending=True, stable=True)[1]
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(C).expand_as(order).clone())
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(C, device=p.device).expand_as(order).clone())
     r_l, r_h = cfg["low_rank"], min(cfg["high_rank"], C)
     anchors, protos, low_valid = [], [], []
     for c in range(C):
@@ -238,7 +238,7 @@ def contrastive_loss(rep, rep_t, prob_l, prob_u, label_l, label_u, low, high, ba
         neg = queue[draw(M * N, len(queue))].reshape(M, N, D)
         keys = torch.cat([protos[ac].detach().expand(M, 1, D), neg.detach()], 1)
         logits = F.cosine_similarity(a[:, None, :], keys, dim=2) / tau  # (M, 1 + N)
-        loss = loss + F.cross_entropy(logits, torch.zeros(M, dtype=torch.long))
+        loss = loss + F.cross_entropy(logits, torch.zeros(M, dtype=torch.long, device=logits.device))
         terms += 1
     return loss / len(loop), terms
 
