@@ -30,4 +30,8 @@ tar -cJf .gpu/bin.tar.xz "${bins[@]}"
 # The tests find their fixtures at the source path compiled in; gpu_check.sh links it.
 echo "$PWD" >.gpu/source_dir
 echo "$build" >.gpu/build_dir
+# What gpu_check.sh prints and checks the machine's driver against.
+nvcc --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p' >.gpu/cuda_version
+echo "$arch" >.gpu/arch
+echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo '+local changes')" >.gpu/commit
 echo "gpu_bundle: .gpu/ holds $(du -sh .gpu | cut -f1) (sm_$arch, from $(git rev-parse --short HEAD)$(git diff --quiet || echo ' + local changes'))"

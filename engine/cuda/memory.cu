@@ -4,7 +4,15 @@
 
 namespace u2pl {
 
-void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) { CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) {
+  const cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+  if (e == cudaSuccess) return;
+  cudaGetLastError();
+  const CudaProbe p = cuda_probe();  // say why: no driver, no device, or the probe's own error
+  U2PL_CHECK(p.error.empty(), p.error);
+  U2PL_CHECK(p.devices > 0, "CUDA memory was asked about but " << p.reason);
+  CUDA_CHECK(e);
+}
 
 void* cuda_malloc(size_t bytes) {
   void* p = nullptr;
