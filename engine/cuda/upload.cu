@@ -59,6 +59,7 @@ void destroy_cuda_uploads(CudaUploads* u) noexcept {
 }
 
 void* cuda_upload(CudaUploads& u, Context& ctx, const void* src, size_t bytes, int slot, int part) {
+  if (bytes == 0) return nullptr;  // an empty view (no labels, say)
   CudaUploads::Part& p = u.parts[static_cast<size_t>(slot) * kParts + part];
   // The slot's previous copies must be done before its pinned memory is rewritten.
   CUDA_CHECK(cudaEventSynchronize(u.copied[slot]));
@@ -73,7 +74,7 @@ void* cuda_upload(CudaUploads& u, Context& ctx, const void* src, size_t bytes, i
     ctx.synchronize();  // queued ops may still read the old device buffer
     p.device = Buffer(Device::CUDA, bytes);
   }
-  if (bytes > 0) std::memcpy(p.pinned, src, bytes);
+  std::memcpy(p.pinned, src, bytes);
   // The copy waits for the slot's readers: up to its last done(), or everything queued so far when
   // it is still in use.
   if (u.in_use[slot]) cuda_upload_done(u, ctx.cuda(), slot);
