@@ -362,6 +362,41 @@ TEST_CASE("u2pl losses on cuda: contrastive loss, gradient, pushes and Philox dr
   }
 }
 
+TEST_CASE("u2pl losses on cuda: two replicas push, then each forms its terms, as on the CPU") {
+  Context cpu(CPU), gpu(GPU, true);
+  const ContrastBatch a(2, 2, 5, 40, 6, 7, 31), b(2, 2, 5, 40, 6, 7, 32);
+  const DeviceBatch ac(a, CPU), ag(a, GPU), bc(b, CPU), bg(b, GPU);
+  for (const bool official : {false, true})
+    for (const bool memory_bank : {true, false}) {
+      INFO((official ? "official" : "paper") << (memory_bank ? "" : ", no memory bank"));
+      ContrastiveParams p = small_params(official, false, 5);
+      p.memory_bank = memory_bank;
+      BankPair banks(5, 100, a.D, 30, 50);
+      if (!memory_bank) {  // the step empties the bank once, before the first push
+        banks.c.clear();
+        banks.g.clear();
+      }
+      Rng rc(8), rg(8);
+      PhiloxIndexSource dc(rc), dg(rg);
+      GradPair d(a.rep_shape(), 0.f, 4);
+      for (const DeviceBatch* x : {&ac, &bc})
+        contrastive_loss(cpu, p, x->inputs(), banks.c, dc, 0.5f, TensorView(), 0.f, ContrastivePhase::PushOnly);
+      for (const DeviceBatch* x : {&ag, &bg})
+        contrastive_loss(gpu, p, x->inputs(), banks.g, dg, 0.5f, TensorView(), 0.f, ContrastivePhase::PushOnly);
+      banks.expect_same("after both pushes");
+      CHECK(rg.offset() == rc.offset());  // pushes draw nothing
+      const ContrastiveResult r_c = contrastive_loss(cpu, p, ac.inputs(), banks.c, dc, 0.5f, d.c, 0.f,
+                                                     ContrastivePhase::LossOnly);
+      const ContrastiveResult r_g = contrastive_loss(gpu, p, ag.inputs(), banks.g, dg, 0.5f, d.g, 0.f,
+                                                     ContrastivePhase::LossOnly);
+      CHECK(r_g.terms == r_c.terms);
+      CHECK(r_g.loss == doctest::Approx(r_c.loss).epsilon(1e-5));
+      CHECK(rg.offset() == rc.offset());
+      check_close("contrastive gradient", host(gpu, d.g), d.c.to_host(), kGrad);
+      banks.expect_same("after the loss (no push)");
+    }
+}
+
 TEST_CASE("u2pl losses on cuda: contrastive loss at the paper's sizes, reproducible bitwise") {
   Context cpu(CPU), gpu(GPU, true);
   const ContrastBatch batch(2, 2, 21, 256, 11, 13, 31);

@@ -506,3 +506,50 @@ TEST_CASE("contrastive ablations: memory_bank off samples this batch's negatives
     CHECK(old_rows.run(on, r3, g_old.data()).loss != off_r.loss);
   }
 }
+
+TEST_CASE("contrastive phases: push, then loss, equals both at once; replicas push before either samples") {
+  for (bool official : {false, true}) {
+    INFO(std::string(official ? "official" : "paper"));
+    const Batch a(2, 2, 4, 211), b(2, 2, 4, 212);
+    const ContrastiveParams p = small(official, false, 4);
+    auto run = [&](const Batch& x, MemoryBank& bank, IndexSource& src, std::vector<double>& g, ContrastivePhase ph) {
+      return contrastive_loss_cpu<double>(p, x.d, x.rep.data(), x.rep_t.data(), x.prob_l.data(), x.prob_u.data(),
+                                          x.label_l.data(), x.label_u.data(), x.low.data(), x.high.data(), bank, src,
+                                          1.0, g.data(), 0.0, ph);
+    };
+    // One replica: the split is the same step.
+    std::vector<double> g1(a.rep.size()), g2(a.rep.size()), g0(a.rep.size(), 7.0);
+    Recorder r1(5), r2(5);
+    MemoryBank both = a.bank(), split = a.bank();
+    const ContrastiveResult whole = run(a, both, r1, g1, ContrastivePhase::PushThenLoss);
+    const ContrastiveResult pushed = run(a, split, r2, g0, ContrastivePhase::PushOnly);
+    CHECK(pushed.terms == 0);
+    CHECK(r2.draws.empty());                            // a push draws nothing
+    CHECK(g0 == std::vector<double>(a.rep.size(), 7.0));  // and leaves the gradient alone
+    const ContrastiveResult terms = run(a, split, r2, g2, ContrastivePhase::LossOnly);
+    REQUIRE(whole.terms > 0);
+    CHECK(terms.loss == whole.loss);
+    CHECK(terms.terms == whole.terms);
+    CHECK(g2 == g1);
+    for (int c = 0; c < 4; ++c) CHECK(split.contents(c) == both.contents(c));
+    // Two replicas: both push (a, then b), then each samples the bank that holds both pushes.
+    MemoryBank shared = a.bank(), only_a = a.bank();
+    Recorder ra(6), rb(6), rc(6);
+    std::vector<double> ga(a.rep.size()), gb(b.rep.size()), gc(a.rep.size());
+    run(a, shared, ra, ga, ContrastivePhase::PushOnly);
+    run(b, shared, rb, gb, ContrastivePhase::PushOnly);
+    const ContrastiveResult a_shared = run(a, shared, ra, ga, ContrastivePhase::LossOnly);
+    run(a, only_a, rc, gc, ContrastivePhase::PushOnly);
+    const ContrastiveResult a_alone = run(a, only_a, rc, gc, ContrastivePhase::LossOnly);
+    REQUIRE(a_alone.terms > 0);
+    CHECK(a_shared.loss != a_alone.loss);  // replica b's negatives were in a's queues
+    for (int c = 0; c < 4; ++c) {
+      MemoryBank expect = a.bank();
+      const std::vector<int64_t> na = expected_negatives(a, p, c), nb = expected_negatives(b, p, c);
+      const std::vector<float> rows_a = teacher_rows(a, na), rows_b = teacher_rows(b, nb);
+      expect.push(c, rows_a.data(), int64_t(na.size()));
+      expect.push(c, rows_b.data(), int64_t(nb.size()));
+      CHECK(shared.contents(c) == expect.contents(c));
+    }
+  }
+}

@@ -83,10 +83,12 @@ struct Selection {
   std::vector<int64_t> low_valid;             // per class: low-valid pixel count
 };
 
-// Assigns every pixel its role for every class, then pushes each class's negatives.
+// Assigns every pixel its role for every class, then (unless LossOnly) pushes each class's
+// negatives, emptying the queues first when PushThenLoss runs without the memory bank.
 Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, const float* rep_t,
                           const float* prob_l, const float* prob_u, const int32_t* label_l,
-                          const int32_t* label_u, const uint8_t* low, const uint8_t* high, MemoryBank& bank) {
+                          const int32_t* label_u, const uint8_t* low, const uint8_t* high, MemoryBank& bank,
+                          ContrastivePhase phase) {
   const int64_t C = p.num_classes, D = d.dim, HW = d.h * d.w, Pl = d.n_l * HW, P = (d.n_l + d.n_u) * HW;
   const PixelIndex px{HW, D};
   const ContrastRule rule{p.delta_p, p.delta_n, p.low_rank, p.high_rank, p.prototype_low_valid,
@@ -120,12 +122,14 @@ Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, 
     }
   }
   std::vector<float> rows;
-  if (!p.memory_bank) bank.clear();  // only this batch's negatives are sampled
+  // Without the memory bank only this batch's negatives are sampled.
+  if (!p.memory_bank && phase == ContrastivePhase::PushThenLoss) bank.clear();
   for (size_t c = 0; c < Cs; ++c) {
     if (count[c] > 0) {
       s.prototype[c].resize(Ds);
       for (size_t e = 0; e < Ds; ++e) s.prototype[c][e] = float(sum[c][e] / double(count[c]));
     }
+    if (phase == ContrastivePhase::LossOnly) continue;
     rows.resize(negatives[c].size() * Ds);
     for (size_t i = 0; i < negatives[c].size(); ++i)
       for (int64_t e = 0; e < D; ++e) rows[i * Ds + size_t(e)] = rep_t[px.base(negatives[c][i]) + e * HW];
@@ -160,19 +164,23 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
                                        const float* rep_teacher, const float* prob_l, const float* prob_u,
                                        const int32_t* label_l, const int32_t* label_u, const uint8_t* low,
                                        const uint8_t* high, MemoryBank& bank, IndexSource& draws, T dloss,
-                                       T* drep, T beta) {
+                                       T* drep, T beta, ContrastivePhase phase) {
   p.check();
   U2PL_CHECK(bank.classes() == p.num_classes && bank.dim() == d.dim,
              "contrastive: the memory bank holds " << bank.classes() << " queues of " << bank.dim()
                  << " floats, the loss needs " << p.num_classes << " of " << d.dim);
   const int64_t D = d.dim, HW = d.h * d.w, M = p.num_queries, N = p.num_negatives, K = N + 1;
+  if (phase == ContrastivePhase::PushOnly) {
+    select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, bank, phase);
+    return ContrastiveResult{};
+  }
   draws.begin_step(p.num_classes, M, N);
   const PixelIndex px{HW, D};
   if (drep) {
     const int64_t n = (d.n_l + d.n_u) * D * HW;
     for (int64_t i = 0; i < n; ++i) drep[i] = blend(T(0), drep[i], beta);
   }
-  const Selection s = select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, bank);
+  const Selection s = select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, bank, phase);
 
   // The loop list: classes with low-valid pixels (official) or with anchors (paper). Entry i
   // takes anchors and prototype of class i (official index bug) or list[i], negatives from
@@ -233,11 +241,11 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
 template ContrastiveResult contrastive_loss_cpu<float>(const ContrastiveParams&, const ContrastiveDims&, const float*,
                                                        const float*, const float*, const float*, const int32_t*,
                                                        const int32_t*, const uint8_t*, const uint8_t*, MemoryBank&,
-                                                       IndexSource&, float, float*, float);
+                                                       IndexSource&, float, float*, float, ContrastivePhase);
 template ContrastiveResult contrastive_loss_cpu<double>(const ContrastiveParams&, const ContrastiveDims&, const double*,
                                                         const float*, const float*, const float*, const int32_t*,
                                                         const int32_t*, const uint8_t*, const uint8_t*, MemoryBank&,
-                                                        IndexSource&, double, double*, double);
+                                                        IndexSource&, double, double*, double, ContrastivePhase);
 
 void ContrastiveResult::check() const {
   U2PL_CHECK(bad_pixel < 0, "contrastive: label " << bad_label << " at pixel " << bad_pixel
@@ -246,7 +254,8 @@ void ContrastiveResult::check() const {
 }
 
 void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
-                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out) {
+                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
+                      ContrastivePhase phase) {
   U2PL_CHECK(in.rep.shape.ndim == 4 && in.label_l.shape.ndim == 3 && in.label_u.shape.ndim == 3,
              "contrastive loss: expected (B, D, h, w) features and (n, h, w) labels, got " << in.rep.shape.str()
                  << ", " << in.label_l.shape.str() << ", " << in.label_u.shape.str());
@@ -274,29 +283,35 @@ void contrastive_loss(Context& ctx, const ContrastiveParams& p, const Contrastiv
   if (drep.defined()) check_device(drep, dev, "contrastive feature gradient");
   U2PL_CHECK(bank.device() == dev, "contrastive loss: the memory bank is on "
                                         << device_name(bank.device()) << ", the loss runs on " << device_name(dev));
+  U2PL_CHECK(out != nullptr || phase == ContrastivePhase::PushOnly, "contrastive loss: no result slot");
   if (dev == Device::CPU) {
-    *out = contrastive_loss_cpu<float>(p, d, in.rep.data, in.rep_teacher.data, in.prob_l.data, in.prob_u.data,
-                                       in.label_l.data, in.label_u.data, in.low.data, in.high.data, bank, draws,
-                                       dloss, drep.defined() ? drep.data : nullptr, beta);
+    const ContrastiveResult r = contrastive_loss_cpu<float>(
+        p, d, in.rep.data, in.rep_teacher.data, in.prob_l.data, in.prob_u.data, in.label_l.data, in.label_u.data,
+        in.low.data, in.high.data, bank, draws, dloss, drep.defined() ? drep.data : nullptr, beta, phase);
+    if (out) *out = r;
     return;
   }
   p.check();
   U2PL_CHECK(bank.classes() == p.num_classes && bank.dim() == d.dim,
              "contrastive: the memory bank holds " << bank.classes() << " queues of " << bank.dim()
                  << " floats, the loss needs " << p.num_classes << " of " << d.dim);
+  if (phase == ContrastivePhase::PushOnly) {
+    contrastive_loss_cuda(ctx, p, in, bank, PhiloxStep{}, dloss, TensorView(), beta, out, phase);
+    return;
+  }
   auto* philox = dynamic_cast<PhiloxIndexSource*>(&draws);
   U2PL_CHECK(philox != nullptr, "contrastive loss: on CUDA the indices are drawn on the device from Philox; "
                                 "replayed (or other) index sources are not yet on CUDA: use a PhiloxIndexSource");
   philox->begin_step(p.num_classes, p.num_queries, p.num_negatives);
-  contrastive_loss_cuda(ctx, p, in, bank, philox->step(), dloss, drep, beta, out);
+  contrastive_loss_cuda(ctx, p, in, bank, philox->step(), dloss, drep, beta, out, phase);
   philox->end_step();
 }
 
 ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
                                    MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
-                                   float beta) {
+                                   float beta, ContrastivePhase phase) {
   const DeviceSlot<ContrastiveResult> slot(ctx.device());
-  contrastive_loss(ctx, p, in, bank, draws, dloss, drep, beta, slot.get());
+  contrastive_loss(ctx, p, in, bank, draws, dloss, drep, beta, slot.get(), phase);
   const ContrastiveResult r = slot.read(ctx);
   r.check();
   if (ctx.device() == Device::CUDA && r.terms == 0)  // the CPU loss logs it itself

@@ -95,12 +95,14 @@ struct InClass {
 struct PlanArgs {
   int C;
   int64_t M, N;
-  bool memory_bank, queue_index_bug, normalise_valid_classes, binary;
+  bool push;          // push this batch's negatives (not LossOnly)
+  bool fresh_queues;  // push into emptied queues (PushThenLoss without the memory bank)
+  bool queue_index_bug, normalise_valid_classes, binary;
 };
 
 // One thread: list offsets, this step's ring pushes (committed to the bank's heads and sizes, as
-// the CPU pushes before sampling; from empty queues without the bank), the loop list and its
-// terms, exactly as contrastive_loss_cpu decides them.
+// the CPU pushes before sampling; from empty queues without the bank; none in LossOnly), the loop
+// list and its terms, exactly as contrastive_loss_cpu decides them.
 __global__ void plan_kernel(PlanArgs a, const ull* counts, DeviceQueues q, Plan* plan) {
   const int C = a.C;
   int64_t an = 0, pr = 0, ng = 0;
@@ -112,11 +114,11 @@ __global__ void plan_kernel(PlanArgs a, const ull* counts, DeviceQueues q, Plan*
     an += static_cast<int64_t>(counts[kAnchor * C + c]);
     pr += static_cast<int64_t>(counts[kProto * C + c]);
     ng += static_cast<int64_t>(counts[kNeg * C + c]);
-    const RingPush r = ring_push(q.capacity[c], a.memory_bank ? q.head[c] : 0, a.memory_bank ? q.size[c] : 0,
-                                 static_cast<int64_t>(counts[kNeg * C + c]));
+    const int64_t n = a.push ? static_cast<int64_t>(counts[kNeg * C + c]) : 0;
+    const RingPush r = ring_push(q.capacity[c], a.fresh_queues ? 0 : q.head[c], a.fresh_queues ? 0 : q.size[c], n);
     plan->push_first[c] = r.first;
     plan->push_tail[c] = r.tail;
-    plan->keep_start[c + 1] = plan->keep_start[c] + static_cast<int64_t>(counts[kNeg * C + c]) - r.first;
+    plan->keep_start[c + 1] = plan->keep_start[c] + n - r.first;
     q.head[c] = r.head;
     q.size[c] = r.size;
   }
@@ -344,7 +346,8 @@ __global__ void scatter_kernel(Geom g, int64_t items, const int32_t* pixel, cons
 }  // namespace
 
 void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
-                           const PhiloxStep& step, float dloss, TensorView drep, float beta, ContrastiveResult* out) {
+                           const PhiloxStep& step, float dloss, TensorView drep, float beta, ContrastiveResult* out,
+                           ContrastivePhase phase) {
   const int64_t nl = in.label_l.shape[0], HW = in.rep.shape.h() * in.rep.shape.w();
   const Geom g{p.num_classes, in.rep.shape.c(), HW, nl * HW, in.rep.shape.n() * HW};
   const int64_t C = g.C, P = g.P, D = g.D, M = p.num_queries, N = p.num_negatives, K = N + 1;
@@ -443,14 +446,22 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
   CUDA_CHECK(cub::DeviceSelect::Flagged(tmp, b, flat, static_cast<const uint8_t*>(neg_flag), neg_list, selected + 2,
                                         CP, st));
   CUDA_CHECK_LAUNCH();
-  const PlanArgs pa{int(C), M, N, p.memory_bank, p.queue_index_bug, p.normalise_valid_classes, p.binary};
+  const PlanArgs pa{int(C),
+                    M,
+                    N,
+                    phase != ContrastivePhase::LossOnly,
+                    !p.memory_bank && phase == ContrastivePhase::PushThenLoss,
+                    p.queue_index_bug,
+                    p.normalise_valid_classes,
+                    p.binary};
   plan_kernel<<<1, 1, 0, st>>>(pa, counts, q, plan);
   CUDA_CHECK_LAUNCH();
-  {
+  if (phase != ContrastivePhase::LossOnly) {
     const ProfileScope prof(ctx, "memory bank push");
     push_kernel<<<grid_for(ctx, CP * 32), kBlock, 0, st>>>(g, q, neg_list, plan, in.rep_teacher.data);
     CUDA_CHECK_LAUNCH();
   }
+  if (phase == ContrastivePhase::PushOnly) return;
   prototype_kernel<<<blocks_for(ctx, C * D), kBlock, 0, st>>>(g, counts, plan, proto_list, in.rep_teacher.data, proto);
   CUDA_CHECK_LAUNCH();
   const AnchorArgs aa{M, N, p.temperature, p.binary, step};

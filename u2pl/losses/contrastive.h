@@ -62,6 +62,16 @@ struct ContrastiveInputs {
   MaskView low, high;      // (B, h, w) entropy masks from contrastive_masks (u2pl/losses/unsup_loss.h)
 };
 
+// What one call does with the memory bank. The public code all-gathers every GPU's negatives into
+// the bank before any GPU samples, so a step of several replicas runs PushOnly for each replica in
+// replica order, then LossOnly for each (u2pl/train/train_step.cpp); one replica runs both at once.
+enum class ContrastivePhase {
+  PushThenLoss,  // push this batch's negatives (emptying the queues first without the memory
+                 // bank), then form the terms
+  PushOnly,      // push only (never empties: the caller does, once a step); no draws, no result
+  LossOnly,      // form the terms from the bank as it is (this batch's roles, no push)
+};
+
 struct ContrastiveResult {
   double loss = 0;     // accumulated in double (gradient checks difference it)
   int terms = 0;       // loop entries that formed a loss term
@@ -78,14 +88,16 @@ struct ContrastiveResult {
 // term, M anchor indices, then M·N negative indices, within one draws.begin_step(C, M, N) ...
 // end_step(). drep (B,D,h,w) = beta·drep + dloss·dL/drep (skipped when undefined). Inputs, bank
 // and drep on ctx's device; on CUDA `draws` must be a PhiloxIndexSource (indices equal to the
-// CPU's) and the figures are read back (one synchronisation).
+// CPU's) and the figures are read back (one synchronisation). `phase` splits the push from the
+// terms (see ContrastivePhase); PushOnly leaves drep, draws and the result alone.
 ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in,
                                    MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
-                                   float beta);
+                                   float beta, ContrastivePhase phase = ContrastivePhase::PushThenLoss);
 // The same with the figures written to *out in ctx's device memory (a DeviceSlot): on CUDA no
-// host round trip; read the slot and check() it to log.
+// host round trip; read the slot and check() it to log. PushOnly writes no figures (out may be null).
 void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
-                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out);
+                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
+                      ContrastivePhase phase = ContrastivePhase::PushThenLoss);
 
 struct ContrastiveDims {
   int64_t n_l = 0, n_u = 0, dim = 0, h = 0, w = 0;
@@ -97,11 +109,12 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
                                        const float* rep_teacher, const float* prob_l, const float* prob_u,
                                        const int32_t* label_l, const int32_t* label_u, const uint8_t* low,
                                        const uint8_t* high, MemoryBank& bank, IndexSource& draws, T dloss,
-                                       T* drep, T beta);
+                                       T* drep, T beta, ContrastivePhase phase = ContrastivePhase::PushThenLoss);
 
 // The CUDA backend (u2pl/losses/contrastive.cu) after the checks of contrastive_loss: draws at
 // `step`.
 void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
-                           const PhiloxStep& step, float dloss, TensorView drep, float beta, ContrastiveResult* out);
+                           const PhiloxStep& step, float dloss, TensorView drep, float beta, ContrastiveResult* out,
+                           ContrastivePhase phase);
 
 }  // namespace u2pl

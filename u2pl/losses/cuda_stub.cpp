@@ -22,7 +22,7 @@ void contrastive_masks_cuda(Context&, LabelView, TensorView, LabelView, double, 
   no_cuda("contrastive masks");
 }
 void contrastive_loss_cuda(Context&, const ContrastiveParams&, const ContrastiveInputs&, MemoryBank&,
-                           const PhiloxStep&, float, TensorView, float, ContrastiveResult*) {
+                           const PhiloxStep&, float, TensorView, float, ContrastiveResult*, ContrastivePhase) {
   no_cuda("contrastive loss");
 }
 void bank_push_cuda(Context&, const DeviceQueues&, int, const float*, int64_t) { no_cuda("memory bank push"); }
