@@ -41,9 +41,10 @@ const char* const kUsage =
     "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n"
     "usage: u2pl_bench step [--device cpu|cuda] [--preset paper|official] [--depth D] [--os 8|16]\n"
     "                       [--width-divisor K] [--batch B] [--crop N] [--classes C] [--threads T]\n"
-    "                       [--repeat R] [--json FILE] [--profile]\n"
+    "                       [--repeat R] [--replicas N] [--json FILE] [--profile]\n"
     "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
     "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n"
+    "  --replicas trainer.replicas: N replicas of B + B images each in one process (default 1)\n"
     "  --profile  time each phase of the timed iterations (teacher forwards, pseudo-labels, student\n"
     "             forward, each loss, backward, SGD, EMA) and the convolutions and memory-bank\n"
     "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"
@@ -197,6 +198,7 @@ int run_step(int argc, char** argv) {
     else if (a == "--classes") o.classes = parse_int(a, v, 2);
     else if (a == "--threads") threads = parse_int(a, v, 1);
     else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
+    else if (a == "--replicas") o.replicas = parse_int(a, v, 1);
     else if (a == "--json") json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }

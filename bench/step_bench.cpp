@@ -118,6 +118,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   const TrainConfig cfg = load_train_config_text(
       kRecipe, "u2pl_bench step",
       {"trainer.preset=" + o.preset, "dataset.batch_size=" + std::to_string(o.batch),
+       "trainer.replicas=" + std::to_string(o.replicas),
        "dataset.train.crop.size=[" + crop + ", " + crop + "]", "net.num_classes=" + std::to_string(o.classes),
        "net.encoder.type=u2pl.models.resnet.resnet" + std::to_string(o.depth),
        "net.encoder.kwargs.width_divisor=" + std::to_string(o.width_divisor),
@@ -138,7 +139,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
 
   // The loader's output, in host memory as in training: normalised images in [-1, 1), labels
   // in [0, C) with ~5 % ignored (255).
-  const int B = o.batch, C = o.classes;
+  const int B = o.batch * o.replicas, C = o.classes;  // the global batch
   const Shape image{B, 3, o.crop, o.crop};
   std::vector<float> xl(static_cast<size_t>(image.numel())), xu(xl.size());
   for (size_t i = 0; i < xl.size(); ++i) {
@@ -152,13 +153,13 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   const Labels lab_l = Labels::from_host(Shape{B, o.crop, o.crop}, y, Device::CPU);
 
   std::cerr << "u2pl_bench step: " << o.preset << ", ResNet-" << o.depth << " OS" << o.output_stride << ", batch "
-            << B << " + " << B << ", crop " << o.crop << ", " << C << " classes, device " << device_name(o.device)
-            << "\n";
+            << B << " + " << B << (o.replicas > 1 ? " (" + std::to_string(o.replicas) + " replicas)" : "") << ", crop "
+            << o.crop << ", " << C << " classes, device " << device_name(o.device) << "\n";
   Context ctx(o.device);
   int64_t it = int64_t(epoch) * ts.iters_per_epoch();
   StepResult last;
   auto iteration = [&] {
-    PhiloxStepDraws draws(cfg.seed, it);
+    PhiloxStepDraws draws(cfg.seed, it, cfg.replicas);
     last = ts.step(ctx, img_l.view(), lab_l.view(), img_u.view(), it, epoch, draws);  // synchronous
     draws.check_budget();
     ++it;
@@ -196,7 +197,8 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"depth", o.depth},
           {"output_stride", o.output_stride},
           {"width_divisor", o.width_divisor},
-          {"batch", B},
+          {"batch", o.batch},
+          {"replicas", o.replicas},
           {"crop", o.crop},
           {"classes", C},
           {"device", device_name(o.device)},

@@ -16,6 +16,7 @@ struct StepBenchOptions {
   Device device = Device::CPU;
   std::string preset = "paper";  // paper | official
   int depth = 101, output_stride = 8, width_divisor = 1, batch = 2, crop = 129, classes = 21, repeat = 3;
+  int replicas = 1;      // trainer.replicas: `batch` labeled + `batch` unlabeled images each
   bool profile = false;  // time the phases and convolutions of the timed iterations (engine/profile.h)
 };
 

@@ -293,6 +293,32 @@ TEST_CASE("train config: the ablation switches are keys of their own, checked, l
   CHECK(!o.contrastive.prt);
 }
 
+TEST_CASE("train config: replicas fix the global batch and the official contrastive weight") {
+  const TrainConfig one = load_text("tc_rep0", kBase);
+  CHECK(one.replicas == 1);
+  CHECK(one.global_batch() == one.data.batch_size);
+  std::vector<std::string> log;
+  const TrainConfig four = load_text("tc_rep1", kBase, {"trainer.replicas=4"}, &log);
+  CHECK(four.replicas == 4);
+  CHECK(four.global_batch() == 4 * four.data.batch_size);
+  CHECK(logged(log, "trainer.replicas = 4 (command line; preset paper: 1)"));
+  CHECK(!four.switches.divide_by_replicas);
+  CHECK(four.contrastive_weight() == doctest::Approx(0.1));
+  const TrainConfig off = load_text("tc_rep2", kBase, {"trainer.replicas=4", "trainer.preset=official"});
+  CHECK(off.switches.divide_by_replicas);  // λc = 1 / R, as the public all-reduce / world size
+  CHECK(off.contrastive_weight() == 0.25);
+  const TrainConfig sw = load_text("tc_rep3", kBase, {"trainer.replicas=4", "trainer.preset=official",
+                                                      "trainer.contrastive.divide_by_replicas=False"});
+  CHECK(sw.contrastive_weight() == 1.0);
+  const std::string y = resolved_yaml(off);
+  CHECK(y.find("replicas: 4") != std::string::npos);
+  CHECK(resolved_yaml(load_train_config(write_yaml("tc_rep_rt", y), {}, nullptr)) == y);
+  for (const char* bad : {"trainer.replicas=0", "trainer.replicas=two", "trainer.replicas=2000"}) {
+    const std::string e = error_of([&] { load_text("tc_rep4", kBase, {bad}); });
+    CHECK_MESSAGE(e.find("trainer.replicas: expected") != std::string::npos, e);
+  }
+}
+
 TEST_CASE("train config: alpha_t decays per epoch with DPA and stays at alpha0 without") {
   const TrainConfig c =
       load_text("tc_alpha", kBase, {"trainer.epochs=80", "trainer.contrastive.low_entropy_threshold=30"});

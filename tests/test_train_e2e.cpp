@@ -68,6 +68,12 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
   return out;
 }
 
+// The replica count a dump simulates (the public code's GPU count; dumps before replicas: 1).
+int replicas_of(const SafeTensorsFile& f) {
+  const auto it = f.metadata().find("replicas");
+  return it == f.metadata().end() ? 1 : std::stoi(it->second);
+}
+
 // The TrainConfig the dump was made with, as a config.yaml (the public tree and key names).
 TrainConfig config_of(const SafeTensorsFile& f) {
   auto m = [&](const char* k) { return f.meta(k); };
@@ -84,6 +90,7 @@ TrainConfig config_of(const SafeTensorsFile& f) {
   ignore_label: 255
 trainer:
   preset: @preset
+  replicas: REPLICAS
   epochs: @epochs
   sup_only_epoch: @sup_only_epoch
   optimizer: {type: SGD, kwargs: {lr: @lr, momentum: @momentum, weight_decay: @weight_decay}}
@@ -121,6 +128,7 @@ net:
   const std::vector<std::pair<std::string, std::string>> subs = {
       {"@multi_grid_py", py(m("multi_grid"))}, {"@os16_py", "True"}, {"@rep_head_py", py(m("rep_head"))}};
   for (const auto& [key, v] : subs) t = replace_once(t, key, v);
+  t = replace_once(t, "REPLICAS", std::to_string(replicas_of(f)));
   for (size_t at; (at = t.find('@')) != std::string::npos;) {
     size_t end = at + 1;
     while (end < t.size() && (std::isalnum(static_cast<unsigned char>(t[end])) || t[end] == '_')) ++end;
@@ -131,24 +139,28 @@ net:
 
 // The recorded draws of one iteration: CutMix boxes (or none) and the contrastive indices; the
 // dropout scales are already in the plans.
+// The dump's draws of one iteration: per replica its CutMix boxes (or none), and the contrastive
+// draws of all replicas in the order they were made (replica 0's terms first).
 class DumpDraws : public StepDraws {
  public:
-  DumpDraws(std::optional<std::vector<Box>> boxes, std::vector<std::vector<int64_t>> draws,
+  DumpDraws(std::vector<std::optional<std::vector<Box>>> boxes, std::vector<std::vector<int64_t>> draws,
             std::vector<int64_t> highs)
       : boxes_(std::move(boxes)), replay_(std::move(draws), std::move(highs)) {}
   Rng* student_dropout() override { return nullptr; }
   Rng* teacher_dropout() override { return nullptr; }
-  std::optional<std::vector<Box>> cutmix(int batch, int, int) override {
+  std::optional<std::vector<Box>> cutmix(int replica, int batch, int, int) override {
     ++cutmix_calls;
-    if (boxes_) CHECK(int(boxes_->size()) == batch);
-    return boxes_;
+    REQUIRE(size_t(replica) < boxes_.size());
+    const std::optional<std::vector<Box>>& b = boxes_[size_t(replica)];
+    if (b) CHECK(int(b->size()) == batch);
+    return b;
   }
-  IndexSource& contrastive() override { return replay_; }
+  IndexSource& contrastive(int) override { return replay_; }
   const ReplayIndexSource& replay() const { return replay_; }
   int cutmix_calls = 0;
 
  private:
-  std::optional<std::vector<Box>> boxes_;
+  std::vector<std::optional<std::vector<Box>>> boxes_;
   ReplayIndexSource replay_;
 };
 
@@ -262,8 +274,9 @@ void check_thresh(const char* what, int it, double got, double want, Worst& wors
   worst.thresh = std::max(worst.thresh, std::fabs(got - want) / kThreshAbs);
 }
 
-void run_dump(const std::string& preset) {
-  const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/train_e2e_" + preset + ".safetensors");
+// Replays the dump train_e2e_<name>.safetensors of `preset`.
+void run_dump(const std::string& preset, const std::string& name) {
+  const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/train_e2e_" + name + ".safetensors");
   REQUIRE(f.meta("format") == "u2pl-train-e2e");
   REQUIRE(f.meta("preset") == preset);
   const TrainConfig cfg = config_of(f);
@@ -281,6 +294,8 @@ void run_dump(const std::string& preset) {
 
   const std::vector<std::string> fields = split(f.meta("out_fields"));
   const int64_t B = std::stoll(f.meta("batch")), H = std::stoll(f.meta("height")), W = std::stoll(f.meta("width"));
+  const int R = replicas_of(f);
+  REQUIRE(cfg.replicas == R);
   Context ctx(Device::CPU);
   Worst worst;
   for (int it = 0; it < iters; ++it) {
@@ -291,14 +306,16 @@ void run_dump(const std::string& preset) {
     const Tensor img_l = images(f, "pool.images_l", f.ints(p + "labeled"));
     const Labels lab_l = labels(f, f.ints(p + "labeled"));
     const Tensor img_u = semi ? images(f, "pool.images_u", f.ints(p + "unlabeled")) : Tensor();
-    const Shape image{semi ? 2 * B : B, 3, H, W};
+    const Shape image{R * (semi ? 2 * B : B), 3, H, W};
     set_dropout(f, p + "dropout.student", ts.student(), image, NetMode::Train);
     set_dropout(f, p + "dropout.teacher", *ts.teacher(), image, NetMode::TrainStats);
-    std::optional<std::vector<Box>> boxes;
-    if (f.has(p + "boxes")) {
-      const std::vector<int32_t> b = f.ints(p + "boxes");
-      boxes.emplace();
-      for (size_t i = 0; i + 3 < b.size(); i += 4) boxes->push_back(Box{b[i], b[i + 1], b[i + 2], b[i + 3]});
+    std::vector<std::optional<std::vector<Box>>> boxes(static_cast<size_t>(R));
+    for (int r = 0; r < R; ++r) {
+      const std::string key = p + (R == 1 ? "boxes" : "boxes." + std::to_string(r));
+      if (!f.has(key)) continue;
+      const std::vector<int32_t> b = f.ints(key);
+      boxes[size_t(r)].emplace();
+      for (size_t i = 0; i + 3 < b.size(); i += 4) boxes[size_t(r)]->push_back(Box{b[i], b[i + 1], b[i + 2], b[i + 3]});
     }
     const std::vector<int32_t> flat = f.ints(p + "draws"), sizes = f.ints(p + "draw_sizes"),
                                highs = f.ints(p + "draw_highs");
@@ -309,7 +326,7 @@ void run_dump(const std::string& preset) {
       at += size_t(n);
     }
     DumpDraws dd(boxes, draws, std::vector<int64_t>(highs.begin(), highs.end()));
-    INFO("preset " << preset << ", iteration " << it);
+    INFO("dump " << name << ", iteration " << it);
     StepResult r;
     try {
       r = ts.step(ctx, img_l, lab_l, img_u, it, epoch, dd);
@@ -327,7 +344,7 @@ void run_dump(const std::string& preset) {
       return 0.0;
     };
     CHECK(r.semi == semi);
-    CHECK(dd.cutmix_calls == (semi ? 1 : 0));
+    CHECK(dd.cutmix_calls == (semi ? R : 0));
     CHECK(dd.replay().used() == dd.replay().recorded());
     check_loss("sup", it, r.sup, out("sup"), worst);
     check_loss("unsup", it, r.unsup, out("unsup"), worst);
@@ -335,7 +352,7 @@ void run_dump(const std::string& preset) {
     check_thresh("gamma", it, r.thresh, out("thresh"), worst);
     check_thresh("contra_low", it, r.contra_low, out("contra_low"), worst);
     check_thresh("contra_high", it, r.contra_high, out("contra_high"), worst);
-    CHECK(std::llround(r.reliable * double(B * H * W)) == std::llround(out("reliable")));
+    CHECK(std::llround(r.reliable * double(R * B * H * W)) == std::llround(out("reliable")));
     CHECK(r.contra_terms == int(out("terms")));
     CHECK(std::fabs(r.ema - out("ema")) <= 1e-6);
     CHECK(std::fabs(ts.lr_at(it) - out("lr")) <= 1e-6 * out("lr"));
@@ -351,13 +368,25 @@ void run_dump(const std::string& preset) {
     check_close(name, bank.contents(c), f.floats(name), kState);
     worst.state = std::max(worst.state, tolerance_used(bank.contents(c), f.floats(name), kState));
   }
-  MESSAGE("train e2e " << preset << ": largest share of the tolerance used: loss terms " << worst.loss
+  MESSAGE("train e2e " << name << ": largest share of the tolerance used: loss terms " << worst.loss
                        << ", thresholds " << worst.thresh << ", parameters / buffers / queues " << worst.state
                        << ", momentum " << worst.momentum);
 }
 
 }  // namespace
 
-TEST_CASE("train e2e: four TrainStep iterations match the PyTorch dump (paper preset)") { run_dump("paper"); }
+TEST_CASE("train e2e: four TrainStep iterations match the PyTorch dump (paper preset)") { run_dump("paper", "paper"); }
 
-TEST_CASE("train e2e: four TrainStep iterations match the PyTorch dump (official preset)") { run_dump("official"); }
+TEST_CASE("train e2e: four TrainStep iterations match the PyTorch dump (official preset)") {
+  run_dump("official", "official");
+}
+
+// Two replicas (the public code on two GPUs) in one process: SyncBN over both, the losses per
+// replica, the mean gradient, both replicas' negatives pushed before either samples, λc / 2.
+TEST_CASE("train e2e: two replicas match the PyTorch dump of two simulated GPUs (paper preset)") {
+  run_dump("paper", "paper_r2");
+}
+
+TEST_CASE("train e2e: two replicas match the PyTorch dump of two simulated GPUs (official preset)") {
+  run_dump("official", "official_r2");
+}

@@ -112,6 +112,35 @@ TEST_CASE("trainer: N iterations in one run equal N/2, resume, N/2 (mid-epoch, a
   CHECK(error_of([&] { run(cfg, quiet(split)); }).find("already holds a run") != std::string::npos);
 }
 
+TEST_CASE("trainer: two replicas take twice the images an iteration, log their mean and resume bit for bit") {
+  TinySet set;
+  TempDir runs("trainer_replicas");
+  // 8 unlabeled images, 2 replicas of batch 2: 2 iterations an epoch, 6 in all.
+  const TrainConfig cfg = tiny(set, "u2pl", {"trainer.replicas=2"});
+  const std::string whole = runs.path + "/whole", split = runs.path + "/split";
+  const TrainResult a = run(cfg, quiet(whole));
+  CHECK(a.total == 6);
+  CHECK(a.iterations == 6);
+  const LogRecords la = read_log(whole + "/log.jsonl");
+  REQUIRE(la.iters.size() == 6);
+  bool contra = false;
+  for (const IterRecord& r : la.iters)
+    for (const auto& [name, v] : r.stats) contra = contra || (name == "contra_terms" && v > 0);
+  CHECK(contra);  // both replicas' terms past the warm start
+  run(cfg, quiet(split, 3));  // mid-epoch, in the handover epoch
+  run(cfg, quiet(split, -1, true));
+  expect_same_checkpoints(whole + "/ckpt_latest.safetensors", split + "/ckpt_latest.safetensors");
+  // One replica of batch 4 is another run: per-replica losses and draws differ.
+  const TrainConfig wide = tiny(set, "u2pl", {"dataset.batch_size=4"});
+  const std::string w = runs.path + "/wide";
+  CHECK(run(wide, quiet(w)).total == 6);
+  CHECK(tensor_of(w + "/ckpt_latest.safetensors", "student.decoder.classifier.8.weight") !=
+        tensor_of(whole + "/ckpt_latest.safetensors", "student.decoder.classifier.8.weight"));
+  // 8 images do not fill one iteration of 8 replicas of 2.
+  CHECK(error_of([&] { run(tiny(set, "u2pl", {"trainer.replicas=8"}), quiet(runs.path + "/eight")); })
+            .find("hold no full batch of 16 (dataset.batch_size 2 × trainer.replicas 8)") != std::string::npos);
+}
+
 TEST_CASE("trainer: the teacher through the warm start, the handover epoch and the EMA") {
   TinySet set;
   TempDir runs("trainer_ema");

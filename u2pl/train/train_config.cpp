@@ -22,7 +22,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Our keys in the public sections: alone they do not turn the loss on.
 const char* const kUnsupSwitches[] = {"scale_by_valid", "scale_mode", "label_pad", "teacher_copy_bn", "dpa"};
 const char* const kContraSwitches[] = {"anchor_rule", "prototype_low_valid", "negatives_label_mask", "queue_index_bug",
-                                       "normalise_valid_classes", "memory_bank", "prt", "negative_source"};
+                                       "normalise_valid_classes", "memory_bank", "prt", "negative_source",
+                                       "divide_by_replicas"};
 
 // A copy without source marks, so that errors about it carry no line of the file.
 Node unmarked(const Node& v) {
@@ -84,6 +85,7 @@ void apply_preset(TrainConfig& c) {
   s.negatives_label_mask = p.negatives_label_mask;
   s.queue_index_bug = p.queue_index_bug;
   s.normalise_valid_classes = p.normalise_valid_classes;
+  s.divide_by_replicas = official;
 }
 
 void read_unsup(const Section& tr, TrainConfig& c, std::vector<std::string>* log) {
@@ -116,7 +118,7 @@ void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string
                       "num_negatives", "num_queries", "temperature", "loss_weight", "binary", "anchor_ema",
                       "queue_size", "queue_size_background", "anchor_rule", "prototype_low_valid",
                       "negatives_label_mask", "queue_index_bug", "normalise_valid_classes", "memory_bank", "prt",
-                      "negative_source"});
+                      "negative_source", "divide_by_replicas"});
   auto& k = c.contrastive;
   k.enabled = has_public_key(tr.at("contrastive"), kContraSwitches);
   s.get("negative_high_entropy", k.negative_high_entropy);
@@ -145,6 +147,7 @@ void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string
   s.get("negatives_label_mask", c.switches.negatives_label_mask);
   s.get("queue_index_bug", c.switches.queue_index_bug);
   s.get("normalise_valid_classes", c.switches.normalise_valid_classes);
+  s.get("divide_by_replicas", c.switches.divide_by_replicas);
   s.get("memory_bank", k.memory_bank);
   s.get("prt", k.prt);
   if (s.has("negative_source")) {
@@ -160,7 +163,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   top.need("trainer");
   const Section tr = top.child("trainer", {"epochs", "sup_only_epoch", "eval_on", "start_epochs", "optimizer",
                                            "lr_scheduler", "unsupervised", "contrastive", "preset", "device",
-                                           "seed", "eval_interval", "deterministic"});
+                                           "seed", "eval_interval", "deterministic", "replicas"});
   tr.need("epochs");
   tr.get("epochs", c.epochs, 1);
   tr.get("sup_only_epoch", c.sup_only_epoch, 0);
@@ -172,6 +175,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   c.seed = uint64_t(seed);
   tr.get("eval_interval", c.eval_interval, 1);
   tr.get("deterministic", c.deterministic);
+  tr.get("replicas", c.replicas, 1, 1024);
 
   tr.need("optimizer");
   const Section opt = tr.child("optimizer", {"type", "kwargs"});
@@ -257,6 +261,10 @@ ContrastiveParams TrainConfig::contrastive_params() const {
 }
 
 UnsupOptions TrainConfig::unsup_options(double percent) const { return UnsupOptions{percent, switches.scale_by_valid}; }
+
+double TrainConfig::contrastive_weight() const {
+  return switches.divide_by_replicas ? double(contrastive.loss_weight) / replicas : double(contrastive.loss_weight);
+}
 
 double TrainConfig::alpha_at(double alpha0, int epoch) const {
   U2PL_CHECK(epoch >= 0 && epoch <= epochs, "alpha_t: epoch " << epoch << " outside [0, " << epochs << "]");

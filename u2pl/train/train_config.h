@@ -38,6 +38,9 @@ struct PresetSwitches {
   bool queue_index_bug = false;
   // trainer.contrastive.normalise_valid_classes: L_c over classes with anchors (false) | valid classes (true).
   bool normalise_valid_classes = false;
+  // trainer.contrastive.divide_by_replicas: λc as given (false) | λc / R, the public code's
+  // all-reduce of the loss divided by the GPU count (true).
+  bool divide_by_replicas = false;
 };
 
 struct TrainConfig {
@@ -54,6 +57,10 @@ struct TrainConfig {
   uint64_t seed = 0;            // trainer.seed
   int eval_interval = 1;        // trainer.eval_interval: validate every n epochs
   bool deterministic = false;   // trainer.deterministic: deterministic CUDA algorithms (bit-exact resume on a GPU)
+  // trainer.replicas R: the public code's GPU count, which fixes the math whatever runs it. Each
+  // replica takes dataset.batch_size labeled and unlabeled images; BN statistics are over all
+  // replicas, the losses per replica, the gradient their mean (SPEC §8).
+  int replicas = 1;
   float lr = 0.001f, momentum = 0, weight_decay = 0;  // optimizer SGD (PyTorch defaults for the last two)
   float lr_power = 0.9f;                             // lr_scheduler poly
   struct Unsup {
@@ -99,6 +106,11 @@ struct TrainConfig {
   double unsup_percent_at(int epoch) const;
   // α_t of the contrastive entropy masks, α0 = low_entropy_threshold (contrastive_masks).
   double contrastive_alpha_at(int epoch) const;
+  // The weight each replica's contrastive loss enters the (replica-mean) loss with: loss_weight,
+  // divided by the replica count under switches.divide_by_replicas.
+  double contrastive_weight() const;
+  // Images of each kind (labeled, unlabeled) one iteration takes: replicas · batch_size.
+  int global_batch() const { return replicas * data.batch_size; }
 };
 
 // Loads `path`, applies `overrides` ("section.key=value", the value a YAML scalar or flow

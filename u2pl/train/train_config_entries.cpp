@@ -109,6 +109,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(t + "eval_on", yes(c.eval_on));
   e.emplace_back(t + "eval_interval", Node(c.eval_interval));
   e.emplace_back(t + "deterministic", yes(c.deterministic));
+  e.emplace_back(t + "replicas", Node(c.replicas));
   e.emplace_back(t + "start_epochs", Node(c.start_epochs));
   e.emplace_back(t + "optimizer.type", Node("SGD"));
   e.emplace_back(t + "optimizer.kwargs.lr", Node(num(c.lr)));
@@ -150,6 +151,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(k + "negatives_label_mask", yes(s.negatives_label_mask));
   e.emplace_back(k + "queue_index_bug", yes(s.queue_index_bug));
   e.emplace_back(k + "normalise_valid_classes", yes(s.normalise_valid_classes));
+  e.emplace_back(k + "divide_by_replicas", yes(s.divide_by_replicas));
   e.emplace_back(k + "memory_bank", yes(q.memory_bank));
   e.emplace_back(k + "prt", yes(q.prt));
   const NegativeSource ns = q.negative_source;

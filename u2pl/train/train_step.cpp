@@ -36,6 +36,15 @@ View<T> scratch(Owned<T>& t, Shape s, Device dev) {
   return t.view();
 }
 
+// One result slot per replica.
+template <class T>
+std::vector<DeviceSlot<T>> slots(int replicas, Device dev) {
+  std::vector<DeviceSlot<T>> v;
+  v.reserve(size_t(replicas));
+  for (int r = 0; r < replicas; ++r) v.emplace_back(dev);
+  return v;
+}
+
 // A host or device view on `dev`, through a scratch copy when it lives elsewhere.
 template <class T>
 View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
@@ -47,26 +56,45 @@ View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
 
 }  // namespace
 
-PhiloxStepDraws::PhiloxStepDraws(uint64_t seed, int64_t it)
-    : it_(it),
-      drop_s_(seed, stream_base(kStreamStudentDropout, it)),
-      drop_t_(seed, stream_base(kStreamTeacherDropout, it)),
-      mix_(seed, stream_base(kStreamCutmix, it)),
-      contra_(seed, stream_base(kStreamContrastive, it)),
-      draws_(contra_) {
-  U2PL_CHECK(it >= 0 && it < (int64_t(1) << (56 - kIterBits)), "iteration " << it << " outside the Philox layout");
+uint64_t replica_key(uint64_t seed, int replica) {
+  return replica == 0 ? seed : seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(replica));
 }
 
-std::optional<std::vector<Box>> PhiloxStepDraws::cutmix(int batch, int height, int width) {
-  if (mix_.uniform() >= 0.5f) return std::nullopt;
-  return cutmix_boxes(mix_, batch, height, width);
+PhiloxStepDraws::PhiloxStepDraws(uint64_t seed, int64_t it, int replicas)
+    : it_(it),
+      drop_s_(seed, stream_base(kStreamStudentDropout, it)),
+      drop_t_(seed, stream_base(kStreamTeacherDropout, it)) {
+  U2PL_CHECK(it >= 0 && it < (int64_t(1) << (56 - kIterBits)), "iteration " << it << " outside the Philox layout");
+  U2PL_CHECK(replicas >= 1, "draws for " << replicas << " replicas");
+  mix_.reserve(size_t(replicas));
+  contra_.reserve(size_t(replicas));
+  draws_.reserve(size_t(replicas));
+  for (int r = 0; r < replicas; ++r) {
+    mix_.emplace_back(replica_key(seed, r), stream_base(kStreamCutmix, it));
+    contra_.emplace_back(replica_key(seed, r), stream_base(kStreamContrastive, it));
+  }
+  for (Rng& rng : contra_) draws_.emplace_back(rng);
+}
+
+std::optional<std::vector<Box>> PhiloxStepDraws::cutmix(int replica, int batch, int height, int width) {
+  U2PL_CHECK(replica >= 0 && size_t(replica) < mix_.size(), "CutMix draws of replica " << replica << " of "
+                                                                                    << mix_.size());
+  Rng& mix = mix_[size_t(replica)];
+  if (mix.uniform() >= 0.5f) return std::nullopt;
+  return cutmix_boxes(mix, batch, height, width);
+}
+
+IndexSource& PhiloxStepDraws::contrastive(int replica) {
+  U2PL_CHECK(replica >= 0 && size_t(replica) < draws_.size(), "contrastive draws of replica " << replica << " of "
+                                                                                            << draws_.size());
+  return draws_[size_t(replica)];
 }
 
 void PhiloxStepDraws::check_budget() const {
-  const std::pair<const Rng*, uint64_t> streams[] = {{&drop_s_, kStreamStudentDropout},
-                                                     {&drop_t_, kStreamTeacherDropout},
-                                                     {&mix_, kStreamCutmix},
-                                                     {&contra_, kStreamContrastive}};
+  std::vector<std::pair<const Rng*, uint64_t>> streams = {{&drop_s_, kStreamStudentDropout},
+                                                          {&drop_t_, kStreamTeacherDropout}};
+  for (const Rng& rng : mix_) streams.emplace_back(&rng, kStreamCutmix);
+  for (const Rng& rng : contra_) streams.emplace_back(&rng, kStreamContrastive);
   for (const auto& [rng, stream] : streams)
     U2PL_CHECK(rng->offset() - stream_base(stream, it_) <= (uint64_t(1) << kIterBits),
                "iteration " << it_ << ": the draws of Philox stream " << stream << " overran their counter range");
@@ -76,10 +104,10 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
     : cfg_(cfg),
       dev_(dev),
       student_(cfg.net),
-      sup_out_(dev),
-      unsup_out_(dev),
-      masks_out_(dev),
-      contra_out_(dev) {
+      sup_out_(slots<SupLossResult>(cfg.replicas, dev)),
+      unsup_out_(slots<UnsupResult>(cfg.replicas, dev)),
+      masks_out_(slots<EntropyThresholds>(cfg.replicas, dev)),
+      contra_out_(slots<ContrastiveResult>(cfg.replicas, dev)) {
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
     const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
@@ -126,15 +154,18 @@ double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, i
 StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
                            int epoch, StepDraws& draws, const std::function<void()>& while_running) {
   StepResult o;
-  const int64_t B = img_l_in.shape.n();
+  const int R = cfg_.replicas;
+  const int64_t BR = img_l_in.shape.n(), b = BR / R;  // all replicas' images; one replica's
   const int64_t H = img_l_in.shape.h(), W = img_l_in.shape.w(), C = cfg_.net.num_classes;
+  U2PL_CHECK(BR == int64_t(R) * b && b > 0, "iteration " << it << ": a batch of " << BR << " images does not split into "
+                                                         << R << " replicas (trainer.replicas)");
   o.semi = semi_phase(epoch);
   U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
              "iteration " << it << ": the unlabeled batch must match the labeled one " << img_l_in.shape.str());
 
   const double f = poly_lr(1.0, it, total_iters(), cfg_.lr_power);
   std::vector<float> lrs;
-  for (const float b : base_lrs_) lrs.push_back(static_cast<float>(b * f));
+  for (const float base : base_lrs_) lrs.push_back(static_cast<float>(base * f));
 
   PhaseMarks phase(ctx);  // what u2pl_bench step --profile reports
   phase.next("batch and handover copies");
@@ -150,6 +181,11 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       copy_tensor(teacher_->params().buffers().all(), student_.params().buffers().all());
   }
 
+  // The networks see every replica's images at once, replica after replica: [labeled | mixed
+  // unlabeled] of replica 0, then of replica 1, ... (the labeled images alone in the warm start),
+  // so BN statistics are over all replicas (SyncBN) and replica r's images are one slice (`per`
+  // images from r·per); the losses run per replica on those slices.
+  const int64_t per = o.semi ? 2 * b : b;
   LabelView lab_mix;
   TensorView image = img_l;
   if (o.semi) {
@@ -158,22 +194,26 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     phase.next("teacher eval forward");
     const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr);
     phase.next("pseudo-labels");
-    const TensorView up = scratch(up_eval_, Shape{B, C, H, W}, dev_);
+    const TensorView up = scratch(up_eval_, Shape{BR, C, H, W}, dev_);
     bilinear_forward(ctx, te.pred, up);
-    const LabelView lab_u = scratch(lab_u_, Shape{B, H, W}, dev_);
+    const LabelView lab_u = scratch(lab_u_, Shape{BR, H, W}, dev_);
     argmax_channels(ctx, up, lab_u);
     phase.next("cutmix");
-    image = scratch(img_all_, Shape{2 * B, 3, H, W}, dev_);
-    copy_tensor(image.batch_slice(0, B), img_l);
-    lab_mix = scratch(lab_mix_, Shape{B, H, W}, dev_);
-    const std::optional<std::vector<Box>> boxes =
-        cfg_.unsup.apply_aug == "cutmix" ? draws.cutmix(int(B), int(H), int(W)) : std::nullopt;
-    if (boxes) {
-      box_mix(ctx, *boxes, img_u, image.batch_slice(B, B));
-      box_mix(ctx, *boxes, lab_u, lab_mix);
-    } else {
-      copy_tensor(image.batch_slice(B, B), img_u);
-      copy_tensor(lab_mix, lab_u);
+    image = scratch(img_all_, Shape{2 * BR, 3, H, W}, dev_);
+    lab_mix = scratch(lab_mix_, Shape{BR, H, W}, dev_);
+    for (int r = 0; r < R; ++r) {  // each replica mixes within its own images, with its own draws
+      const TensorView u = img_u.batch_slice(r * b, b), mixed = image.batch_slice(r * per + b, b);
+      const LabelView lu = lab_u.batch_slice(r * b, b), lm = lab_mix.batch_slice(r * b, b);
+      copy_tensor(image.batch_slice(r * per, b), img_l.batch_slice(r * b, b));
+      const std::optional<std::vector<Box>> boxes =
+          cfg_.unsup.apply_aug == "cutmix" ? draws.cutmix(r, int(b), int(H), int(W)) : std::nullopt;
+      if (boxes) {
+        box_mix(ctx, *boxes, u, mixed);
+        box_mix(ctx, *boxes, lu, lm);
+      } else {
+        copy_tensor(mixed, u);
+        copy_tensor(lm, lu);
+      }
     }
   }
 
@@ -186,9 +226,12 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     daux = scratch(daux_, out.aux.shape, dev_);
     fill_zero(daux);
   }
-  supervised_loss(ctx, out.pred.batch_slice(0, B), out.aux.defined() ? out.aux.batch_slice(0, B) : TensorView(),
-                  lab_l, sup_opt_, sup_buf_, 1.f, dpred.batch_slice(0, B),
-                  daux.defined() ? daux.batch_slice(0, B) : TensorView(), 0.f, sup_out_.get());
+  // The gradient is the mean over replicas (as DDP averages), so each replica's terms enter at 1/R.
+  const float share = 1.f / float(R);
+  for (int r = 0; r < R; ++r)
+    supervised_loss(ctx, out.pred.batch_slice(r * per, b), out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(),
+                    lab_l.batch_slice(r * b, b), sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
+                    daux.defined() ? daux.batch_slice(r * per, b) : TensorView(), 0.f, sup_out_[size_t(r)].get());
 
   TensorView drep;
   phase.next("teacher train-statistics forward");
@@ -197,41 +240,64 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   } else {
     const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
     phase.next("unsupervised loss");
-    const Shape crop{B, C, H, W};
+    const Shape crop{b, C, H, W};
     const TensorView up_t = scratch(up_t_, crop, dev_), up_s = scratch(up_s_, crop, dev_);
-    bilinear_forward(ctx, tt.pred.batch_slice(B, B), up_t);
-    bilinear_forward(ctx, out.pred.batch_slice(B, B), up_s);
     const TensorView dup_s = scratch(dup_s_, crop, dev_);
-    const TensorView entropy = scratch(entropy_, Shape{B, H, W}, dev_);
-    const LabelView filtered = scratch(filtered_, Shape{B, H, W}, dev_);
-    unsup_loss(ctx, up_s, lab_mix, up_t, cfg_.unsup_options(cfg_.unsup_percent_at(epoch)), entropy, filtered,
-               cfg_.unsup.loss_weight, dup_s, 0.f, unsup_out_.get());
-    bilinear_backward(ctx, dup_s, dpred.batch_slice(B, B), 0.f);
+    const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
+    const LabelView filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
+    const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));
+    for (int r = 0; r < R; ++r) {
+      bilinear_forward(ctx, tt.pred.batch_slice(r * per + b, b), up_t);
+      bilinear_forward(ctx, out.pred.batch_slice(r * per + b, b), up_s);
+      unsup_loss(ctx, up_s, lab_mix.batch_slice(r * b, b), up_t, uo, entropy.batch_slice(r * b, b),
+                 filtered.batch_slice(r * b, b), cfg_.unsup.loss_weight * share, dup_s, 0.f,
+                 unsup_out_[size_t(r)].get());
+      bilinear_backward(ctx, dup_s, dpred.batch_slice(r * per + b, b), 0.f);
+    }
 
     if (bank_) {
       phase.next("contrastive loss and memory bank");
-      const Shape fs{B, out.rep.shape.h(), out.rep.shape.w()};
+      const Shape fs{BR, out.rep.shape.h(), out.rep.shape.w()};
       const TensorView prob = scratch(prob_, tt.pred.shape, dev_);
       softmax_forward(ctx, tt.pred, prob);
       const LabelView ls = scratch(lab_l_small_, fs, dev_), us = scratch(lab_u_small_, fs, dev_);
       nearest_forward(ctx, lab_l, ls);
       nearest_forward(ctx, lab_mix, us);
-      const MaskView low = scratch(low_, Shape{2 * B, fs[1], fs[2]}, dev_);
-      const MaskView high = scratch(high_, Shape{2 * B, fs[1], fs[2]}, dev_);
-      contrastive_masks(ctx, ls, entropy, lab_mix, cfg_.contrastive_alpha_at(epoch), cfg_.switches.anchor_rule, low,
-                        high, masks_out_.get());
-      ContrastiveInputs in;
-      in.rep = out.rep;
-      in.rep_teacher = tt.rep;
-      in.prob_l = prob.batch_slice(0, B);
-      in.prob_u = prob.batch_slice(B, B);
-      in.label_l = ls;
-      in.label_u = us;
-      in.low = low;
-      in.high = high;
+      const MaskView low = scratch(low_, Shape{2 * BR, fs[1], fs[2]}, dev_);
+      const MaskView high = scratch(high_, Shape{2 * BR, fs[1], fs[2]}, dev_);
       drep = scratch(drep_, out.rep.shape, dev_);
-      contrastive_loss(ctx, cparams_, in, *bank_, draws.contrastive(), cfg_.contrastive.loss_weight, drep, 0.f,
-                       contra_out_.get());
+      std::vector<ContrastiveInputs> ins(static_cast<size_t>(R));
+      for (int r = 0; r < R; ++r) {
+        const LabelView ls_r = ls.batch_slice(r * b, b), us_r = us.batch_slice(r * b, b);
+        const MaskView low_r = low.batch_slice(r * per, per), high_r = high.batch_slice(r * per, per);
+        contrastive_masks(ctx, ls_r, entropy.batch_slice(r * b, b), lab_mix.batch_slice(r * b, b),
+                          cfg_.contrastive_alpha_at(epoch), cfg_.switches.anchor_rule, low_r, high_r,
+                          masks_out_[size_t(r)].get());
+        ContrastiveInputs& in = ins[size_t(r)];
+        in.rep = out.rep.batch_slice(r * per, per);
+        in.rep_teacher = tt.rep.batch_slice(r * per, per);
+        in.prob_l = prob.batch_slice(r * per, b);
+        in.prob_u = prob.batch_slice(r * per + b, b);
+        in.label_l = ls_r;
+        in.label_u = us_r;
+        in.low = low_r;
+        in.high = high_r;
+      }
+      const float weight = float(cfg_.contrastive_weight()) * share;
+      if (R == 1) {
+        contrastive_loss(ctx, cparams_, ins[0], *bank_, draws.contrastive(0), weight, drep, 0.f, contra_out_[0].get());
+      } else {
+        // The public code all-gathers every GPU's negatives into the bank before any GPU samples:
+        // all replicas push, in replica order, then each forms its terms from the same bank.
+        if (!cparams_.memory_bank) bank_->clear();
+        for (int r = 0; r < R; ++r)
+          contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(r), weight, TensorView(), 0.f,
+                           nullptr, ContrastivePhase::PushOnly);
+        for (int r = 0; r < R; ++r)
+          contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(r), weight,
+                           drep.batch_slice(r * per, per), 0.f, contra_out_[size_t(r)].get(),
+                           ContrastivePhase::LossOnly);
+      }
     }
   }
 
@@ -252,29 +318,34 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       o.ema = ema;
     }
   }
-
   phase.stop();
   if (while_running) while_running();
-  const SupLossResult sr = sup_out_.read(ctx);
-  sr.check();
-  o.sup = sr.loss;
-  if (o.semi) {
-    const UnsupResult ur = unsup_out_.read(ctx);
+
+  // The figures: each replica's, then their mean (the terms formed: their sum; the reliable
+  // share: over all replicas' unlabeled pixels).
+  int64_t valid = 0;
+  for (int r = 0; r < R; ++r) {
+    const SupLossResult sr = sup_out_[size_t(r)].read(ctx);
+    sr.check();
+    o.sup += sr.loss / R;
+    if (!o.semi) continue;
+    const UnsupResult ur = unsup_out_[size_t(r)].read(ctx);
     ur.check();
-    o.unsup = ur.loss;
-    o.thresh = ur.thresh;
-    o.reliable = double(ur.valid) / double(B * H * W);
+    o.unsup += ur.loss / R;
+    o.thresh += ur.thresh / R;
+    valid += ur.valid;
     if (bank_) {
-      const EntropyThresholds th = masks_out_.read(ctx);
-      const ContrastiveResult cr = contra_out_.read(ctx);
+      const EntropyThresholds th = masks_out_[size_t(r)].read(ctx);
+      const ContrastiveResult cr = contra_out_[size_t(r)].read(ctx);
       cr.check();
-      o.contra_low = th.low;
-      o.contra_high = th.high;
-      o.contra = cr.loss;
-      o.contra_terms = cr.terms;
+      o.contra_low += th.low / R;
+      o.contra_high += th.high / R;
+      o.contra += cr.loss / R;
+      o.contra_terms += cr.terms;
     }
   }
-  o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive.loss_weight * o.contra : 0.0);
+  if (o.semi) o.reliable = double(valid) / double(BR * H * W);
+  o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive_weight() * o.contra : 0.0);
   const std::pair<const char*, double> terms[] = {{"sup", o.sup}, {"unsup", o.unsup}, {"contra", o.contra}};
   for (const auto& [name, v] : terms)
     U2PL_CHECK(std::isfinite(v), "iteration " << it << " (epoch " << epoch << "): the " << name << " loss is " << v);

@@ -23,32 +23,41 @@ namespace u2pl {
 class StepDraws {
  public:
   virtual ~StepDraws() = default;
-  // Dropout scales of the student's train forward and of the teacher's train-statistics forward;
-  // null: the scales already in the plans (set through U2plNet::dropout_scale).
+  // Dropout scales of the student's train forward and of the teacher's train-statistics forward
+  // over every replica's images; null: the scales already in the plans (set through
+  // U2plNet::dropout_scale).
   virtual Rng* student_dropout() = 0;
   virtual Rng* teacher_dropout() = 0;
-  // The CutMix boxes of the unlabeled batch (B of them), or none when this iteration does not mix
-  // (probability 1/2 in training).
-  virtual std::optional<std::vector<Box>> cutmix(int batch, int height, int width) = 0;
-  virtual IndexSource& contrastive() = 0;
+  // The CutMix boxes of replica `replica`'s unlabeled images (`batch` of them), or none when the
+  // replica does not mix this iteration (probability 1/2 in training, each replica its own coin,
+  // as each GPU of the public code).
+  virtual std::optional<std::vector<Box>> cutmix(int replica, int batch, int height, int width) = 0;
+  // The contrastive samples of replica `replica`.
+  virtual IndexSource& contrastive(int replica) = 0;
 };
 
 // Philox streams 2-5 of trainer.seed (the loaders use 0 and 1), 2^24 counters per iteration each.
+// The CutMix and contrastive streams are per replica: replica 0 under the run's seed (one replica
+// draws exactly as before replicas existed), replica r under a key of its own (replica_key).
 class PhiloxStepDraws : public StepDraws {
  public:
-  PhiloxStepDraws(uint64_t seed, int64_t iteration);
+  PhiloxStepDraws(uint64_t seed, int64_t iteration, int replicas = 1);
   Rng* student_dropout() override { return &drop_s_; }
   Rng* teacher_dropout() override { return &drop_t_; }
-  std::optional<std::vector<Box>> cutmix(int batch, int height, int width) override;
-  IndexSource& contrastive() override { return draws_; }
+  std::optional<std::vector<Box>> cutmix(int replica, int batch, int height, int width) override;
+  IndexSource& contrastive(int replica) override;
   // Throws when a stream used more counters than its iteration owns.
   void check_budget() const;
 
  private:
   int64_t it_;
-  Rng drop_s_, drop_t_, mix_, contra_;
-  PhiloxIndexSource draws_;
+  Rng drop_s_, drop_t_;
+  std::vector<Rng> mix_, contra_;          // per replica
+  std::vector<PhiloxIndexSource> draws_;  // per replica, over contra_ (which must not move)
 };
+
+// The Philox key of replica r's own draws: the seed itself for replica 0, distinct for each other.
+uint64_t replica_key(uint64_t seed, int replica);
 
 struct StepResult {
   double sup = 0, unsup = 0, contra = 0, total = 0;  // loss terms and Σ with the weights
@@ -82,7 +91,8 @@ class TrainStep {
   MemoryBank* bank() { return bank_.get(); }
   TensorView momentum() const { return momentum_.view(); }
 
-  // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) (may be
+  // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) with B the
+  // global batch (replicas · batch_size; replica r's images at [r·b, (r+1)·b)); img_u may be
   // undefined in the warm start or without a teacher; any device: views on another device are
   // copied, synchronously). The figures are read back once, at the end (on CUDA the step's only
   // synchronisation, for the log); `while_running`, when given, is called just before that, when
@@ -109,11 +119,11 @@ class TrainStep {
   Tensor img_l_, img_u_, img_all_, up_eval_, up_s_, up_t_, dup_s_, entropy_, prob_, dpred_, drep_, daux_;
   Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
   Mask low_, high_;
-  // The losses' figures, in ctx's device memory until read.
-  DeviceSlot<SupLossResult> sup_out_;
-  DeviceSlot<UnsupResult> unsup_out_;
-  DeviceSlot<EntropyThresholds> masks_out_;
-  DeviceSlot<ContrastiveResult> contra_out_;
+  // The losses' figures per replica, in ctx's device memory until read.
+  std::vector<DeviceSlot<SupLossResult>> sup_out_;
+  std::vector<DeviceSlot<UnsupResult>> unsup_out_;
+  std::vector<DeviceSlot<EntropyThresholds>> masks_out_;
+  std::vector<DeviceSlot<ContrastiveResult>> contra_out_;
 };
 
 }  // namespace u2pl

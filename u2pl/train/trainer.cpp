@@ -97,11 +97,12 @@ void Trainer::setup() {
   for (const Dataset* d : {labeled_.get(), unlabeled_.get(), val_.get()})
     if (d)
       for (const std::string& w : d->warnings()) say("warning: " + w);
-  const int B = cfg_.data.batch_size;
+  const int B = cfg_.global_batch();
   const Dataset& epoch_set = unlabeled_ ? *unlabeled_ : *labeled_;
   const int64_t per_epoch = static_cast<int64_t>(epoch_set.size()) / B;
-  U2PL_CHECK(per_epoch > 0, epoch_set.spec().data_list << ": " << epoch_set.size()
-                                                       << " images hold no full batch of dataset.batch_size " << B);
+  U2PL_CHECK(per_epoch > 0, epoch_set.spec().data_list << ": " << epoch_set.size() << " images hold no full batch of "
+                                                       << B << " (dataset.batch_size " << cfg_.data.batch_size
+                                                       << " × trainer.replicas " << cfg_.replicas << ")");
   step_.set_iters_per_epoch(per_epoch);
 }
 
@@ -228,7 +229,7 @@ TrainResult Trainer::run() {
     res.eval_model = state_.eval_model;
     return res;
   }
-  const int B = cfg_.data.batch_size;
+  const int B = cfg_.global_batch();  // every replica's images; replica r takes [r·b, (r+1)·b)
   const int64_t first_epoch = first_iter_ / step_.iters_per_epoch(), first_batch = first_iter_ % step_.iters_per_epoch();
   LoaderSpec ls;
   ls.batch_size = B;
@@ -260,7 +261,11 @@ TrainResult Trainer::run() {
   say(std::string("training ") + method +
       " on " + device_name(dev_) + ": " + std::to_string(cfg_.epochs) + " epochs of " +
       std::to_string(step_.iters_per_epoch()) + " iterations, batch " + std::to_string(B) +
-      (unsup ? " + " + std::to_string(B) : "") + ", run directory " + opt_.run_dir);
+      (unsup ? " + " + std::to_string(B) : "") +
+      (cfg_.replicas > 1 ? " (" + std::to_string(cfg_.replicas) + " replicas of " +
+                               std::to_string(cfg_.data.batch_size) + ")"
+                         : "") +
+      ", run directory " + opt_.run_dir);
 
   g_stop_signal = 0;
   auto prev_int = std::signal(SIGINT, on_stop_signal);
@@ -306,7 +311,7 @@ TrainResult Trainer::run() {
   for (int64_t it = first_iter_; it < step_.total_iters(); ++it) {
     const int epoch = static_cast<int>(it / step_.iters_per_epoch());
     const int slot = static_cast<int>(it % 2);
-    PhiloxStepDraws draws(cfg_.seed, it);
+    PhiloxStepDraws draws(cfg_.seed, it, cfg_.replicas);
     StepResult o;
     try {
       uploads.ready(slot);
@@ -411,7 +416,7 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
   // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
   // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
-  const int B = cfg.data.batch_size;
+  const int B = cfg.global_batch();
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
   const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
@@ -437,6 +442,7 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
   }
   constexpr size_t MiB = 1 << 20;
   U2PL_CHECK(need < avail, cfg.file << ": batch " << B << (semi ? " + " + std::to_string(B) : std::string())
+                                    << (cfg.replicas > 1 ? " (" + std::to_string(cfg.replicas) + " replicas)" : "")
                                     << " at crop " << crop.size[0] << "x" << crop.size[1] << " needs about "
                                     << need / MiB << " MiB (" << act / MiB << " MiB of activations, " << state / MiB
                                     << " MiB of parameters and optimiser state, " << bank / MiB
