@@ -125,6 +125,7 @@ void batchnorm_forward_cuda(Context& ctx, TensorView x, TensorView gamma, Tensor
                             TensorView run_mean, TensorView run_var, bool batch_stats, TensorView y,
                             TensorView save_mean, TensorView save_invstd) {
   const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
+  if (N * C * HW == 0) return;  // nothing to normalise (and no empty grid to launch)
   const ChannelSplit s = channel_split(ctx, N, C, HW);
   WorkspacePlan plan;
   const size_t at_stat = plan.add(2 * C * sizeof(float)), at_mean = plan.add(C * sizeof(double));
@@ -158,6 +159,7 @@ void batchnorm_backward_cuda(Context& ctx, TensorView x, TensorView gamma, Tenso
                              TensorView save_invstd, bool batch_stats, TensorView dy, TensorView dx,
                              float beta_dx, TensorView dgamma, TensorView dbeta) {
   const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
+  if (N * C * HW == 0) return;
   const ChannelSplit s = channel_split(ctx, N, C, HW);
   WorkspacePlan plan;
   const size_t at_coef = plan.add(2 * C * sizeof(float));

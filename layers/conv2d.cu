@@ -93,11 +93,14 @@ struct Choice {
   size_t bytes = 0;
 };
 
-// The cached state of one convolution: its descriptors and each direction's choice.
+// The cached state of one convolution: its descriptors and each direction's choice. Contexts on
+// several threads may share it: `m` guards the choices and the descriptor's math type from
+// setting it to the launch.
 struct ConvPlan {
   ConvPlan(const Context& ctx, const Conv2dSpec& s, Shape xs) : d(ctx, s, xs) {}
   ConvDescs d;
   Choice fwd, bwd_data, bwd_filter;
+  std::mutex m;
 };
 
 struct PlanKey {
@@ -152,16 +155,20 @@ bool workspace_fits(const Context& ctx, size_t bytes) {
 
 // Runs one direction. The first call walks the heuristics' ranked list (`perf`, from get_perf()):
 // usable algorithms whose workspace (`query`) fits, moving on when one reports "not supported",
-// and keeps the first that runs; later calls launch that choice directly.
+// and keeps the first that runs; later calls launch that choice directly while its workspace fits.
 template <class Perf, class GetPerf, class Query, class Run>
 void run_direction(Context& ctx, ConvPlan& plan, Choice& c, const char* what, GetPerf get_perf, Query query,
                    Run run) {
   ConvDescs& d = plan.d;
-  if (c.chosen) {
+  const std::lock_guard<std::mutex> lock(plan.m);
+  // A choice is kept while its workspace can still be had (another context, or less free memory
+  // than at the first call, may need a cheaper algorithm).
+  if (c.chosen && workspace_fits(ctx, c.bytes)) {
     CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.get(), c.math));
     CUDNN_CHECK(run(static_cast<decltype(Perf().algo)>(c.algo), c.bytes));
     return;
   }
+  c.chosen = false;
   const std::vector<Perf> perf = get_perf();
   int too_big = 0;
   for (const Perf& p : perf) {
@@ -248,7 +255,7 @@ void conv2d_backward_cuda(Context& ctx, const Conv2dSpec& s, TensorView x, Tenso
   ConvDescs& d = plan->d;
   cudnnHandle_t h = ctx.cuda().cudnn;
   const float one = 1.f;
-  if (db.defined()) {
+  if (db.defined() && dy.numel() > 0) {
     const ChannelSplit split = channel_split(ctx, dy.shape.n(), s.cout, dy.shape.h() * dy.shape.w());
     double* partial = static_cast<double*>(ctx.workspace(static_cast<size_t>(s.cout * split.parts()) * sizeof(double)));
     channel_partials_kernel<1><<<channel_partials_grid(split), kBlock, 0, stream_of(ctx)>>>(split, SumDy{dy.data},

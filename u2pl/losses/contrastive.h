@@ -94,7 +94,9 @@ ContrastiveResult contrastive_loss(Context& ctx, const ContrastiveParams& p, con
                                    MemoryBank& bank, IndexSource& draws, float dloss, TensorView drep,
                                    float beta, ContrastivePhase phase = ContrastivePhase::PushThenLoss);
 // The same with the figures written to *out in ctx's device memory (a DeviceSlot): on CUDA no
-// host round trip; read the slot and check() it to log. PushOnly writes no figures (out may be null).
+// host round trip; read the slot and check() it to log. PushOnly writes no figures (out may be null):
+// on CUDA a label outside the classes is reported by the LossOnly call of the same batch (the
+// CPU throws at once).
 void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
                       IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
                       ContrastivePhase phase = ContrastivePhase::PushThenLoss);
