@@ -115,7 +115,8 @@ __global__ void bn_backward_dx_kernel(int64_t planes, int64_t C, int32_t HW, con
     const int64_t c = p % C;
     const BnBackward<float> f{save_mean[c], save_invstd[c], gamma[c], coef[c], coef[C + c], batch_stats};
     const int64_t o = p * HW;
-    for (int32_t i = plane_start(); i < HW; i += plane_step()) dx[o + i] = blend(f(x[o + i], dy[o + i]), dx[o + i], beta_dx);
+    for (int32_t i = plane_start(); i < HW; i += plane_step())
+      dx[o + i] = blend(f(x[o + i], dy[o + i]), dx[o + i], beta_dx);
   }
 }
 

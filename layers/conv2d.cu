@@ -188,8 +188,10 @@ void run_direction(Context& ctx, ConvPlan& plan, Choice& c, const char* what, Ge
     }
     if (CUDNN_STATUS_CATEGORY(st) != CUDNN_STATUS_NOT_SUPPORTED) CUDNN_CHECK(st);
   }
-  U2PL_FAIL(what << ": cuDNN offers no usable algorithm" << (d.deterministic ? " (deterministic implicit GEMM, no TF32)" : "")
-                 << (too_big ? "; " + std::to_string(too_big) + " were skipped for a workspace beyond free memory" : ""));
+  U2PL_FAIL(what << ": cuDNN offers no usable algorithm"
+                 << (d.deterministic ? " (deterministic implicit GEMM, no TF32)" : "")
+                 << (too_big ? "; " + std::to_string(too_big) + " were skipped for a workspace beyond free memory"
+                             : ""));
 }
 
 // y (N·cout planes of P) += b[cout].

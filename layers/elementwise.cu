@@ -1,6 +1,7 @@
 // ReLU, add, gradient accumulation, Dropout2d and the EMA update on CUDA: grid-stride kernels (the
-// channel scale over a plane grid) around the shared functors of engine/math.h. Must match torch.relu, a + b and nn.Dropout2d(p) with the mask
-// given. Covered by tests/test_cuda_layers.cpp ("relu, add, accumulate", "dropout2d").
+// channel scale over a plane grid) around the shared functors of engine/math.h. Must match
+// torch.relu, a + b and nn.Dropout2d(p) with the mask given. Covered by tests/test_cuda_layers.cpp
+// ("relu, add, accumulate", "dropout2d").
 #include "engine/cuda/launch.cuh"
 #include "engine/math.h"
 #include "engine/rng.h"

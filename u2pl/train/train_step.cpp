@@ -229,8 +229,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   // The gradient is the mean over replicas (as DDP averages), so each replica's terms enter at 1/R.
   const float share = 1.f / float(R);
   for (int r = 0; r < R; ++r)
-    supervised_loss(ctx, out.pred.batch_slice(r * per, b), out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(),
-                    lab_l.batch_slice(r * b, b), sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
+    supervised_loss(ctx, out.pred.batch_slice(r * per, b),
+                    out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(), lab_l.batch_slice(r * b, b),
+                    sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
                     daux.defined() ? daux.batch_slice(r * per, b) : TensorView(), 0.f, sup_out_[size_t(r)].get());
 
   TensorView drep;
