@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/cli.h"
+#include "engine/comm.h"
 #include "engine/device_memory.h"
 #include "engine/log.h"
 #include "u2pl/train/trainer.h"
@@ -59,10 +60,18 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Comm* comm = nullptr;
   try {
-    const Args a = parse(argc, argv);
+    comm = &world();  // the processes of an mpirun / srun launch, else this one
+    Args a = parse(argc, argv);
     std::vector<std::string> log;
-    const TrainConfig cfg = load_train_config(a.config, a.overrides, &log);
+    TrainConfig cfg = load_train_config(a.config, a.overrides, &log);
+    if (!cfg.replicas_given && comm->size() > 1) {  // one replica per process unless the config says
+      a.overrides.push_back("trainer.replicas=" + std::to_string(comm->size()));
+      log.clear();
+      cfg = load_train_config(a.config, a.overrides, &log);
+      log.push_back("trainer.replicas not set: " + std::to_string(comm->size()) + ", one per process");
+    }
     if (a.print_config) {
       for (const std::string& l : log) std::cerr << l << "\n";
       std::cout << resolved_yaml(cfg);
@@ -76,8 +85,12 @@ int main(int argc, char** argv) {
     opt.resume = a.resume || (cfg.auto_resume && access((opt.run_dir + "/ckpt_latest.safetensors").c_str(), F_OK) == 0);
     opt.terminal = isatty(fileno(stderr)) != 0;
     opt.config_log = log;
-    std::cout << "# resolved config (saved as " << opt.run_dir << "/config.yaml)\n" << resolved_yaml(cfg) << std::flush;
+    opt.comm = comm;
+    if (comm->root())  // rank 0 alone reports
+      std::cout << "# resolved config (saved as " << opt.run_dir << "/config.yaml)\n"
+                << resolved_yaml(cfg) << std::flush;
     const TrainResult r = train(cfg, opt);
+    if (!comm->root()) return r.interrupted ? 130 : 0;
     std::cout << (r.interrupted ? "stopped" : "done") << ": " << r.iterations << "/" << r.total << " iterations";
     if (r.best_miou >= 0)
       std::cout << ", best val mIoU " << 100 * r.best_miou << " at iteration " << r.best_iter << ", last "
@@ -85,7 +98,9 @@ int main(int argc, char** argv) {
     std::cout << "; run directory " << opt.run_dir << "\n";
     return r.interrupted ? 130 : 0;
   } catch (const std::exception& e) {
-    std::cerr << "u2pl_train: error: " << e.what() << "\n";
+    std::cerr << "u2pl_train: " << (comm ? rank_prefix(*comm) : "") << "error: " << e.what() << std::endl;
+    // One process's error ends them all: none is left waiting for it in a collective.
+    if (comm && comm->size() > 1) comm->abort(1);
     return 1;
   }
 }

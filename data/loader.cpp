@@ -71,6 +71,10 @@ Loader::Loader(const Dataset& ds, const AugmentSpec& aug, const LoaderSpec& spec
   U2PL_CHECK(spec.order != LoaderOrder::Repeated || spec.epoch_length > 0,
              "loader: a repeated order needs an epoch length, got " << spec.epoch_length);
   U2PL_CHECK(n > 0, "loader: the dataset " << ds.spec().data_list << " is empty");
+  U2PL_CHECK(spec.take_count == 0 || (spec.order != LoaderOrder::InOrder && spec.take_first >= 0 &&
+                                      spec.take_count > 0 && spec.take_first + spec.take_count <= spec.batch_size),
+             "loader: positions [" << spec.take_first << ", " << spec.take_first + spec.take_count
+                                   << ") of training batches of " << spec.batch_size);
   // The stream and the last epoch must fit the counter layout (epoch_counter_base checks both).
   epoch_counter_base(spec.stream, spec.first_epoch + std::max<int64_t>(spec.epochs, 1) - 1);
   const int64_t len = epoch_samples(spec, n);
@@ -200,8 +204,10 @@ Batch Loader::build(int64_t g) {
   b.epoch = spec_.first_epoch + g / batches_per_epoch_;
   b.index = g % batches_per_epoch_;
   const std::shared_ptr<const std::vector<int64_t>> order = order_of(b.epoch);
-  const int64_t start = b.index * spec_.batch_size;
-  const int64_t count = std::min<int64_t>(spec_.batch_size, static_cast<int64_t>(order->size()) - start);
+  const int64_t start = b.index * spec_.batch_size + spec_.take_first;
+  const int64_t count = spec_.take_count > 0
+                            ? spec_.take_count
+                            : std::min<int64_t>(spec_.batch_size, static_cast<int64_t>(order->size()) - start);
   const uint64_t draws = epoch_counter_base(spec_.stream, b.epoch) + kAugmentRegion;
   std::vector<ValSample> samples;
   samples.reserve(static_cast<size_t>(count));

@@ -39,6 +39,9 @@ struct LoaderSpec {
   int64_t first_batch = 0;     // ... and its first batch within first_epoch (< batches per epoch)
   int64_t epochs = 0;          // epochs to produce, counting first_epoch whole; 0: without end
   ValCrop val_crop = ValCrop::Center;  // InOrder batches use prepare_val, the others augment_train
+  // Training orders over several processes: each batch is positions [take_first, take_first +
+  // take_count) of the batch of batch_size (one process's replicas); 0: the whole batch.
+  int64_t take_first = 0, take_count = 0;
 };
 
 struct Batch {

@@ -10,6 +10,17 @@ namespace u2pl {
 
 struct CudaHandles;  // engine/cuda/cuda_context.h: stream, cudnn, cublas
 class Profiler;      // engine/profile.h
+class Comm;          // engine/comm.h
+
+// SyncBN (layers/batchnorm.h): a batch-statistics layer's batch holds `local` replicas, equal
+// slices in order, and the other processes of `comm` (null: none) hold the others, process r's
+// after process r − 1's, so that statistics are over all replicas' images.
+struct ReplicaSync {
+  Comm* comm = nullptr;
+  int local = 1;
+  int first = 0;  // this process's first replica
+  int total = 1;  // replicas over all processes
+};
 
 class Context {
  public:
@@ -31,11 +42,16 @@ class Context {
   // The profiler timing this context's ops, or null (engine/profile.h attaches and detaches it).
   Profiler* profiler() const { return profiler_; }
   void set_profiler(Profiler* p) { profiler_ = p; }
+  // The replicas batch-statistics layers merge over, or null: the batch alone (the trainer sets it
+  // around its steps).
+  const ReplicaSync* replica_sync() const { return sync_; }
+  void set_replica_sync(const ReplicaSync* s) { sync_ = s; }
 
  private:
   Device dev_;
   bool deterministic_;
   Profiler* profiler_ = nullptr;
+  const ReplicaSync* sync_ = nullptr;
   CudaHandles* cuda_ = nullptr;  // owned; destroyed through destroy_cuda_handles
   Buffer ws_;
 };

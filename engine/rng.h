@@ -63,6 +63,16 @@ class Rng {
     return start;
   }
   float uniform() { return philox_uniform(seed_, reserve(1), 0); }
+  // Per-image draws (dropout scales) of a batch split over processes: this process holds images
+  // [first, first + its count) of a batch of `total` (0: its batch is the whole). A consumer
+  // reserves the words of all `total` images and draws its images' share, so an image's draws
+  // do not depend on which process holds it.
+  void set_images(int64_t first, int64_t total) {
+    image_first_ = first;
+    image_total_ = total;
+  }
+  int64_t image_first() const { return image_first_; }
+  int64_t image_total() const { return image_total_; }
   // Uniform integer in [0, n), n > 0 (Lemire's multiply-shift; bias < n / 2^32).
   uint32_t below(uint32_t n) {
     return static_cast<uint32_t>((static_cast<uint64_t>(philox_u32(seed_, reserve(1), 0)) * n) >> 32);
@@ -71,6 +81,7 @@ class Rng {
  private:
   uint64_t seed_;
   uint64_t offset_;
+  int64_t image_first_ = 0, image_total_ = 0;
 };
 
 }  // namespace u2pl

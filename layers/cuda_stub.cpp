@@ -27,7 +27,7 @@ void relu_forward_cuda(Context&, TensorView, TensorView) { no_cuda("relu"); }
 void relu_backward_cuda(Context&, TensorView, TensorView, TensorView, float) { no_cuda("relu backward"); }
 void add_forward_cuda(Context&, TensorView, TensorView, TensorView) { no_cuda("add"); }
 void accumulate_cuda(Context&, TensorView, TensorView, float) { no_cuda("accumulate"); }
-void dropout2d_make_scale_cuda(Context&, float, uint64_t, uint64_t, TensorView) { no_cuda("dropout2d mask"); }
+void dropout2d_make_scale_cuda(Context&, float, uint64_t, uint64_t, uint64_t, TensorView) { no_cuda("dropout2d mask"); }
 void channel_scale_cuda(Context&, TensorView, TensorView, TensorView, float) { no_cuda("dropout2d"); }
 void ema_update_cuda(Context&, TensorView, TensorView, float) { no_cuda("ema update"); }
 void maxpool_forward_cuda(Context&, const MaxPoolSpec&, TensorView, TensorView) { no_cuda("maxpool"); }

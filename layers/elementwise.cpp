@@ -77,12 +77,12 @@ static void check_scale(const TensorView& x, const TensorView& scale, Device dev
   check_device(scale, dev, "dropout2d channel scale");
 }
 
-void dropout2d_make_scale(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale) {
+void dropout2d_make_scale(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale, uint64_t first) {
   U2PL_CHECK(p >= 0.f && p < 1.f, "dropout2d: p must be in [0, 1), got " << p);
   check_device(scale, ctx.device(), "dropout2d channel scale");
-  if (ctx.device() == Device::CUDA) return dropout2d_make_scale_cuda(ctx, p, seed, offset, scale);
+  if (ctx.device() == Device::CUDA) return dropout2d_make_scale_cuda(ctx, p, seed, offset, first, scale);
   for (int64_t k = 0; k < scale.numel(); ++k)
-    scale.data[k] = dropout_scale(philox_uniform(seed, offset, static_cast<uint64_t>(k)), p);
+    scale.data[k] = dropout_scale(philox_uniform(seed, offset, first + static_cast<uint64_t>(k)), p);
 }
 
 void dropout2d_forward(Context& ctx, TensorView x, TensorView scale, TensorView y) {

@@ -33,9 +33,10 @@ __global__ void accumulate_kernel(int64_t n, const float* dy, float* dx, float b
 }
 
 // scale (n = N·C): channel k's keep-scale from word k of the Philox stream (seed, offset).
-__global__ void dropout_scale_kernel(int64_t n, float p, uint64_t seed, uint64_t offset, float* scale) {
+__global__ void dropout_scale_kernel(int64_t n, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                                     float* scale) {
   for (int64_t k = grid_start(); k < n; k += grid_step())
-    scale[k] = dropout_scale(philox_uniform(seed, offset, static_cast<uint64_t>(k)), p);
+    scale[k] = dropout_scale(philox_uniform(seed, offset, first + static_cast<uint64_t>(k)), p);
 }
 
 // x, y (N·C planes of HW); scale (N·C). y = x·scale + beta·y; y may alias x.
@@ -80,9 +81,10 @@ void accumulate_cuda(Context& ctx, TensorView dy, TensorView dx, float beta) {
   CUDA_CHECK_LAUNCH();
 }
 
-void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale) {
+void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                               TensorView scale) {
   const int64_t n = scale.numel();
-  dropout_scale_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, p, seed, offset, scale.data);
+  dropout_scale_kernel<<<grid_for(ctx, n), kBlock, 0, stream_of(ctx)>>>(n, p, seed, offset, first, scale.data);
   CUDA_CHECK_LAUNCH();
 }
 

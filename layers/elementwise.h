@@ -19,8 +19,10 @@ void add_forward(Context& ctx, TensorView a, TensorView b, TensorView y);
 void accumulate(Context& ctx, TensorView dy, TensorView dx, float beta);
 
 // Dropout2d: scale (N, C) holds 0 or 1/(1 − p) per channel, drawn from Philox(seed, offset):
-// channel k = n·C + c survives when uniform(seed, offset, k) ≥ p.
-void dropout2d_make_scale(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale);
+// channel k = n·C + c survives when uniform(seed, offset, first + k) ≥ p (`first`: where this
+// batch's images start in a larger batch drawn as one, SyncBN-style replicas over processes).
+void dropout2d_make_scale(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale,
+                          uint64_t first = 0);
 // y = x · scale[n, c]; y may alias x.
 void dropout2d_forward(Context& ctx, TensorView x, TensorView scale, TensorView y);
 // dx = beta*dx + dy · scale[n, c].
@@ -42,7 +44,8 @@ void relu_forward_cuda(Context& ctx, TensorView x, TensorView y);
 void relu_backward_cuda(Context& ctx, TensorView y, TensorView dy, TensorView dx, float beta);
 void add_forward_cuda(Context& ctx, TensorView a, TensorView b, TensorView y);
 void accumulate_cuda(Context& ctx, TensorView dy, TensorView dx, float beta);
-void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t offset, TensorView scale);
+void dropout2d_make_scale_cuda(Context& ctx, float p, uint64_t seed, uint64_t offset, uint64_t first,
+                               TensorView scale);
 void channel_scale_cuda(Context& ctx, TensorView x, TensorView scale, TensorView y, float beta);
 void ema_update_cuda(Context& ctx, TensorView teacher, TensorView student, float ema);
 

@@ -4,9 +4,12 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
+#include "engine/context.h"
 #include "engine/math.h"
+#include "engine/params.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"
 #include "layers/conv2d.h"
@@ -112,6 +115,60 @@ TEST_CASE("batchnorm running statistics: biased to normalise, unbiased into runn
   CHECK(rv[0] == doctest::Approx(0.9 + 0.1 * 14.0 / 3.0));
   CHECK(si[0] == doctest::Approx(1 / std::sqrt(3.5 + 1e-5)));
   CHECK(y[3] == doctest::Approx(3 / std::sqrt(3.5 + 1e-5)));
+}
+
+TEST_CASE("batchnorm over replicas (SyncBN in one process): the merged statistics are the whole batch's") {
+  // Three replicas of 2 images: the replicas' (count, mean, M2) merged in order must give the
+  // whole batch's statistics, output, running statistics and gradients (within float rounding).
+  const Shape xs{6, 3, 4, 5};
+  std::vector<float> x(size_t(xs.numel())), dy(size_t(xs.numel()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = float(std::sin(0.37 * double(i)) * 2 + 3 + 0.1 * double(i % 7));
+    dy[i] = float(std::cos(0.91 * double(i)));
+  }
+  struct Run {
+    std::vector<float> y, rm, rv, dx, dg, db;
+  };
+  auto run = [&](const ReplicaSync* sync) {
+    ParamSet ps;
+    BatchNorm2d bn(ps, "bn", 3);
+    ps.allocate(Device::CPU);
+    ps.initialize(1);
+    Context ctx(Device::CPU);
+    ctx.set_replica_sync(sync);
+    Tensor tx = Tensor::from_host(xs, x, Device::CPU), tdy = Tensor::from_host(xs, dy, Device::CPU);
+    Tensor y(xs, Device::CPU), dx(xs, Device::CPU), saved(bn.saved_shape(), Device::CPU);
+    bn.forward(ctx, tx, y, {true, true}, saved);
+    ps.zero_grad();
+    bn.backward(ctx, tx, saved, true, tdy, dx, 0.f);
+    return Run{y.to_host(), to_host(ps.value(bn.mean_id())), to_host(ps.value(bn.var_id())), dx.to_host(),
+               to_host(ps.grad(bn.weight_id())), to_host(ps.grad(bn.bias_id()))};
+  };
+  const Run whole = run(nullptr);
+  const ReplicaSync three{nullptr, 3, 0, 3};
+  const Run merged = run(&three);
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) CHECK_MESSAGE(a[i] == doctest::Approx(b[i]).epsilon(1e-5), what << " " << i);
+  };
+  close(merged.y, whole.y, "y");
+  close(merged.rm, whole.rm, "running mean");
+  close(merged.rv, whole.rv, "running var");
+  close(merged.dx, whole.dx, "dx");
+  close(merged.dg, whole.dg, "dgamma");
+  close(merged.db, whole.db, "dbeta");
+  // A batch that does not split into the replicas is refused.
+  const ReplicaSync four{nullptr, 4, 0, 4};
+  CHECK(error_of([&] { run(&four); }).find("does not split into 4 replicas") != std::string::npos);
+}
+
+TEST_CASE("dropout2d scales from `first` on are a slice of the whole batch's") {
+  Context ctx(Device::CPU);
+  Tensor whole(Shape{6, 10}, Device::CPU), part(Shape{2, 10}, Device::CPU);
+  dropout2d_make_scale(ctx, 0.3f, 9, 100, whole);
+  dropout2d_make_scale(ctx, 0.3f, 9, 100, part, 3 * 10);  // images 3 and 4 of the 6
+  const auto w = whole.to_host(), p = part.to_host();
+  CHECK(std::vector<float>(w.begin() + 30, w.begin() + 50) == p);
 }
 
 TEST_CASE("relu, dropout2d and global average pool gradients") {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/comm.h"
 #include "engine/device_memory.h"
 
 namespace u2pl::test {
@@ -24,12 +25,14 @@ std::string reference_dir();  // tests/test_reference.cpp
 
 int main(int argc, char** argv) {
   std::vector<char*> args;
-  bool cuda_only = false, reference_only = false;
+  bool cuda_only = false, reference_only = false, mpi_only = false;
   for (int i = 0; i < argc; ++i) {
     if (std::strcmp(argv[i], "--cuda-only") == 0)
       cuda_only = true;
     else if (std::strcmp(argv[i], "--reference-only") == 0)
       reference_only = true;
+    else if (std::strcmp(argv[i], "--mpi-only") == 0)
+      mpi_only = true;
     else
       args.push_back(argv[i]);
   }
@@ -58,10 +61,16 @@ int main(int argc, char** argv) {
                 u2pl::test::reference_dir().c_str());
     return 77;
   }
+  // The mpi suite needs two processes of an mpirun launch (joined here, before any test).
+  if (mpi_only && (!u2pl::launched_by_mpi() || u2pl::world().size() != 2)) {
+    std::printf("mpi suite skipped: run it under mpirun -np 2\n");
+    return 77;
+  }
   doctest::Context ctx;
   ctx.applyCommandLine(static_cast<int>(args.size()), args.data());
   if (!gpu) ctx.addFilter("test-suite-exclude", "cuda");
   if (!std::getenv("U2PL_FULL_R101")) ctx.addFilter("test-suite-exclude", "torch");
   if (!reference_only) ctx.addFilter("test-suite-exclude", "reference");
+  if (!mpi_only) ctx.addFilter("test-suite-exclude", "mpi");
   return ctx.run();
 }

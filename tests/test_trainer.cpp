@@ -13,6 +13,7 @@
 #include "engine/safetensors.h"
 #include "tests/config_test_util.h"
 #include "tests/temp_dir.h"
+#include "tests/trainer_test_util.h"
 #include "u2pl/net/weights.h"
 #include "u2pl/train/checkpoint.h"
 #include "u2pl/train/train_log.h"
@@ -21,24 +22,16 @@
 using namespace u2pl;
 using u2pl::test::error_of;
 using u2pl::test::TempDir;
+using u2pl::test::quiet;
+using u2pl::test::run;
 namespace fs = std::filesystem;
 
 namespace {
 
-// 12 training images (4 labeled) and 4 val images of 40 px; batch 2 gives 4 iterations an epoch.
+// The tiny set (tests/trainer_test_util.h) in a folder of its own.
 struct TinySet {
   TempDir dir{"trainer_data"};
-  explicit TinySet(int classes = 4) {
-    SynthSpec s;
-    s.seed = 3;
-    s.train = 12;
-    s.val = 4;
-    s.size = 40;
-    s.classes = classes;
-    s.labeled = {4};
-    s.jpeg_quality = 95;
-    write_synth_dataset(s, dir.path);
-  }
+  explicit TinySet(int classes = 4) { write_synth_dataset(u2pl::test::tiny_synth_spec(classes), dir.path); }
 };
 
 TrainConfig tiny(const TinySet& set, const std::string& method, std::vector<std::string> overrides = {},
@@ -46,22 +39,6 @@ TrainConfig tiny(const TinySet& set, const std::string& method, std::vector<std:
   const std::string path =
       u2pl::test::write_yaml("trainer_" + method, u2pl::test::tiny_train_config(set.dir.path, classes, method));
   return load_train_config(path, overrides, nullptr);
-}
-
-TrainRunOptions quiet(const std::string& run_dir, int64_t stop_after = -1, bool resume = false) {
-  TrainRunOptions o;
-  o.run_dir = run_dir;
-  o.stop_after = stop_after;
-  o.resume = resume;
-  o.out = std::tmpfile();
-  o.pictures = 1;
-  return o;
-}
-
-TrainResult run(const TrainConfig& cfg, const TrainRunOptions& o) {
-  const TrainResult r = train(cfg, o);
-  std::fclose(o.out);
-  return r;
 }
 
 // Every tensor of two checkpoint files, bitwise.

@@ -100,15 +100,17 @@ EvalOptions eval_options(const EvalConfig& c, std::optional<EvalMode> mode) {
 }
 
 ConfusionMatrix evaluate_split(const Dataset& ds, const LogitsFn& f, const NetConfig& cfg, const EvalOptions& opt,
-                               const SaveOptions& save, const ProgressFn& progress) {
+                               const SaveOptions& save, const ProgressFn& progress, Shard shard) {
   const int K = ds.spec().num_classes;
+  U2PL_CHECK(shard.count >= 1 && shard.index >= 0 && shard.index < shard.count,
+             "evaluation shard " << shard.index << " of " << shard.count);
   U2PL_CHECK(cfg.num_classes == K, "the network predicts " << cfg.num_classes << " classes, the dataset has " << K);
   U2PL_CHECK(!save.label_ids || ds.spec().kind == DatasetKind::Cityscapes,
              "labelIds output is for Cityscapes only");
   for (const std::string& dir : {save.pred_dir, save.index_dir})
     if (!dir.empty()) fs::create_directories(dir);
   ConfusionMatrix cm(K, ds.spec().ignore_label);
-  for (size_t i = 0; i < ds.size(); ++i) {
+  for (size_t i = size_t(shard.index); i < ds.size(); i += size_t(shard.count)) {
     const LoadedSample s = ds.load(i);
     const ScoredImage r = evaluate_image(f, cfg, s, opt);
     cm.add(r.pred, r.label);

@@ -39,9 +39,15 @@ struct SaveOptions {
 // Called after each image with (done, total, confusion matrix so far).
 using ProgressFn = std::function<void(size_t, size_t, const ConfusionMatrix&)>;
 
-// Every entry of `ds` through evaluate_image, accumulated into one confusion matrix.
+// The entries one of several processes scores: those i with i % count == index.
+struct Shard {
+  int index = 0, count = 1;
+};
+
+// Every entry of `ds` (of the shard) through evaluate_image, accumulated into one confusion
+// matrix; shards' matrices sum to the whole split's.
 ConfusionMatrix evaluate_split(const Dataset& ds, const LogitsFn& f, const NetConfig& cfg, const EvalOptions& opt,
-                               const SaveOptions& save, const ProgressFn& progress);
+                               const SaveOptions& save, const ProgressFn& progress, Shard shard = {});
 // Scores PRED_DIR/<image file stem>.png against each label as stored (no padding).
 ConfusionMatrix score_saved(const Dataset& ds, const std::string& pred_dir, const ProgressFn& progress);
 

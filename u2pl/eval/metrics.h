@@ -22,6 +22,8 @@ class ConfusionMatrix {
   int ignore_label() const { return ignore_; }
   int64_t at(int label, int pred) const { return m_[static_cast<size_t>(label) * k_ + pred]; }
   int64_t total() const;  // pixels counted (ignore excluded)
+  // The (K, K) counts, row = label (summed across the processes of a sharded evaluation).
+  int64_t* counts() { return m_.data(); }
 
  private:
   int k_;

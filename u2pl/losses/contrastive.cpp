@@ -84,11 +84,12 @@ struct Selection {
 };
 
 // Assigns every pixel its role for every class, then (unless LossOnly) pushes each class's
-// negatives, emptying the queues first when PushThenLoss runs without the memory bank.
+// negatives into `bank`, emptying the queues first when PushThenLoss runs without the memory bank,
+// or, with `collect`, appends them there per class instead (bank null).
 Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, const float* rep_t,
                           const float* prob_l, const float* prob_u, const int32_t* label_l,
-                          const int32_t* label_u, const uint8_t* low, const uint8_t* high, MemoryBank& bank,
-                          ContrastivePhase phase) {
+                          const int32_t* label_u, const uint8_t* low, const uint8_t* high, MemoryBank* bank,
+                          ContrastivePhase phase, std::vector<std::vector<float>>* collect = nullptr) {
   const int64_t C = p.num_classes, D = d.dim, HW = d.h * d.w, Pl = d.n_l * HW, P = (d.n_l + d.n_u) * HW;
   const PixelIndex px{HW, D};
   const ContrastRule rule{p.delta_p, p.delta_n, p.low_rank, p.high_rank, p.prototype_low_valid,
@@ -123,17 +124,19 @@ Selection select_and_push(const ContrastiveParams& p, const ContrastiveDims& d, 
   }
   std::vector<float> rows;
   // Without the memory bank only this batch's negatives are sampled.
-  if (!p.memory_bank && phase == ContrastivePhase::PushThenLoss) bank.clear();
+  if (!p.memory_bank && phase == ContrastivePhase::PushThenLoss) bank->clear();
+  if (collect) collect->assign(Cs, {});
   for (size_t c = 0; c < Cs; ++c) {
     if (count[c] > 0) {
       s.prototype[c].resize(Ds);
       for (size_t e = 0; e < Ds; ++e) s.prototype[c][e] = float(sum[c][e] / double(count[c]));
     }
     if (phase == ContrastivePhase::LossOnly) continue;
-    rows.resize(negatives[c].size() * Ds);
+    std::vector<float>& out = collect ? (*collect)[c] : rows;
+    out.resize(negatives[c].size() * Ds);
     for (size_t i = 0; i < negatives[c].size(); ++i)
-      for (int64_t e = 0; e < D; ++e) rows[i * Ds + size_t(e)] = rep_t[px.base(negatives[c][i]) + e * HW];
-    bank.push(int(c), rows.data(), int64_t(negatives[c].size()));
+      for (int64_t e = 0; e < D; ++e) out[i * Ds + size_t(e)] = rep_t[px.base(negatives[c][i]) + e * HW];
+    if (bank) bank->push(int(c), out.data(), int64_t(negatives[c].size()));
   }
   return s;
 }
@@ -171,7 +174,7 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
                  << " floats, the loss needs " << p.num_classes << " of " << d.dim);
   const int64_t D = d.dim, HW = d.h * d.w, M = p.num_queries, N = p.num_negatives, K = N + 1;
   if (phase == ContrastivePhase::PushOnly) {
-    select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, bank, phase);
+    select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, &bank, phase);
     return ContrastiveResult{};
   }
   draws.begin_step(p.num_classes, M, N);
@@ -180,7 +183,7 @@ ContrastiveResult contrastive_loss_cpu(const ContrastiveParams& p, const Contras
     const int64_t n = (d.n_l + d.n_u) * D * HW;
     for (int64_t i = 0; i < n; ++i) drep[i] = blend(T(0), drep[i], beta);
   }
-  const Selection s = select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, bank, phase);
+  const Selection s = select_and_push(p, d, rep_teacher, prob_l, prob_u, label_l, label_u, low, high, &bank, phase);
 
   // The loop list: classes with low-valid pixels (official) or with anchors (paper). Entry i
   // takes anchors and prototype of class i (official index bug) or list[i], negatives from
@@ -253,9 +256,10 @@ void ContrastiveResult::check() const {
                                                      "not 255");
 }
 
-void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
-                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
-                      ContrastivePhase phase) {
+namespace {
+
+// The shapes and devices of the inputs; their dimensions.
+ContrastiveDims check_inputs(const Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in) {
   U2PL_CHECK(in.rep.shape.ndim == 4 && in.label_l.shape.ndim == 3 && in.label_u.shape.ndim == 3,
              "contrastive loss: expected (B, D, h, w) features and (n, h, w) labels, got " << in.rep.shape.str()
                  << ", " << in.label_l.shape.str() << ", " << in.label_u.shape.str());
@@ -270,7 +274,6 @@ void contrastive_loss(Context& ctx, const ContrastiveParams& p, const Contrastiv
   check_shape(in.label_u, Shape{d.n_u, d.h, d.w}, "contrastive pseudo-labels");
   check_shape(in.low, Shape{B, d.h, d.w}, "contrastive low mask");
   check_shape(in.high, Shape{B, d.h, d.w}, "contrastive high mask");
-  if (drep.defined()) check_shape(drep, in.rep.shape, "contrastive feature gradient");
   const Device dev = ctx.device();
   check_device(in.rep, dev, "contrastive student features");
   check_device(in.rep_teacher, dev, "contrastive teacher features");
@@ -280,6 +283,29 @@ void contrastive_loss(Context& ctx, const ContrastiveParams& p, const Contrastiv
   check_device(in.label_u, dev, "contrastive pseudo-labels");
   check_device(in.low, dev, "contrastive low mask");
   check_device(in.high, dev, "contrastive high mask");
+  return d;
+}
+
+}  // namespace
+
+std::vector<std::vector<float>> contrastive_negatives(Context& ctx, const ContrastiveParams& p,
+                                                      const ContrastiveInputs& in) {
+  const ContrastiveDims d = check_inputs(ctx, p, in);
+  U2PL_CHECK(ctx.device() == Device::CPU, "contrastive negatives: gathered on the cpu only (CUDA runs across "
+                                          "processes need NCCL, which this build does not use yet)");
+  p.check();
+  std::vector<std::vector<float>> rows;
+  select_and_push(p, d, in.rep_teacher.data, in.prob_l.data, in.prob_u.data, in.label_l.data, in.label_u.data,
+                  in.low.data, in.high.data, nullptr, ContrastivePhase::PushOnly, &rows);
+  return rows;
+}
+
+void contrastive_loss(Context& ctx, const ContrastiveParams& p, const ContrastiveInputs& in, MemoryBank& bank,
+                      IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
+                      ContrastivePhase phase) {
+  const ContrastiveDims d = check_inputs(ctx, p, in);
+  if (drep.defined()) check_shape(drep, in.rep.shape, "contrastive feature gradient");
+  const Device dev = ctx.device();
   if (drep.defined()) check_device(drep, dev, "contrastive feature gradient");
   U2PL_CHECK(bank.device() == dev, "contrastive loss: the memory bank is on "
                                         << device_name(bank.device()) << ", the loss runs on " << device_name(dev));

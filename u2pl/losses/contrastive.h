@@ -101,6 +101,12 @@ void contrastive_loss(Context& ctx, const ContrastiveParams& p, const Contrastiv
                       IndexSource& draws, float dloss, TensorView drep, float beta, ContrastiveResult* out,
                       ContrastivePhase phase = ContrastivePhase::PushThenLoss);
 
+// The rows a PushOnly call would push, per class (n_c rows of D teacher floats, pixel order), the
+// bank untouched: in a run over several processes each process's replicas' negatives, which every
+// process then pushes in replica order after an all-gather (u2pl/train/train_step.cpp). CPU.
+std::vector<std::vector<float>> contrastive_negatives(Context& ctx, const ContrastiveParams& p,
+                                                      const ContrastiveInputs& in);
+
 struct ContrastiveDims {
   int64_t n_l = 0, n_u = 0, dim = 0, h = 0, w = 0;
 };

@@ -14,8 +14,13 @@ constexpr ConvInit kInit = ConvInit::TorchDefault;
 void dropout_site_forward(Context& ctx, TensorView x, TensorView scale, TensorView y, bool active, Rng* rng) {
   if (!active) return copy_tensor(y, x);
   if (rng) {
-    const uint64_t off = rng->reserve(static_cast<uint64_t>(scale.numel()));
-    dropout2d_make_scale(ctx, kDropoutP, rng->seed(), off, scale);
+    const int64_t n = scale.shape[0], per_image = scale.numel() / n;
+    const int64_t total = rng->image_total() > 0 ? rng->image_total() : n;
+    U2PL_CHECK(rng->image_first() + n <= total, "dropout: images [" << rng->image_first() << ", "
+                                                    << rng->image_first() + n << ") of a batch of " << total);
+    const uint64_t off = rng->reserve(static_cast<uint64_t>(total * per_image));
+    dropout2d_make_scale(ctx, kDropoutP, rng->seed(), off, scale,
+                         static_cast<uint64_t>(rng->image_first() * per_image));
   }
   dropout2d_forward(ctx, x, scale, y);
 }

@@ -176,6 +176,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   tr.get("eval_interval", c.eval_interval, 1);
   tr.get("deterministic", c.deterministic);
   tr.get("replicas", c.replicas, 1, 1024);
+  c.replicas_given = tr.has("replicas");
 
   tr.need("optimizer");
   const Section opt = tr.child("optimizer", {"type", "kwargs"});

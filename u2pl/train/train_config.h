@@ -61,6 +61,7 @@ struct TrainConfig {
   // replica takes dataset.batch_size labeled and unlabeled images; BN statistics are over all
   // replicas, the losses per replica, the gradient their mean (SPEC §8).
   int replicas = 1;
+  bool replicas_given = false;  // the config (or an override) set trainer.replicas
   float lr = 0.001f, momentum = 0, weight_decay = 0;  // optimizer SGD (PyTorch defaults for the last two)
   float lr_power = 0.9f;                             // lr_scheduler poly
   struct Unsup {

@@ -9,6 +9,7 @@
 #include "u2pl/train/train_step.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "engine/log.h"
 #include "engine/profile.h"
@@ -53,6 +54,12 @@ View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
   copy_tensor(d, v);
   return d;
 }
+
+// One replica's figures, as they cross between processes (plain data).
+struct ReplicaFigures {
+  double sup = 0, unsup = 0, thresh = 0, contra_low = 0, contra_high = 0, contra = 0;
+  int64_t valid = 0, terms = 0;
+};
 
 }  // namespace
 
@@ -100,14 +107,32 @@ void PhiloxStepDraws::check_budget() const {
                "iteration " << it_ << ": the draws of Philox stream " << stream << " overran their counter range");
 }
 
-TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
+// The replicas each of `processes` processes runs, checked.
+static int local_replicas_of(const TrainConfig& cfg, int processes) {
+  U2PL_CHECK(cfg.replicas % processes == 0,
+             cfg.file << ": trainer.replicas " << cfg.replicas << " does not split over " << processes
+                      << " processes: each process runs the same number of replicas (choose a process count "
+                         "that divides it, or set trainer.replicas to a multiple of "
+                      << processes << ")");
+  return cfg.replicas / processes;
+}
+
+TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
     : cfg_(cfg),
       dev_(dev),
+      comm_(comm),
+      local_(local_replicas_of(cfg, comm.size())),
+      first_(comm.rank() * local_),
       student_(cfg.net),
-      sup_out_(slots<SupLossResult>(cfg.replicas, dev)),
-      unsup_out_(slots<UnsupResult>(cfg.replicas, dev)),
-      masks_out_(slots<EntropyThresholds>(cfg.replicas, dev)),
-      contra_out_(slots<ContrastiveResult>(cfg.replicas, dev)) {
+      sup_out_(slots<SupLossResult>(local_, dev)),
+      unsup_out_(slots<UnsupResult>(local_, dev)),
+      masks_out_(slots<EntropyThresholds>(local_, dev)),
+      contra_out_(slots<ContrastiveResult>(local_, dev)) {
+  U2PL_CHECK(dev == Device::CPU || comm.size() == 1,
+             "training on CUDA in " << comm.size() << " processes needs NCCL for the device tensors, which this "
+                                       "build does not use yet: run one process (trainer.replicas keeps the "
+                                       "recipe), or train on the cpu");
+  sync_ = ReplicaSync{comm.size() > 1 ? &comm : nullptr, local_, first_, cfg.replicas};
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
     const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
@@ -149,16 +174,59 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev)
   }
 }
 
+void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveInputs>& ins) {
+  // This process's replicas' negatives, one message: per replica and class a row count, then the
+  // rows, replica after replica and class after class.
+  const int C = bank_->classes();
+  const int64_t D = bank_->dim();
+  std::vector<char> msg;
+  for (const ContrastiveInputs& in : ins) {
+    const std::vector<std::vector<float>> rows = contrastive_negatives(ctx, cparams_, in);
+    for (int c = 0; c < C; ++c) {
+      const int64_t n = int64_t(rows[size_t(c)].size()) / D;
+      const char* p = reinterpret_cast<const char*>(&n);
+      msg.insert(msg.end(), p, p + sizeof(n));
+      const char* q = reinterpret_cast<const char*>(rows[size_t(c)].data());
+      msg.insert(msg.end(), q, q + rows[size_t(c)].size() * sizeof(float));
+    }
+  }
+  // Every process's, in rank order: the replicas in order, pushed as one process would push them.
+  const std::vector<char> all = comm_.allgatherv(msg.data(), msg.size());
+  size_t at = 0;
+  std::vector<float> rows;
+  for (int r = 0; r < cfg_.replicas; ++r)
+    for (int c = 0; c < C; ++c) {
+      int64_t n = 0;
+      U2PL_CHECK(at + sizeof(n) <= all.size(), "memory bank: the gathered negatives end early (replica " << r << ")");
+      std::memcpy(&n, all.data() + at, sizeof(n));
+      at += sizeof(n);
+      const size_t bytes = size_t(n * D) * sizeof(float);
+      U2PL_CHECK(n >= 0 && at + bytes <= all.size(), "memory bank: the gathered negatives end early (replica " << r
+                                                                                                           << ")");
+      rows.resize(size_t(n * D));
+      std::memcpy(rows.data(), all.data() + at, bytes);
+      at += bytes;
+      bank_->push(ctx, c, rows.data(), n);
+    }
+}
+
 double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
 
 StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
                            int epoch, StepDraws& draws, const std::function<void()>& while_running) {
   StepResult o;
-  const int R = cfg_.replicas;
-  const int64_t BR = img_l_in.shape.n(), b = BR / R;  // all replicas' images; one replica's
+  const int R = local_;  // this process's replicas (all of them in one process)
+  const int64_t BR = img_l_in.shape.n(), b = BR / R;  // this process's replicas' images; one replica's
   const int64_t H = img_l_in.shape.h(), W = img_l_in.shape.w(), C = cfg_.net.num_classes;
   U2PL_CHECK(BR == int64_t(R) * b && b > 0, "iteration " << it << ": a batch of " << BR << " images does not split into "
                                                          << R << " replicas (trainer.replicas)");
+  // SyncBN over every replica while this step runs; the dropout scales of this process's images
+  // are their share of the draws of all replicas' images.
+  struct SyncScope {
+    Context& ctx;
+    ~SyncScope() { ctx.set_replica_sync(nullptr); }
+  } sync_scope{ctx};
+  ctx.set_replica_sync(&sync_);
   o.semi = semi_phase(epoch);
   U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
              "iteration " << it << ": the unlabeled batch must match the labeled one " << img_l_in.shape.str());
@@ -186,6 +254,8 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   // so BN statistics are over all replicas (SyncBN) and replica r's images are one slice (`per`
   // images from r·per); the losses run per replica on those slices.
   const int64_t per = o.semi ? 2 * b : b;
+  for (Rng* rng : {draws.student_dropout(), draws.teacher_dropout()})
+    if (rng) rng->set_images(first_ * per, int64_t(cfg_.replicas) * per);
   LabelView lab_mix;
   TensorView image = img_l;
   if (o.semi) {
@@ -206,7 +276,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       const LabelView lu = lab_u.batch_slice(r * b, b), lm = lab_mix.batch_slice(r * b, b);
       copy_tensor(image.batch_slice(r * per, b), img_l.batch_slice(r * b, b));
       const std::optional<std::vector<Box>> boxes =
-          cfg_.unsup.apply_aug == "cutmix" ? draws.cutmix(r, int(b), int(H), int(W)) : std::nullopt;
+          cfg_.unsup.apply_aug == "cutmix" ? draws.cutmix(first_ + r, int(b), int(H), int(W)) : std::nullopt;
       if (boxes) {
         box_mix(ctx, *boxes, u, mixed);
         box_mix(ctx, *boxes, lu, lm);
@@ -227,7 +297,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     fill_zero(daux);
   }
   // The gradient is the mean over replicas (as DDP averages), so each replica's terms enter at 1/R.
-  const float share = 1.f / float(R);
+  const float share = 1.f / float(cfg_.replicas);
   for (int r = 0; r < R; ++r)
     supervised_loss(ctx, out.pred.batch_slice(r * per, b),
                     out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(), lab_l.batch_slice(r * b, b),
@@ -285,17 +355,21 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
         in.high = high_r;
       }
       const float weight = float(cfg_.contrastive_weight()) * share;
-      if (R == 1) {
+      if (cfg_.replicas == 1) {
         contrastive_loss(ctx, cparams_, ins[0], *bank_, draws.contrastive(0), weight, drep, 0.f, contra_out_[0].get());
       } else {
         // The public code all-gathers every GPU's negatives into the bank before any GPU samples:
         // all replicas push, in replica order, then each forms its terms from the same bank.
         if (!cparams_.memory_bank) bank_->clear();
+        if (comm_.size() == 1) {
+          for (int r = 0; r < R; ++r)
+            contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(r), weight, TensorView(), 0.f,
+                             nullptr, ContrastivePhase::PushOnly);
+        } else {
+          push_all_negatives(ctx, ins);
+        }
         for (int r = 0; r < R; ++r)
-          contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(r), weight, TensorView(), 0.f,
-                           nullptr, ContrastivePhase::PushOnly);
-        for (int r = 0; r < R; ++r)
-          contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(r), weight,
+          contrastive_loss(ctx, cparams_, ins[size_t(r)], *bank_, draws.contrastive(first_ + r), weight,
                            drep.batch_slice(r * per, per), 0.f, contra_out_[size_t(r)].get(),
                            ContrastivePhase::LossOnly);
       }
@@ -304,6 +378,11 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
 
   phase.next("backward");
   student_.backward(ctx, dpred, drep, daux);
+  if (comm_.size() > 1) {  // the mean gradient: each replica's terms entered at 1/R, so a sum
+    phase.next("gradient all-reduce");
+    const TensorView g = student_.params().grads().all();
+    comm_.allreduce_sum(g.data, g.numel());
+  }
   phase.next("sgd");
   sgd_step(ctx, SgdConfig{cfg_.momentum, cfg_.weight_decay}, student_.params().values().all(),
            student_.params().grads().all(), momentum_.view(), groups_.view(), lrs);
@@ -322,30 +401,45 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   phase.stop();
   if (while_running) while_running();
 
-  // The figures: each replica's, then their mean (the terms formed: their sum; the reliable
-  // share: over all replicas' unlabeled pixels).
-  int64_t valid = 0;
+  // The figures: each replica's (gathered from every process), then their mean in replica order
+  // (the terms formed: their sum; the reliable share: over all replicas' unlabeled pixels).
+  std::vector<ReplicaFigures> mine(static_cast<size_t>(R));
   for (int r = 0; r < R; ++r) {
+    ReplicaFigures& f = mine[size_t(r)];
     const SupLossResult sr = sup_out_[size_t(r)].read(ctx);
     sr.check();
-    o.sup += sr.loss / R;
+    f.sup = sr.loss;
     if (!o.semi) continue;
     const UnsupResult ur = unsup_out_[size_t(r)].read(ctx);
     ur.check();
-    o.unsup += ur.loss / R;
-    o.thresh += ur.thresh / R;
-    valid += ur.valid;
+    f.unsup = ur.loss;
+    f.thresh = ur.thresh;
+    f.valid = ur.valid;
     if (bank_) {
       const EntropyThresholds th = masks_out_[size_t(r)].read(ctx);
       const ContrastiveResult cr = contra_out_[size_t(r)].read(ctx);
       cr.check();
-      o.contra_low += th.low / R;
-      o.contra_high += th.high / R;
-      o.contra += cr.loss / R;
-      o.contra_terms += cr.terms;
+      f.contra_low = th.low;
+      f.contra_high = th.high;
+      f.contra = cr.loss;
+      f.terms = cr.terms;
     }
   }
-  if (o.semi) o.reliable = double(valid) / double(BR * H * W);
+  std::vector<ReplicaFigures> all(static_cast<size_t>(cfg_.replicas));
+  comm_.allgather(mine.data(), mine.size() * sizeof(ReplicaFigures), all.data());
+  const int Rall = cfg_.replicas;
+  int64_t valid = 0;
+  for (const ReplicaFigures& f : all) {
+    o.sup += f.sup / Rall;
+    o.unsup += f.unsup / Rall;
+    o.thresh += f.thresh / Rall;
+    o.contra_low += f.contra_low / Rall;
+    o.contra_high += f.contra_high / Rall;
+    o.contra += f.contra / Rall;
+    o.contra_terms += int(f.terms);
+    valid += f.valid;
+  }
+  if (o.semi) o.reliable = double(valid) / double(int64_t(Rall) * b * H * W);
   o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive_weight() * o.contra : 0.0);
   const std::pair<const char*, double> terms[] = {{"sup", o.sup}, {"unsup", o.unsup}, {"contra", o.contra}};
   for (const auto& [name, v] : terms)

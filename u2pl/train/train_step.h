@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/comm.h"
 #include "layers/mix.h"
 #include "u2pl/losses/contrastive.h"
 #include "u2pl/losses/sup_loss.h"
@@ -73,14 +74,19 @@ class TrainStep {
  public:
   // Allocates and initialises the student (trainer.seed), the teacher when the config has an
   // unsupervised term (seed + 1: its own random head; the backbone weights when given), the
-  // momentum and the memory bank when the contrastive loss is on.
-  TrainStep(const TrainConfig& cfg, Device dev);
+  // momentum and the memory bank when the contrastive loss is on. The run's processes are `comm`:
+  // this one runs trainer.replicas / comm.size() of the replicas (refused unless that divides),
+  // the replicas from comm.rank() times that on; every process holds the same weights and bank.
+  TrainStep(const TrainConfig& cfg, Device dev, Comm& comm = self_comm());
 
   bool has_teacher() const { return teacher_ != nullptr; }
   bool uses_contrastive() const { return bank_ != nullptr; }
   // Past the warm start: the teacher exists and epoch ≥ sup_only_epoch.
   bool semi_phase(int epoch) const { return teacher_ && epoch >= cfg_.sup_only_epoch; }
   int64_t iters_per_epoch() const { return iters_per_epoch_; }
+  Comm& comm() const { return comm_; }
+  int local_replicas() const { return local_; }  // replicas this process runs
+  int first_replica() const { return first_; }
   int64_t total_iters() const { return iters_per_epoch_ * cfg_.epochs; }
   void set_iters_per_epoch(int64_t n) { iters_per_epoch_ = n; }
   // The learning rate of group 0 (backbone) at iteration `it` (poly schedule).
@@ -91,20 +97,29 @@ class TrainStep {
   MemoryBank* bank() { return bank_.get(); }
   TensorView momentum() const { return momentum_.view(); }
 
-  // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) with B the
-  // global batch (replicas · batch_size; replica r's images at [r·b, (r+1)·b)); img_u may be
-  // undefined in the warm start or without a teacher; any device: views on another device are
-  // copied, synchronously). The figures are read back once, at the end (on CUDA the step's only
+  // One iteration on ctx's device: img_l (B,3,H,W), lab_l (B,H,W), img_u (B,3,H,W) with B this
+  // process's batch (local_replicas() · batch_size; its replica r's images at [r·b, (r+1)·b));
+  // img_u may be undefined in the warm start or without a teacher; any device: views on another
+  // device are copied, synchronously). The figures are read back once, at the end (on CUDA the step's only
   // synchronisation, for the log); `while_running`, when given, is called just before that, when
   // the whole iteration is queued, so host work there (the next batch) overlaps the device's. A
   // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
-  // so the caller must not save them.
+  // so the caller must not save them. Over several processes every process calls step() for the
+  // same iteration: the BN statistics, the bank's new rows, the gradient and the figures cross
+  // between them, and the figures returned are those of all replicas, on every process.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
                   StepDraws& draws, const std::function<void()>& while_running = {});
 
  private:
+  // Over several processes: every replica's new negatives into the bank, in replica order (each
+  // process gathers its own replicas' from `ins`, then all of them cross).
+  void push_all_negatives(Context& ctx, const std::vector<ContrastiveInputs>& ins);
+
   const TrainConfig& cfg_;
   Device dev_;
+  Comm& comm_;
+  int local_ = 1, first_ = 0;  // this process's replicas: [first_, first_ + local_)
+  ReplicaSync sync_;           // SyncBN over every replica, set on the context during a step
   int64_t iters_per_epoch_ = 1;
   U2plNet student_;
   std::unique_ptr<U2plNet> teacher_;

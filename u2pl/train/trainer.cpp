@@ -37,6 +37,13 @@ extern "C" void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);  // a second signal ends the process at once
 }
 
+// FNV-1a over bytes, continuing from h.
+uint64_t fnv1a(const void* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
 std::string fmt(double v, int prec = 4) {
   char b[64];
   std::snprintf(b, sizeof(b), "%.*f", prec, v);
@@ -56,9 +63,12 @@ class Trainer {
   U2plNet& eval_net(int epoch) { return step_.semi_phase(epoch) ? *step_.teacher() : step_.student(); }
   std::string path(const std::string& name) const { return (fs::path(opt_.run_dir) / name).string(); }
   void say(const std::string& line);
+  void check_same_start();
 
   const TrainConfig& cfg_;
   TrainRunOptions opt_;
+  Comm& comm_;
+  bool root_;  // rank 0: prints and writes
   Device dev_;
   Context ctx_;
   TrainStep step_;
@@ -76,9 +86,16 @@ class Trainer {
 };
 
 Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt)
-    : cfg_(cfg), opt_(opt), dev_(opt.device), ctx_(opt.device, cfg.deterministic), step_(cfg, opt.device) {}
+    : cfg_(cfg),
+      opt_(opt),
+      comm_(opt.comm ? *opt.comm : world()),
+      root_(comm_.root()),
+      dev_(opt.device),
+      ctx_(opt.device, cfg.deterministic),
+      step_(cfg, opt.device, comm_) {}
 
 void Trainer::say(const std::string& line) {
+  if (!root_) return;
   if (progress_)
     progress_->message(line);
   else
@@ -106,6 +123,37 @@ void Trainer::setup() {
   step_.set_iters_per_epoch(per_epoch);
 }
 
+// Every process must start from the same config and state (weights, checkpoint, bank): compared
+// through checksums, so a process that read other files stops the run before the first step.
+void Trainer::check_same_start() {
+  if (comm_.size() == 1) return;
+  struct Sums {
+    uint64_t config, state;
+  } mine{fnv1a(config_yaml_.data(), config_yaml_.size()), 0};
+  auto add = [&](TensorView v) { mine.state = fnv1a(v.data, size_t(v.numel()) * sizeof(float), mine.state); };
+  add(step_.student().params().values().all());
+  add(step_.student().params().buffers().all());
+  if (U2plNet* t = step_.teacher()) {
+    add(t->params().values().all());
+    add(t->params().buffers().all());
+  }
+  add(step_.momentum());
+  if (MemoryBank* b = step_.bank())
+    for (int c = 0; c < b->classes(); ++c) {
+      const std::vector<float> rows = b->contents(c);
+      mine.state = fnv1a(rows.data(), rows.size() * sizeof(float), mine.state);
+    }
+  const std::vector<Sums> all = comm_.gather_all(mine);
+  for (size_t r = 1; r < all.size(); ++r) {
+    U2PL_CHECK(all[r].config == all[0].config,
+               "process " << r << " resolved another config than process 0 (" << cfg_.file
+                          << " or its overrides differ between the processes)");
+    U2PL_CHECK(all[r].state == all[0].state,
+               "process " << r << " starts from other weights than process 0 (the weights file or the checkpoint "
+                             "in " << opt_.run_dir << " differs between the processes' file systems)");
+  }
+}
+
 void Trainer::draw_pictures(U2plNet& net) {
   if (!val_ || opt_.pictures <= 0) return;
   const fs::path dir = fs::path(opt_.run_dir) / "pictures";
@@ -131,13 +179,27 @@ void Trainer::validate(int64_t iters_done, int epoch) {
   EvalOptions eo = eval_options(ec);
   eo.label_pad = cfg_.switches.label_pad;
   const std::vector<std::string> classes = val_->class_names();
+  // Each process scores its shard of the list; the confusion matrices sum to the whole list's.
   auto score_of = [&](U2plNet& net) {
-    const ConfusionMatrix cm = evaluate_split(*val_, network_logits(ctx_, net), cfg_.net, eo, SaveOptions{}, nullptr);
+    ConfusionMatrix cm = evaluate_split(*val_, network_logits(ctx_, net), cfg_.net, eo, SaveOptions{}, nullptr,
+                                        Shard{comm_.rank(), comm_.size()});
+    const int64_t K = cm.num_classes();
+    comm_.allreduce_sum(cm.counts(), K * K);
     return score(cm);
   };
   const bool teacher_used = step_.semi_phase(epoch);
   U2plNet& main_net = eval_net(epoch);
   const Scores main = score_of(main_net);
+  const std::optional<Scores> student =
+      teacher_used ? std::optional<Scores>(score_of(step_.student())) : std::nullopt;
+  last_miou_ = main.miou;
+  state_.eval_model = teacher_used ? "teacher" : "student";
+  const bool best = main.miou > state_.best_miou;
+  if (best) {
+    state_.best_miou = main.miou;
+    state_.best_iter = iters_done;
+  }
+  if (!root_) return;  // the figures are the same on every process; rank 0 writes them
   ValRecord r;
   r.iter = iters_done;
   r.epoch = epoch;
@@ -147,11 +209,11 @@ void Trainer::validate(int64_t iters_done, int epoch) {
   r.classes = classes;
   r.pixel_acc = main.pixel_acc;
   r.mean_acc = main.mean_acc;
-  r.best = main.miou > state_.best_miou;
+  r.best = best;
   std::string line = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.epochs) + " val " + r.model +
                      " mIoU " + fmt(100 * main.miou, 2);
-  if (teacher_used) {
-    const Scores st = score_of(step_.student());
+  if (student) {
+    const Scores& st = *student;
     ValRecord s = r;
     s.model = "student";
     s.miou = st.miou;
@@ -165,11 +227,7 @@ void Trainer::validate(int64_t iters_done, int epoch) {
   }
   log_->write(r);
   val_records_.push_back(r);
-  last_miou_ = main.miou;
-  state_.eval_model = r.model;
   if (r.best) {
-    state_.best_miou = main.miou;
-    state_.best_iter = iters_done;
     line += ", best so far";
   } else {
     line += ", best " + fmt(100 * state_.best_miou, 2) + " at iteration " + std::to_string(state_.best_iter);
@@ -181,13 +239,14 @@ void Trainer::validate(int64_t iters_done, int epoch) {
 }
 
 void Trainer::save(const std::string& name) {
+  if (!root_) return;
   save_checkpoint(path(name), state_, step_.student(), step_.teacher(), step_.momentum(),
                   cfg_.save_memory_bank ? step_.bank() : nullptr);
 }
 
 TrainResult Trainer::run() {
   setup();
-  fs::create_directories(opt_.run_dir);
+  if (root_) fs::create_directories(opt_.run_dir);
   config_yaml_ = resolved_yaml(cfg_);
   state_.seed = cfg_.seed;
   state_.eval_model = step_.semi_phase(0) ? "teacher" : "student";
@@ -214,11 +273,14 @@ TrainResult Trainer::run() {
     U2PL_CHECK(!fs::exists(latest), opt_.run_dir << " already holds a run (ckpt_latest.safetensors): pass --resume "
                                                  << "to continue it, or choose another run directory");
   }
-  write_text_atomic(path("config.yaml"), config_yaml_);
-  log_ = std::make_unique<TrainLog>(path("log.jsonl"), first_iter_);
-  const LogRecords prev = read_log(path("log.jsonl"));
-  iter_records_ = prev.iters;
-  val_records_ = prev.vals;
+  check_same_start();
+  if (root_) {
+    write_text_atomic(path("config.yaml"), config_yaml_);
+    log_ = std::make_unique<TrainLog>(path("log.jsonl"), first_iter_);
+    const LogRecords prev = read_log(path("log.jsonl"));
+    iter_records_ = prev.iters;
+    val_records_ = prev.vals;
+  }
 
   TrainResult res;
   res.total = step_.total_iters();
@@ -239,6 +301,10 @@ TrainResult Trainer::run() {
   ls.first_batch = first_batch;
   ls.epochs = cfg_.epochs - first_epoch;
   ls.stream = 0;
+  if (comm_.size() > 1) {  // this process's replicas' positions of each global batch
+    ls.take_first = int64_t(step_.first_replica()) * cfg_.data.batch_size;
+    ls.take_count = int64_t(step_.local_replicas()) * cfg_.data.batch_size;
+  }
   if (unlabeled_) {
     ls.order = LoaderOrder::Repeated;
     ls.epoch_length = static_cast<int64_t>(unlabeled_->size());
@@ -254,7 +320,8 @@ TrainResult Trainer::run() {
     us.epoch_length = 0;
     unl_loader = std::make_unique<Loader>(*unlabeled_, aug_, us);
   }
-  progress_ = std::make_unique<TrainProgress>(opt_.out, opt_.terminal, step_.total_iters(), first_iter_, cfg_.epochs);
+  if (root_)
+    progress_ = std::make_unique<TrainProgress>(opt_.out, opt_.terminal, step_.total_iters(), first_iter_, cfg_.epochs);
   for (const std::string& l : opt_.config_log) say(l);
   const bool unsup = step_.has_teacher(), contra = step_.uses_contrastive();
   const char* method = contra ? "U2PL" : unsup ? (cfg_.unsup.apply_aug == "cutmix" ? "CutMix" : "MT") : "SupOnly";
@@ -265,6 +332,9 @@ TrainResult Trainer::run() {
       (cfg_.replicas > 1 ? " (" + std::to_string(cfg_.replicas) + " replicas of " +
                                std::to_string(cfg_.data.batch_size) + ")"
                          : "") +
+      (comm_.size() > 1 ? " in " + std::to_string(comm_.size()) + " processes of " +
+                              std::to_string(step_.local_replicas()) + " replicas each"
+                        : "") +
       ", run directory " + opt_.run_dir);
 
   g_stop_signal = 0;
@@ -352,27 +422,32 @@ TrainResult Trainer::run() {
         r.stats.emplace_back("queue_fill", double(bank.total_size()) / double(bank.total_capacity()));
       }
     }
-    log_->write(r);
-    iter_records_.push_back(r);
-    progress_->update(r);
+    if (root_) {
+      log_->write(r);
+      iter_records_.push_back(r);
+      progress_->update(r);
+    }
     state_.iter = it + 1;
     ++done_here;
 
     const bool epoch_end = state_.iter % step_.iters_per_epoch() == 0;
-    const bool stop = g_stop_signal != 0 || (opt_.stop_after >= 0 && done_here >= opt_.stop_after);
+    // A signal reaches the processes at different moments: they stop together when any has one.
+    int64_t votes[2] = {g_stop_signal != 0, opt_.stop_after >= 0 && done_here >= opt_.stop_after};
+    comm_.allreduce_sum(votes, 2);
+    const bool signalled = votes[0] > 0, stop = signalled || votes[1] > 0;
     if (epoch_end && val_ && ((epoch + 1) % cfg_.eval_interval == 0 || epoch + 1 == cfg_.epochs))
       validate(state_.iter, epoch);
     if (epoch_end || stop) save("ckpt_latest.safetensors");
     if (stop) {
-      say(g_stop_signal ? "stopped by signal at iteration " + std::to_string(state_.iter) +
-                              "; continue with --resume"
-                        : "stopped after " + std::to_string(done_here) + " iterations (stop_after)");
+      say(signalled ? "stopped by signal at iteration " + std::to_string(state_.iter) + "; continue with --resume"
+                    : "stopped after " + std::to_string(done_here) + " iterations (stop_after)");
       res.interrupted = true;
       break;
     }
   }
   progress_.reset();
-  if (!val_) write_curves_svg(path("curves.svg"), iter_records_, val_records_, fs::path(cfg_.file).filename().string());
+  if (!val_ && root_)
+    write_curves_svg(path("curves.svg"), iter_records_, val_records_, fs::path(cfg_.file).filename().string());
   res.iterations = state_.iter;
   res.best_miou = state_.best_miou;
   res.best_iter = state_.best_iter;
@@ -397,7 +472,7 @@ AugmentSpec train_augment(const TrainConfig& cfg) {
 }
 
 
-void check_runnable(const TrainConfig& cfg, Device dev) {
+void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   const auto& crop = cfg.data.train.crop;
   U2PL_CHECK(crop.type == "rand" || crop.type == "center",
              cfg.file << ": dataset.train.crop: training needs fixed-size crops (type rand), got type " << crop.type);
@@ -416,7 +491,10 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
   // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
   // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
-  const int B = cfg.global_batch();
+  U2PL_CHECK(processes >= 1 && cfg.replicas % processes == 0,
+             cfg.file << ": trainer.replicas " << cfg.replicas << " does not split over " << processes
+                      << " processes (each runs the same number of replicas)");
+  const int B = cfg.global_batch() / processes;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
   const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
@@ -452,7 +530,7 @@ void check_runnable(const TrainConfig& cfg, Device dev) {
 }
 
 TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt) {
-  check_runnable(cfg, opt.device);
+  check_runnable(cfg, opt.device, (opt.comm ? *opt.comm : world()).size());
   Trainer t(cfg, opt);
   return t.run();
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/augment.h"
+#include "engine/comm.h"
 #include "u2pl/train/train_config.h"
 
 namespace u2pl {
@@ -24,6 +25,10 @@ struct TrainRunOptions {
   std::FILE* out = stderr;      // progress and messages
   int pictures = 4;             // val images drawn into pictures/ at each validation
   std::vector<std::string> config_log;  // lines from load_train_config, printed and kept in the log
+  // The run's processes (null: world(), engine/comm.h). Each runs trainer.replicas / size of the
+  // replicas; rank 0 alone prints and writes the run directory, which every process must see
+  // (a resume reads the checkpoint on each).
+  Comm* comm = nullptr;
 };
 
 struct TrainResult {
@@ -42,8 +47,9 @@ AugmentSpec train_augment(const TrainConfig& cfg);
 
 // Everything that makes a config unrunnable before any work starts (no fixed-size crop, a crop
 // the network cannot take or the device cannot hold, a semi-supervised term without unlabeled
-// data, missing data or weights) throws naming the key or file.
-void check_runnable(const TrainConfig& cfg, Device dev);
+// data, missing data or weights, replicas that do not split over the processes) throws naming the
+// key or file. The memory figure is one process's, which runs trainer.replicas / processes replicas.
+void check_runnable(const TrainConfig& cfg, Device dev, int processes = 1);
 
 // Runs (or resumes) the schedule. A non-finite loss stops the run with an Error naming the
 // iteration and the term; ckpt_latest then still holds the last good state.
