@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "tests/model_fixture.h"
+#include "u2pl/net/act_plan.h"
+#include "u2pl/net/decoder.h"
+#include "u2pl/net/resnet.h"
 
 using namespace u2pl;
 using namespace u2pl::test;
@@ -150,4 +153,42 @@ TEST_CASE("network: the initialisation of the public code: kaiming fan-out encod
   CHECK(moments(b, &m) > 0);
   CHECK(m <= 1 / std::sqrt(64.0));  // 1x1 from 64 channels
   CHECK(values("decoder.low_conv.0.bias") != std::vector<float>(values("decoder.low_conv.0.bias").size(), 0.f));
+}
+
+TEST_CASE("decoder plan: the gradient temporaries its backward keeps at once never share memory") {
+  // The decoder's own gradients (ASPP branches, pooled branch, head, upsampling, low-level) and
+  // those of its ConvBn units are written and read across the units' backward calls, so no two may
+  // overlap; the heads' scopes may reuse this memory (their backward runs first). A plan whose
+  // heads reset the scope before the decoder's temporaries were laid out overlapped the pooled
+  // branch's gradient with the other branches' and corrupted the ASPP gradient (found by comparing
+  // two processes with one, at output stride 8).
+  NetConfig voc;  // the public VOC network (inner planes 256), at a width the test can declare fast
+  voc.width_divisor = 8;
+  for (const NetConfig& cfg : {config_of(SafeTensorsFile(kSmall)), voc})
+  for (const int side : {5, 65}) {  // layer4 of a 33 and a 513 crop at output stride 8
+    ParamSet ps;
+    const ResNet enc(ps, cfg);
+    const Decoder dec(ps, cfg, enc.layer1_channels(), enc.layer4_channels());
+    const Shape x1{8, enc.layer1_channels(), 2 * side - 1, 2 * side - 1}, x4{8, enc.layer4_channels(), side, side};
+    INFO("inner planes " << cfg.inner_planes << ", x4 " << x4.str());
+    ActPlan p(true);
+    const Decoder::Bufs b = dec.plan(p, x1, x4);
+    std::vector<std::pair<std::string, Slot>> temps = {
+        {"g_b1small", b.g_b1small}, {"g_pooled", b.g_pooled}, {"g_aspp", b.g_aspp},   {"g_head_a", b.g_head_a},
+        {"g_head_drop", b.g_head_drop}, {"g_up", b.g_up},     {"head.gy", b.head.gy}, {"head.gc", b.head.gc},
+        {"low.gy", b.low.gy},           {"low.gc", b.low.gc}};
+    for (int k = 0; k < 5; ++k) {
+      temps.emplace_back("g_branch" + std::to_string(k), b.g_branch[k]);
+      temps.emplace_back("branch" + std::to_string(k) + ".gy", b.branch[k].gy);
+      temps.emplace_back("branch" + std::to_string(k) + ".gc", b.branch[k].gc);
+    }
+    temps.emplace_back("g_low", b.g_low);
+    for (size_t i = 0; i < temps.size(); ++i)
+      for (size_t j = i + 1; j < temps.size(); ++j) {
+        const Slot &a = temps[i].second, &c = temps[j].second;
+        if (!a.defined() || !c.defined() || a.region != c.region) continue;
+        const bool apart = a.offset + a.shape.numel() <= c.offset || c.offset + c.shape.numel() <= a.offset;
+        CHECK_MESSAGE(apart, temps[i].first << " and " << temps[j].first << " share memory");
+      }
+  }
 }

@@ -50,7 +50,8 @@ Slot Head::scale_slot(const Bufs& b, const std::string& site) const {
 }
 
 // Each head is a module scope: its internals and gradient temporaries reuse memory that the
-// decoder's earlier internals (forward) and later temporaries (backward) also use.
+// decoder's internals (forward, dead once the concatenation is made) and gradient temporaries
+// (backward, written only after both heads' backward) also use.
 Head::Bufs Head::plan(ActPlan& p, Shape x) const {
   p.begin_module();
   Bufs b;
@@ -145,13 +146,9 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   b.low = low_->plan(p, x1);
   const Shape ls = low_->out_shape(x1);
   b.low_a = p.internal(ls);
-  const Shape cs = Shape::nchw(x1.n(), ls.c() + ups.c(), x1.h(), x1.w());
-  // Both heads read the concatenation and add into its gradient, so it outlives their scopes.
-  const OutSlot cat = p.output(cs, /*tapped=*/true);
-  b.cat = cat.value;
-  b.g_cat = cat.grad;
-  b.cls = cls_->plan(p, cs);
-  if (rep_) b.rep = rep_->plan(p, cs);
+  // The decoder's own gradient temporaries, in its scope beside those of its ConvBn units (the
+  // ASPP branches' gradients must outlive the other branches' backward). The heads' scopes come
+  // after and reuse this memory: their backward runs first, before any of these is written.
   if (p.backward()) {
     for (int k = 0; k < 5; ++k) b.g_branch[k] = p.grad_temp(b.branch_out[k].shape);
     b.g_b1small = p.grad_temp(b.b1small.shape);
@@ -162,6 +159,13 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
     b.g_up = p.grad_temp(ups);
     b.g_low = p.grad_temp(ls);
   }
+  const Shape cs = Shape::nchw(x1.n(), ls.c() + ups.c(), x1.h(), x1.w());
+  // Both heads read the concatenation and add into its gradient, so it outlives their scopes.
+  const OutSlot cat = p.output(cs, /*tapped=*/true);
+  b.cat = cat.value;
+  b.g_cat = cat.grad;
+  b.cls = cls_->plan(p, cs);
+  if (rep_) b.rep = rep_->plan(p, cs);
   return b;
 }
 
