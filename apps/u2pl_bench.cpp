@@ -19,6 +19,7 @@
 #include "bench/layer_bench.h"
 #include "bench/model_bench.h"
 #include "bench/step_bench.h"
+#include "engine/comm.h"
 #include "engine/device_memory.h"
 
 namespace {
@@ -44,7 +45,9 @@ const char* const kUsage =
     "                       [--repeat R] [--replicas N] [--json FILE] [--profile]\n"
     "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
     "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n"
-    "  --replicas trainer.replicas: N replicas of B + B images each in one process (default 1)\n"
+    "  --replicas trainer.replicas: N replicas of B + B images each (default 1), in one process or,\n"
+    "             under mpirun -np W, N/W in each of W processes (the time and the bytes each\n"
+    "             process sends per iteration are rank 0's)\n"
     "  --profile  time each phase of the timed iterations (teacher forwards, pseudo-labels, student\n"
     "             forward, each loss, backward, SGD, EMA) and the convolutions and memory-bank\n"
     "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"
@@ -204,7 +207,8 @@ int run_step(int argc, char** argv) {
   }
   o.device = device ? *device : u2pl::default_device();
   set_threads(threads);
-  return print_result(u2pl::bench::run_step_bench(o), json);
+  const nlohmann::json r = u2pl::bench::run_step_bench(o);
+  return u2pl::world().root() ? print_result(r, json) : 0;  // under mpirun rank 0 reports
 }
 
 }  // namespace
@@ -227,7 +231,9 @@ int main(int argc, char** argv) {
     U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model', 'step' or 'env'\n" << kUsage);
     return run_layers(parse_layers_args(argc, argv));
   } catch (const std::exception& e) {
-    std::cerr << "u2pl_bench: " << e.what() << "\n";
+    u2pl::Comm* w = u2pl::started_world();
+    std::cerr << "u2pl_bench: " << (w ? u2pl::rank_prefix(*w) : "") << e.what() << std::endl;
+    if (w && w->size() > 1) w->abort(1);  // the other processes may wait in a collective
     return 1;
   }
 }

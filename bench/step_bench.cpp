@@ -126,9 +126,10 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
            (os8 ? "[False, True, True]" : "[False, False, True]"),
        std::string("net.decoder.kwargs.dilations=") + (os8 ? "[12, 24, 36]" : "[6, 12, 18]")},
       nullptr);
-  check_runnable(cfg, o.device);
+  Comm& comm = world();  // under mpirun: this process's share of the replicas
+  check_runnable(cfg, o.device, comm.size());
 
-  TrainStep ts(cfg, o.device);
+  TrainStep ts(cfg, o.device, comm);
   // The iterations run from the start of epoch sup_only_epoch + 1, an epoch long enough to hold
   // them all and the EMA decay then at its cap (0.99), as in the bulk of a run.
   ts.set_iters_per_epoch(std::max(1000, o.repeat + 1));
@@ -138,23 +139,29 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   sharpen(*ts.teacher());
 
   // The loader's output, in host memory as in training: normalised images in [-1, 1), labels
-  // in [0, C) with ~5 % ignored (255).
-  const int B = o.batch * o.replicas, C = o.classes;  // the global batch
+  // in [0, C) with ~5 % ignored (255); this process's positions of the global batch.
+  const int C = o.classes, B = o.batch * ts.local_replicas();  // this process's images
   const Shape image{B, 3, o.crop, o.crop};
+  const size_t first = size_t(ts.first_replica()) * size_t(o.batch) * size_t(o.crop) * size_t(o.crop);
   std::vector<float> xl(static_cast<size_t>(image.numel())), xu(xl.size());
   for (size_t i = 0; i < xl.size(); ++i) {
-    xl[i] = 2.f * philox_uniform(3, 0, i) - 1.f;
-    xu[i] = 2.f * philox_uniform(4, 0, i) - 1.f;
+    xl[i] = 2.f * philox_uniform(3, 0, 3 * first + i) - 1.f;
+    xu[i] = 2.f * philox_uniform(4, 0, 3 * first + i) - 1.f;
   }
   std::vector<int32_t> y(static_cast<size_t>(B) * o.crop * o.crop);
   for (size_t i = 0; i < y.size(); ++i)
-    y[i] = philox_uniform(5, 0, i) < 0.05f ? 255 : std::min(C - 1, int(philox_uniform(6, 0, i) * float(C)));
+    y[i] = philox_uniform(5, 0, first + i) < 0.05f ? 255
+                                                    : std::min(C - 1, int(philox_uniform(6, 0, first + i) * float(C)));
   const Tensor img_l = Tensor::from_host(image, xl, Device::CPU), img_u = Tensor::from_host(image, xu, Device::CPU);
   const Labels lab_l = Labels::from_host(Shape{B, o.crop, o.crop}, y, Device::CPU);
 
-  std::cerr << "u2pl_bench step: " << o.preset << ", ResNet-" << o.depth << " OS" << o.output_stride << ", batch "
-            << B << " + " << B << (o.replicas > 1 ? " (" + std::to_string(o.replicas) + " replicas)" : "") << ", crop "
-            << o.crop << ", " << C << " classes, device " << device_name(o.device) << "\n";
+  const bool say = comm.root();  // rank 0 reports
+  const int G = o.batch * o.replicas;  // the global batch
+  if (say)
+    std::cerr << "u2pl_bench step: " << o.preset << ", ResNet-" << o.depth << " OS" << o.output_stride << ", batch "
+              << G << " + " << G << (o.replicas > 1 ? " (" + std::to_string(o.replicas) + " replicas)" : "")
+              << (comm.size() > 1 ? " in " + std::to_string(comm.size()) + " processes" : "") << ", crop " << o.crop
+              << ", " << C << " classes, device " << device_name(o.device) << "\n";
   Context ctx(o.device);
   int64_t it = int64_t(epoch) * ts.iters_per_epoch();
   StepResult last;
@@ -167,14 +174,18 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   iteration();  // warm-up: plans, primitives, the workspace and the scratch buffers are built here
   std::unique_ptr<Profiler> profiler = o.profile ? std::make_unique<Profiler>(ctx) : nullptr;
   std::vector<double> t;
+  const int64_t sent0 = comm.bytes_sent();
   for (int r = 0; r < o.repeat; ++r) {
+    comm.barrier();  // every process starts the iteration together
     const auto a = std::chrono::steady_clock::now();
     iteration();
     t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
     if (profiler) profiler->collect();
-    std::cerr << "  run " << r + 1 << "/" << o.repeat << ": " << t.back() << " ms (loss " << last.total << ", "
-              << last.contra_terms << " contrastive terms)\n";
+    if (say)
+      std::cerr << "  run " << r + 1 << "/" << o.repeat << ": " << t.back() << " ms (loss " << last.total << ", "
+                << last.contra_terms << " contrastive terms)\n";
   }
+  const double sent_per_iteration = double(comm.bytes_sent() - sent0) / o.repeat;
   const double timed_ms = std::accumulate(t.begin(), t.end(), 0.0);
   std::sort(t.begin(), t.end());
   const double ms = t[t.size() / 2];
@@ -199,6 +210,8 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"width_divisor", o.width_divisor},
           {"batch", o.batch},
           {"replicas", o.replicas},
+          {"processes", comm.size()},
+          {"bytes_sent_per_iteration", sent_per_iteration},
           {"crop", o.crop},
           {"classes", C},
           {"device", device_name(o.device)},
@@ -208,7 +221,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"arena_bytes", arenas},
           {"last", {{"sup", last.sup}, {"unsup", last.unsup}, {"contra", last.contra}, {"total", last.total},
                     {"contra_terms", last.contra_terms}, {"ema", last.ema}}}};
-  if (profiler) result["profile"] = profile_report(*profiler, o.repeat, timed_ms);
+  if (profiler && say) result["profile"] = profile_report(*profiler, o.repeat, timed_ms);
   return result;
 }
 

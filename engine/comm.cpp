@@ -127,11 +127,20 @@ bool launched_by_mpi() {
   return env_set("OMPI_COMM_WORLD_SIZE") || env_set("PMIX_RANK") || env_set("PMI_SIZE");
 }
 
+namespace {
+std::unique_ptr<Comm>& world_slot() {
+  static std::unique_ptr<Comm> w;
+  return w;
+}
+}  // namespace
+
 Comm& world() {
-  static std::unique_ptr<Comm> w = launched_by_mpi() ? std::unique_ptr<Comm>(new MpiComm)
-                                                     : std::unique_ptr<Comm>(new SelfComm);
+  std::unique_ptr<Comm>& w = world_slot();
+  if (!w) w = launched_by_mpi() ? std::unique_ptr<Comm>(new MpiComm) : std::unique_ptr<Comm>(new SelfComm);
   return *w;
 }
+
+Comm* started_world() { return world_slot().get(); }
 
 Comm& self_comm() {
   static SelfComm s;

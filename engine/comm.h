@@ -71,6 +71,9 @@ bool launched_by_mpi();
 // finalised at exit), else a SelfComm. Throws when the launch asks for MPI and it cannot start.
 Comm& world();
 
+// The world if world() has made it, else null (error handlers: they must not start MPI).
+Comm* started_world();
+
 // A world of one for code that must run alone inside a multi-process launch (tests compare a
 // one-process run with a two-process one inside the same mpirun).
 Comm& self_comm();
