@@ -173,19 +173,49 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   };
   iteration();  // warm-up: plans, primitives, the workspace and the scratch buffers are built here
   std::unique_ptr<Profiler> profiler = o.profile ? std::make_unique<Profiler>(ctx) : nullptr;
-  std::vector<double> t;
+  std::vector<double> t, waits;
   const int64_t sent0 = comm.bytes_sent();
   for (int r = 0; r < o.repeat; ++r) {
     comm.barrier();  // every process starts the iteration together
     const auto a = std::chrono::steady_clock::now();
     iteration();
     t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    if (ts.reducer()) waits.push_back(ts.reducer()->wait_ms());
     if (profiler) profiler->collect();
     if (say)
       std::cerr << "  run " << r + 1 << "/" << o.repeat << ": " << t.back() << " ms (loss " << last.total << ", "
                 << last.contra_terms << " contrastive terms)\n";
   }
   const double sent_per_iteration = double(comm.bytes_sent() - sent0) / o.repeat;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  // Over several processes: what the gradient's all-reduce costs alone (blocking, the whole
+  // arena at once) against what the step waited for it after backward; the rest was hidden.
+  nlohmann::json processes = {{"count", comm.size()}, {"bytes_sent_per_iteration", sent_per_iteration}};
+  if (const GradientReducer* red = ts.reducer()) {
+    const TensorView g = ts.student().params().grads().all();
+    std::vector<double> blocking;
+    for (int r = 0; r < 3; ++r) {
+      comm.barrier();
+      const auto a = std::chrono::steady_clock::now();
+      comm.allreduce_sum(g.data, g.numel());
+      blocking.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+    const double block_ms = median(blocking), wait_ms = median(waits);
+    processes["gradient_bytes"] = g.numel() * int64_t(sizeof(float));
+    processes["buckets"] = red->buckets();
+    processes["buckets_started_during_backward"] = red->started_early();
+    processes["allreduce_blocking_ms"] = block_ms;
+    processes["allreduce_wait_ms"] = wait_ms;
+    processes["allreduce_hidden_share"] = block_ms > 0 ? std::clamp(1.0 - wait_ms / block_ms, 0.0, 1.0) : 0.0;
+    if (say)
+      std::cerr << "  " << comm.size() << " processes: " << sent_per_iteration / double(1 << 20)
+                << " MiB sent per iteration by each; gradient all-reduce " << block_ms << " ms alone, " << wait_ms
+                << " ms waited after backward (" << red->started_early() << " of " << red->buckets()
+                << " buckets started during backward)\n";
+  }
   const double timed_ms = std::accumulate(t.begin(), t.end(), 0.0);
   std::sort(t.begin(), t.end());
   const double ms = t[t.size() / 2];
@@ -210,8 +240,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"width_divisor", o.width_divisor},
           {"batch", o.batch},
           {"replicas", o.replicas},
-          {"processes", comm.size()},
-          {"bytes_sent_per_iteration", sent_per_iteration},
+          {"processes", processes},
           {"crop", o.crop},
           {"classes", C},
           {"device", device_name(o.device)},

@@ -66,6 +66,30 @@ class MpiComm final : public Comm {
     }
   }
 
+  void start_allreduce_sum(float* d, int64_t n) override {
+    bytes_sent_ += n * int64_t(sizeof(float));
+    for (int64_t done = 0; done < n;) {
+      const int64_t k = std::min(n - done, kChunk);
+      pending_.emplace_back();
+      mpi_check(MPI_Iallreduce(MPI_IN_PLACE, d + done, int(k), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending_.back()),
+                "MPI_Iallreduce");
+      done += k;
+    }
+  }
+
+  void progress() override {
+    if (pending_.empty()) return;
+    int all_done = 0;
+    mpi_check(MPI_Testall(int(pending_.size()), pending_.data(), &all_done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (all_done) pending_.clear();
+  }
+
+  void wait_all() override {
+    if (pending_.empty()) return;
+    mpi_check(MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    pending_.clear();
+  }
+
   void barrier() override { mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
 
   [[noreturn]] void abort(int code) override {
@@ -103,6 +127,7 @@ class MpiComm final : public Comm {
   }
 
   MPI_Comm node_ = MPI_COMM_NULL;
+  std::vector<MPI_Request> pending_;  // started sums (MPI_REQUEST_NULL once complete)
 };
 
 bool env_set(const char* name) {

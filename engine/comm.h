@@ -30,6 +30,12 @@ class Comm {
   virtual void allgather(const void* mine, size_t bytes, void* all) = 0;
   // Contributions of different sizes: the concatenation in rank order (every process gets it).
   virtual std::vector<char> allgatherv(const void* mine, size_t bytes) = 0;
+  // A sum like allreduce_sum that runs while this process goes on: started here, advanced by
+  // progress() (MPI moves it only inside its calls), finished by wait_all(), after which `data`
+  // holds the sum. Every process starts the same sums in the same order.
+  virtual void start_allreduce_sum(float* data, int64_t n) = 0;
+  virtual void progress() = 0;
+  virtual void wait_all() = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // Ends every process of the run with exit status `code` (the caller prints its message first).
@@ -58,6 +64,9 @@ class SelfComm final : public Comm {
   void allreduce_sum(int64_t*, int64_t) override {}
   void allgather(const void* mine, size_t bytes, void* all) override;
   std::vector<char> allgatherv(const void* mine, size_t bytes) override;
+  void start_allreduce_sum(float*, int64_t) override {}
+  void progress() override {}
+  void wait_all() override {}
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}
   [[noreturn]] void abort(int code) override;

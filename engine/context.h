@@ -15,6 +15,14 @@ class Comm;          // engine/comm.h
 // SyncBN (layers/batchnorm.h): a batch-statistics layer's batch holds `local` replicas, equal
 // slices in order, and the other processes of `comm` (null: none) hold the others, process r's
 // after process r − 1's, so that statistics are over all replicas' images.
+// Told by each layer's backward when it has written a parameter gradient (the trainer starts
+// that gradient's all-reduce while backward goes on; u2pl/train/grad_reduce.h).
+class GradListener {
+ public:
+  virtual ~GradListener() = default;
+  virtual void ready(TensorView grad) = 0;
+};
+
 struct ReplicaSync {
   Comm* comm = nullptr;
   int local = 1;
@@ -46,12 +54,18 @@ class Context {
   // around its steps).
   const ReplicaSync* replica_sync() const { return sync_; }
   void set_replica_sync(const ReplicaSync* s) { sync_ = s; }
+  // Where layers report finished parameter gradients, or null (nobody listens).
+  void set_grad_listener(GradListener* l) { grads_ = l; }
+  void grad_ready(TensorView g) const {
+    if (grads_) grads_->ready(g);
+  }
 
  private:
   Device dev_;
   bool deterministic_;
   Profiler* profiler_ = nullptr;
   const ReplicaSync* sync_ = nullptr;
+  GradListener* grads_ = nullptr;
   CudaHandles* cuda_ = nullptr;  // owned; destroyed through destroy_cuda_handles
   Buffer ws_;
 };

@@ -251,9 +251,9 @@ void BatchNorm2d::backward(Context& ctx, TensorView x, TensorView saved, bool ba
   const TensorView sm(saved.data, Shape{c_}, saved.device), si(saved.data + c_, Shape{c_}, saved.device);
   const TensorView g = ps_->value(w_), dg = ps_->grad(w_), db = ps_->grad(b_);
   const ReplicaSync* sync = batch_stats ? replica_sync(ctx, x) : nullptr;
-  if (ctx.device() == Device::CUDA)
-    return batchnorm_backward_cuda(ctx, x, g, sm, si, batch_stats, dy, dx, beta, dg, db);
-  if (sync) {  // the sums through the batch statistics are over every replica, in replica order
+  if (ctx.device() == Device::CUDA) {
+    batchnorm_backward_cuda(ctx, x, g, sm, si, batch_stats, dy, dx, beta, dg, db);
+  } else if (sync) {  // the sums through the batch statistics are over every replica, in replica order
     const size_t C = size_t(c_);
     std::vector<double> mine(size_t(sync->local) * C * 2);
     bn_replica_grad_sums<float>(x.shape, x.data, sm.data, si.data, dy.data, sync->local, mine.data());
@@ -264,11 +264,14 @@ void BatchNorm2d::backward(Context& ctx, TensorView x, TensorView saved, bool ba
     for (int r = 0; r < sync->total; ++r)
       for (size_t k = 0; k < C * 2; ++k) all[k] += every[size_t(r) * C * 2 + k];
     const double M = double(x.shape.n() / sync->local * x.shape.h() * x.shape.w()) * sync->total;
-    return bn_backward_apply<float>(x.shape, x.data, g.data, sm.data, si.data, batch_stats, dy.data, dx.data, beta,
-                                    dg.data, db.data, local.data(), all.data(), M);
+    bn_backward_apply<float>(x.shape, x.data, g.data, sm.data, si.data, batch_stats, dy.data, dx.data, beta, dg.data,
+                             db.data, local.data(), all.data(), M);
+  } else {
+    batchnorm_backward_cpu<float>(x.shape, x.data, g.data, sm.data, si.data, batch_stats, dy.data, dx.data, beta,
+                                  dg.data, db.data);
   }
-  batchnorm_backward_cpu<float>(x.shape, x.data, g.data, sm.data, si.data, batch_stats, dy.data,
-                                dx.data, beta, dg.data, db.data);
+  ctx.grad_ready(dg);
+  ctx.grad_ready(db);
 }
 
 }  // namespace u2pl

@@ -152,10 +152,15 @@ void Conv2d::backward(Context& ctx, TensorView x, TensorView dy, TensorView dx, 
                           ctx.profiler() ? (dx.defined() ? 2 : 1) * conv2d_flops(spec_, x.shape) : 0);
   const TensorView w = ps_->value(w_), dw = ps_->grad(w_);
   const TensorView db = b_ >= 0 ? ps_->grad(b_) : TensorView();
-  if (ctx.device() == Device::CUDA) return conv2d_backward_cuda(ctx, spec_, x, w, dy, dx, beta, dw, db);
-  const cpu::ConvDims d = conv2d_dnnl_dims(spec_, x.shape);
-  cpu::dnnl_conv_backward(d, x.data, w.data, dy.data, dx.data, beta, dw.data, db.data,
-                          ctx.workspace(cpu::dnnl_conv_scratch_bytes(d, true)));
+  if (ctx.device() == Device::CUDA) {
+    conv2d_backward_cuda(ctx, spec_, x, w, dy, dx, beta, dw, db);
+  } else {
+    const cpu::ConvDims d = conv2d_dnnl_dims(spec_, x.shape);
+    cpu::dnnl_conv_backward(d, x.data, w.data, dy.data, dx.data, beta, dw.data, db.data,
+                            ctx.workspace(cpu::dnnl_conv_scratch_bytes(d, true)));
+  }
+  ctx.grad_ready(dw);
+  if (db.defined()) ctx.grad_ready(db);
 }
 
 }  // namespace u2pl

@@ -5,7 +5,9 @@
 // the configs refused before any work, and evaluation tools reading a training checkpoint.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 
@@ -16,6 +18,7 @@
 #include "tests/trainer_test_util.h"
 #include "u2pl/net/weights.h"
 #include "u2pl/train/checkpoint.h"
+#include "u2pl/train/grad_reduce.h"
 #include "u2pl/train/train_log.h"
 #include "u2pl/train/trainer.h"
 
@@ -327,4 +330,66 @@ TEST_CASE("trainer: missing data fails before the run directory is made; checkpo
   CHECK(ck.meta("bank") == "no");
   CHECK_FALSE(ck.has("bank.0"));
   CHECK(run(cfg, quiet(dir, 2, true)).iterations == 7);  // resumes with empty queues (and says so)
+}
+
+namespace {
+// A world of one that records the sums started (offset in floats from `base`, length).
+struct RecordingComm : Comm {
+  const float* base = nullptr;
+  std::vector<std::pair<int64_t, int64_t>> started;
+  int waits = 0;
+  void allreduce_sum(float*, int64_t) override {}
+  void allreduce_sum(double*, int64_t) override {}
+  void allreduce_sum(int64_t*, int64_t) override {}
+  void allgather(const void* mine, size_t bytes, void* all) override { std::memcpy(all, mine, bytes); }
+  std::vector<char> allgatherv(const void* mine, size_t bytes) override {
+    return std::vector<char>(static_cast<const char*>(mine), static_cast<const char*>(mine) + bytes);
+  }
+  void start_allreduce_sum(float* d, int64_t n) override { started.emplace_back(d - base, n); }
+  void progress() override {}
+  void wait_all() override { ++waits; }
+  void broadcast(void*, size_t, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::_Exit(code); }
+};
+}  // namespace
+
+TEST_CASE("gradient all-reduce: buckets of whole parameters cover the arena, started as backward fills them") {
+  TinySet set;
+  const TrainConfig cfg = tiny(set, "u2pl");
+  U2plNet net(cfg.net);
+  net.allocate(Device::CPU, 1, true);
+  const ParamSet& ps = net.params();
+  RecordingComm comm;
+  comm.base = ps.grads().all().data;
+  GradientReducer r(comm, ps, 4096);  // small buckets: several of them
+  REQUIRE(r.buckets() > 3);
+  r.begin();
+  // Backward's order: the parameters from the last to the first; the last bucket starts once its
+  // last parameter is in.
+  std::vector<int> ids;
+  for (size_t id = 0; id < ps.decls().size(); ++id)
+    if (ps.decls()[id].trainable) ids.push_back(int(id));
+  std::sort(ids.begin(), ids.end(), [&](int a, int b) { return ps.grad(a).data > ps.grad(b).data; });
+  r.ready(ps.grad(ids[0]));
+  CHECK(error_of([&] { r.ready(ps.grad(ids[0])); }).find("written twice in one backward") != std::string::npos);
+  CHECK(error_of([&] { r.ready(ps.values().all()); }).find("no parameter of this network") != std::string::npos);
+  for (size_t i = 1; i < ids.size() / 2; ++i) r.ready(ps.grad(ids[i]));
+  const size_t early = comm.started.size();
+  CHECK(early >= 1);
+  CHECK(r.started_early() == int(early));
+  r.finish();  // the rest (parameters backward did not reach) start here
+  CHECK(comm.waits == 1);
+  REQUIRE(int(comm.started.size()) == r.buckets());
+  // Together the sums cover the whole arena exactly once.
+  std::vector<std::pair<int64_t, int64_t>> ranges = comm.started;
+  std::sort(ranges.begin(), ranges.end());
+  int64_t at = 0;
+  for (const auto& [off, n] : ranges) {
+    CHECK(off == at);
+    at = off + n;
+  }
+  CHECK(at == ps.grads().all().numel());
+  // The first buckets started hold the last parameters.
+  CHECK(comm.started[0].first + comm.started[0].second == ps.grads().all().numel());
 }

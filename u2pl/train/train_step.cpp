@@ -148,6 +148,7 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
     teacher_->allocate(dev, cfg.seed + 1, false);
     if (!cfg.net.weights.empty()) load_weights(teacher_->params(), cfg.net.weights, WeightScope::Auto);
   }
+  if (comm.size() > 1) reducer_ = std::make_unique<GradientReducer>(comm, student_.params());
   momentum_ = Tensor(Shape{student_.params().values().floats()}, dev);
   fill_zero(momentum_.view());
   const std::vector<int> g = student_.params().group_of_floats();
@@ -377,11 +378,21 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   }
 
   phase.next("backward");
+  // Over several processes the mean gradient is a sum (each replica's terms entered at 1/R), its
+  // buckets summed while backward goes on.
+  if (reducer_) {
+    reducer_->begin();
+    ctx.set_grad_listener(reducer_.get());
+  }
+  struct ListenerScope {
+    Context& ctx;
+    ~ListenerScope() { ctx.set_grad_listener(nullptr); }
+  } listener_scope{ctx};
   student_.backward(ctx, dpred, drep, daux);
-  if (comm_.size() > 1) {  // the mean gradient: each replica's terms entered at 1/R, so a sum
-    phase.next("gradient all-reduce");
-    const TensorView g = student_.params().grads().all();
-    comm_.allreduce_sum(g.data, g.numel());
+  ctx.set_grad_listener(nullptr);
+  if (reducer_) {
+    phase.next("gradient all-reduce (what backward did not hide)");
+    reducer_->finish();
   }
   phase.next("sgd");
   sgd_step(ctx, SgdConfig{cfg_.momentum, cfg_.weight_decay}, student_.params().values().all(),

@@ -17,6 +17,7 @@
 #include "u2pl/losses/sup_loss.h"
 #include "u2pl/losses/unsup_loss.h"
 #include "u2pl/net/model.h"
+#include "u2pl/train/grad_reduce.h"
 #include "u2pl/train/train_config.h"
 
 namespace u2pl {
@@ -87,6 +88,8 @@ class TrainStep {
   Comm& comm() const { return comm_; }
   int local_replicas() const { return local_; }  // replicas this process runs
   int first_replica() const { return first_; }
+  // Over several processes: the gradient all-reduce and its figures of the last step; else null.
+  const GradientReducer* reducer() const { return reducer_.get(); }
   int64_t total_iters() const { return iters_per_epoch_ * cfg_.epochs; }
   void set_iters_per_epoch(int64_t n) { iters_per_epoch_ = n; }
   // The learning rate of group 0 (backbone) at iteration `it` (poly schedule).
@@ -120,6 +123,7 @@ class TrainStep {
   Comm& comm_;
   int local_ = 1, first_ = 0;  // this process's replicas: [first_, first_ + local_)
   ReplicaSync sync_;           // SyncBN over every replica, set on the context during a step
+  std::unique_ptr<GradientReducer> reducer_;  // several processes only
   int64_t iters_per_epoch_ = 1;
   U2plNet student_;
   std::unique_ptr<U2plNet> teacher_;
