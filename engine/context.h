@@ -73,6 +73,7 @@ class Context {
 CudaHandles* create_cuda_handles(bool deterministic);
 void destroy_cuda_handles(CudaHandles* h) noexcept;
 void cuda_synchronize(const CudaHandles& h);
+void* cuda_stream_handle(const CudaHandles& h);  // the cudaStream_t, for libraries opened at run time
 
 // A role-specific flat buffer (parameters, gradients, teacher, BN buffers, activations, saved
 // state), planned segment by segment and allocated once. Views index into it by segment id.

@@ -29,6 +29,7 @@ void cuda_memcpy(void*, const void*, size_t, CopyKind) { no_cuda("cuda_memcpy");
 CudaHandles* create_cuda_handles(bool) { no_cuda("a CUDA context"); }
 void destroy_cuda_handles(CudaHandles*) noexcept {}
 void cuda_synchronize(const CudaHandles&) { no_cuda("cuda_synchronize"); }
+void* cuda_stream_handle(const CudaHandles&) { no_cuda("a CUDA stream"); }
 CudaUploads* create_cuda_uploads(const CudaHandles&, int) { no_cuda("cuda uploads"); }
 void destroy_cuda_uploads(CudaUploads*) noexcept {}
 void* cuda_upload(CudaUploads&, Context&, const void*, size_t, int, int) { no_cuda("cuda_upload"); }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "engine/nccl.h"
 #include "tests/config_test_util.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
@@ -91,4 +92,34 @@ TEST_SUITE("cuda") {
   // Small enough for tools/gpu_check.sh's compute-sanitizer run: the warm start, then the
   // handover with every U2PL term and a memory-bank push.
   TEST_CASE("train step: two U2PL iterations on CUDA (warm start, handover)") { follow_cpu("u2pl", 2, 1); }
+
+  TEST_CASE("nccl: a one-process communicator sums, gathers and broadcasts device memory") {
+    const NcclLibrary& lib = nccl_library();
+    if (!lib.found) {  // the refusal must say where it looked
+      CHECK(lib.error.find("libnccl.so.2") != std::string::npos);
+      MESSAGE("NCCL not found on this machine: " << lib.error);
+      return;
+    }
+    MESSAGE("NCCL " << lib.version << " from " << lib.path);
+    Context ctx(Device::CUDA, true);
+    NcclComm c(self_comm());
+    CHECK(c.size() == 1);
+    CHECK(c.rank() == 0);
+    const std::vector<float> v = {1.5f, -2.f, 3.25f, 0.f, 7.f};
+    Tensor a = Tensor::from_host(Shape{5}, v, Device::CUDA), all(Shape{5}, Device::CUDA);
+    c.allreduce_sum(ctx, a.data(), 5);
+    c.allgather(ctx, a.data(), 5, all.data());
+    c.broadcast(ctx, all.data(), 5, 0);
+    ctx.synchronize();
+    CHECK(a.to_host() == v);
+    CHECK(all.to_host() == v);
+    const std::vector<double> d = {0.25, -1e300};
+    std::vector<double> back(2);
+    Buffer dd(Device::CUDA, 2 * sizeof(double));
+    copy_bytes(dd.data(), Device::CUDA, d.data(), Device::CPU, 2 * sizeof(double));
+    c.allreduce_sum(ctx, static_cast<double*>(dd.data()), 2);
+    ctx.synchronize();
+    copy_bytes(back.data(), Device::CPU, dd.data(), Device::CUDA, 2 * sizeof(double));
+    CHECK(back == d);
+  }
 }

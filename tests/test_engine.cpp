@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "engine/nccl.h"
 #include "engine/context.h"
 #include "engine/device_memory.h"
 #include "engine/params.h"
@@ -239,4 +240,28 @@ TEST_SUITE("cuda") {
     up.done(0);
     up.done(1);
   }
+}
+
+TEST_CASE("nccl: the search names every place it looked, and a library that is not NCCL") {
+  const char* before = std::getenv("NCCL_LIBRARY");
+  const std::string saved = before ? before : "";
+  setenv("NCCL_LIBRARY", "/nonexistent/libnccl.so.2", 1);
+  const NcclLibrary missing = find_nccl();
+  REQUIRE_FALSE(missing.tried.empty());
+  CHECK(missing.tried[0].rfind("/nonexistent/libnccl.so.2: ", 0) == 0);
+  if (!missing.found) {  // no NCCL on this machine: the refusal lists the places
+    CHECK(missing.error.find("/nonexistent/libnccl.so.2") != std::string::npos);
+    CHECK(missing.error.find("libnccl.so.2:") != std::string::npos);
+    CHECK(missing.error.find("NCCL_LIBRARY") != std::string::npos);
+  } else {
+    CHECK(missing.version > 0);
+  }
+  setenv("NCCL_LIBRARY", "libm.so.6", 1);  // a library, but not NCCL
+  const NcclLibrary wrong = find_nccl();
+  REQUIRE_FALSE(wrong.tried.empty());
+  CHECK(wrong.tried[0] == "libm.so.6: does not export ncclGetVersion (not NCCL?)");
+  if (before)
+    setenv("NCCL_LIBRARY", saved.c_str(), 1);
+  else
+    unsetenv("NCCL_LIBRARY");
 }

@@ -68,6 +68,8 @@ void destroy_cuda_handles(CudaHandles* h) noexcept {
 
 void cuda_synchronize(const CudaHandles& h) { CUDA_CHECK(cudaStreamSynchronize(h.stream)); }
 
+void* cuda_stream_handle(const CudaHandles& h) { return h.stream; }
+
 const char* cublas_status_name(cublasStatus_t s) {
   switch (s) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";

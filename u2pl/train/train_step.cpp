@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "engine/log.h"
+#include "engine/nccl.h"
 #include "engine/profile.h"
 #include "layers/elementwise.h"
 #include "layers/loss.h"
@@ -128,10 +129,14 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
       unsup_out_(slots<UnsupResult>(local_, dev)),
       masks_out_(slots<EntropyThresholds>(local_, dev)),
       contra_out_(slots<ContrastiveResult>(local_, dev)) {
-  U2PL_CHECK(dev == Device::CPU || comm.size() == 1,
-             "training on CUDA in " << comm.size() << " processes needs NCCL for the device tensors, which this "
-                                       "build does not use yet: run one process (trainer.replicas keeps the "
-                                       "recipe), or train on the cpu");
+  if (dev == Device::CUDA && comm.size() > 1) {
+    const NcclLibrary& nccl = nccl_library();
+    U2PL_FAIL("training on CUDA in " << comm.size() << " processes: the trainer does not yet move its device "
+              "tensors through NCCL (SyncBN statistics, the gradient, the bank's rows); run one process, where "
+              "trainer.replicas keeps the recipe, or train on the cpu"
+              << (nccl.found ? " (NCCL " + std::to_string(nccl.version) + " was found: " + nccl.path + ")"
+                             : "; besides, " + nccl.error));
+  }
   sync_ = ReplicaSync{comm.size() > 1 ? &comm : nullptr, local_, first_, cfg.replicas};
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
