@@ -30,7 +30,9 @@ const char* const kUsage =
     "  --print-config  print the resolved config and exit\n"
     "  key=value       override any config value, e.g. trainer.epochs=10 dataset.batch_size=4\n"
     "Run directory: config.yaml (resolved), log.jsonl, curves.svg, ckpt_latest.safetensors,\n"
-    "ckpt_best.safetensors, pictures/. Ctrl-C stops after the current iteration and saves.\n";
+    "ckpt_best.safetensors, pictures/. Ctrl-C stops after the current iteration and saves.\n"
+    "Several processes: mpirun -np W u2pl_train ... runs trainer.replicas / W replicas in each (R = W\n"
+    "unless the config sets trainer.replicas); kill -USR1 <mpirun pid> stops them all and saves.\n";
 
 struct Args {
   std::string config, run_dir, device;

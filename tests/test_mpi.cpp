@@ -297,5 +297,14 @@ TEST_SUITE("mpi") {
         tiny(dir.path, "suponly", {"trainer.replicas=2", "trainer.seed=" + std::to_string(7 + world().rank())});
     const std::string es = u2pl::test::error_of([&] { run(seeded, quiet(dir.path + "/seeds", world())); });
     CHECK_MESSAGE(es.find("process 1 resolved another config than process 0") != std::string::npos, es);
+    // Missing weights and data are refused by every process, before any collective.
+    const TrainConfig noweights =
+        tiny(dir.path, "suponly", {"trainer.replicas=2", "net.encoder.kwargs.weights=/nonexistent/w.safetensors"});
+    const std::string ew = u2pl::test::error_of([&] { run(noweights, quiet(dir.path + "/noweights", world())); });
+    CHECK_MESSAGE(ew.find("/nonexistent/w.safetensors does not exist") != std::string::npos, ew);
+    const TrainConfig nodata =
+        tiny(dir.path, "suponly", {"trainer.replicas=2", "dataset.train.data_list=/nonexistent/l.txt"});
+    const std::string ed = u2pl::test::error_of([&] { run(nodata, quiet(dir.path + "/nodata", world())); });
+    CHECK_MESSAGE(ed.find("/nonexistent/l.txt") != std::string::npos, ed);
   }
 }

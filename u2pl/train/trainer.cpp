@@ -338,15 +338,19 @@ TrainResult Trainer::run() {
       ", run directory " + opt_.run_dir);
 
   g_stop_signal = 0;
+  // SIGINT and SIGTERM stop after the current iteration with a checkpoint; so does SIGUSR1, which
+  // Open MPI's mpirun forwards to every process (its own SIGINT and SIGTERM kill the job).
   auto prev_int = std::signal(SIGINT, on_stop_signal);
   auto prev_term = std::signal(SIGTERM, on_stop_signal);
+  auto prev_usr1 = std::signal(SIGUSR1, on_stop_signal);
   struct Restore {
-    decltype(prev_int) i, t;
+    decltype(prev_int) i, t, u;
     ~Restore() {
       std::signal(SIGINT, i);
       std::signal(SIGTERM, t);
+      std::signal(SIGUSR1, u);
     }
-  } restore{prev_int, prev_term};
+  } restore{prev_int, prev_term, prev_usr1};
 
   // The batches of iteration `it` go to upload slot it % 2. The next iteration's are fetched and
   // uploaded while the current step runs on the device (its while_running), so neither the
