@@ -208,7 +208,9 @@ int run_step(int argc, char** argv) {
   o.device = device ? *device : u2pl::default_device();
   set_threads(threads);
   const nlohmann::json r = u2pl::bench::run_step_bench(o);
-  return u2pl::world().root() ? print_result(r, json) : 0;  // under mpirun rank 0 reports
+  const int code = u2pl::world().root() ? print_result(r, json) : 0;  // under mpirun rank 0 reports
+  u2pl::finalize_world();
+  return code;
 }
 
 }  // namespace

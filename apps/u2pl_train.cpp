@@ -92,13 +92,18 @@ int main(int argc, char** argv) {
       std::cout << "# resolved config (saved as " << opt.run_dir << "/config.yaml)\n"
                 << resolved_yaml(cfg) << std::flush;
     const TrainResult r = train(cfg, opt);
-    if (!comm->root()) return r.interrupted ? 130 : 0;
+    const int code = r.interrupted ? 130 : 0;
+    if (!comm->root()) {
+      finalize_world();
+      return code;
+    }
     std::cout << (r.interrupted ? "stopped" : "done") << ": " << r.iterations << "/" << r.total << " iterations";
     if (r.best_miou >= 0)
       std::cout << ", best val mIoU " << 100 * r.best_miou << " at iteration " << r.best_iter << ", last "
                 << 100 * r.last_miou << " (" << r.eval_model << ")";
     std::cout << "; run directory " << opt.run_dir << "\n";
-    return r.interrupted ? 130 : 0;
+    finalize_world();
+    return code;
   } catch (const std::exception& e) {
     std::cerr << "u2pl_train: " << (comm ? rank_prefix(*comm) : "") << "error: " << e.what() << std::endl;
     // One process's error ends them all: none is left waiting for it in a collective.

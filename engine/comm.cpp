@@ -167,6 +167,8 @@ Comm& world() {
 
 Comm* started_world() { return world_slot().get(); }
 
+void finalize_world() { world_slot().reset(); }
+
 Comm& self_comm() {
   static SelfComm s;
   return s;

@@ -1,7 +1,8 @@
 // The processes of a run and what they exchange: MPI (Open MPI) starts and connects them and
 // moves host memory. A process started by a launcher (mpirun, srun: it finds the launcher's
 // environment) joins the world of its launch; any other process is a world of one and never
-// touches MPI, so a plain `./u2pl_train` needs no MPI runtime. Every collective is called by all
+// initialises MPI, so a plain `./u2pl_train` needs no launcher (the MPI library is linked all the
+// same). Every collective is called by all
 // processes of the communicator in the same order; the results are the same on every process.
 // Covered by tests/test_engine.cpp (one process) and tests/test_mpi.cpp (under mpirun).
 #pragma once
@@ -82,6 +83,9 @@ Comm& world();
 
 // The world if world() has made it, else null (error handlers: they must not start MPI).
 Comm* started_world();
+// Ends the world made by world() (MPI_Finalize), at the normal end of a main: before the static
+// destructors, which would otherwise do it. Nothing may use world() afterwards.
+void finalize_world();
 
 // A world of one for code that must run alone inside a multi-process launch (tests compare a
 // one-process run with a two-process one inside the same mpirun).

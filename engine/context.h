@@ -56,6 +56,7 @@ class Context {
   void set_replica_sync(const ReplicaSync* s) { sync_ = s; }
   // Where layers report finished parameter gradients, or null (nobody listens).
   void set_grad_listener(GradListener* l) { grads_ = l; }
+  GradListener* grad_listener() const { return grads_; }
   void grad_ready(TensorView g) const {
     if (grads_) grads_->ready(g);
   }

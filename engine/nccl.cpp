@@ -83,11 +83,9 @@ std::vector<std::string> python_candidates() {
   return out;
 }
 
-NcclApi g_api;
+NcclApi g_api;  // set once, by nccl_library()
 
-}  // namespace
-
-NcclLibrary find_nccl() {
+NcclLibrary search_nccl(NcclApi* chosen) {
   NcclLibrary lib;
   std::vector<std::string> candidates;
   if (const char* f = std::getenv("NCCL_LIBRARY"); f && *f) candidates.emplace_back(f);
@@ -101,7 +99,7 @@ NcclLibrary find_nccl() {
       lib.found = true;
       lib.path = c;
       lib.version = version;
-      g_api = api;
+      *chosen = api;
       return lib;
     }
     lib.tried.push_back(c + ": " + why);
@@ -116,8 +114,16 @@ NcclLibrary find_nccl() {
   return lib;
 }
 
+}  // namespace
+
+NcclLibrary find_nccl() {
+  NcclApi unused;
+  return search_nccl(&unused);
+}
+
+// The entry points used are those of the library found here, once.
 const NcclLibrary& nccl_library() {
-  static const NcclLibrary lib = find_nccl();
+  static const NcclLibrary lib = search_nccl(&g_api);
   return lib;
 }
 
@@ -142,9 +148,15 @@ NcclComm::NcclComm(Comm& host) : rank_(host.rank()), size_(host.size()) {
   const std::vector<int32_t> found = host.gather_all(int32_t(lib.found));
   for (size_t r = 0; r < found.size(); ++r)
     U2PL_CHECK(found[r], (int(r) == rank_ ? lib.error : "process " + std::to_string(r) + ": NCCL not found"));
-  NcclUniqueId id{};
-  if (rank_ == 0) nccl_check(g_api.get_unique_id(&id), "ncclGetUniqueId");
-  host.broadcast(&id, sizeof(id), 0);
+  // Rank 0's id, with whether it could make one: the others must not wait for an id that never comes.
+  struct {
+    NcclUniqueId id;
+    NcclResult status;
+  } made{};
+  if (rank_ == 0) made.status = g_api.get_unique_id(&made.id);
+  host.broadcast(&made, sizeof(made), 0);
+  nccl_check(made.status, "ncclGetUniqueId (on process 0)");
+  const NcclUniqueId id = made.id;
   nccl_check(g_api.comm_init_rank(&comm_, size_, id, rank_), "ncclCommInitRank");
 }
 

@@ -72,5 +72,7 @@ int main(int argc, char** argv) {
   if (!std::getenv("U2PL_FULL_R101")) ctx.addFilter("test-suite-exclude", "torch");
   if (!reference_only) ctx.addFilter("test-suite-exclude", "reference");
   if (!mpi_only) ctx.addFilter("test-suite-exclude", "mpi");
-  return ctx.run();
+  const int code = ctx.run();
+  u2pl::finalize_world();
+  return code;
 }

@@ -3,7 +3,9 @@
 // one process of both replicas (SupOnly, CutMix, U2PL in both presets: warm start, handover,
 // queues wrapping), a run stopped on two processes resumed on one, and the errors every process
 // must agree on. Rank 0 makes the data and compares; both train. Comparisons come after the last
-// collective of a case, so a failed check cannot leave a process waiting.
+// collective of a case, so a failed check cannot leave a process waiting; an exception or a failed
+// REQUIRE on one process (which would leave the other in a collective) ends both at once
+// (the listener below).
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -29,6 +31,35 @@ using namespace u2pl;
 namespace fs = std::filesystem;
 
 namespace {
+
+// Under two processes, a test case that ends early on one process (an exception, a failed
+// REQUIRE) would leave the other waiting in a collective: print it and end both.
+struct EndBothOnEarlyExit : doctest::IReporter {
+  explicit EndBothOnEarlyExit(const doctest::ContextOptions&) {}
+  void end_both(const std::string& why) {
+    if (!launched_by_mpi() || world().size() < 2) return;
+    std::fprintf(stderr, "%s%s: ending both processes\n", rank_prefix(world()).c_str(), why.c_str());
+    world().abort(1);
+  }
+  void test_case_exception(const doctest::TestCaseException& e) override {
+    end_both("exception in the test case: " + std::string(e.error_string.c_str()));
+  }
+  void log_assert(const doctest::AssertData& a) override {
+    if (a.m_failed && (a.m_at & doctest::assertType::is_require))
+      end_both(std::string("a REQUIRE failed at ") + a.m_file + ":" + std::to_string(a.m_line));
+  }
+  void report_query(const doctest::QueryData&) override {}
+  void test_run_start() override {}
+  void test_run_end(const doctest::TestRunStats&) override {}
+  void test_case_start(const doctest::TestCaseData&) override {}
+  void test_case_reenter(const doctest::TestCaseData&) override {}
+  void test_case_end(const doctest::CurrentTestCaseStats&) override {}
+  void subcase_start(const doctest::SubcaseSignature&) override {}
+  void subcase_end() override {}
+  void log_message(const doctest::MessageData&) override {}
+  void test_case_skipped(const doctest::TestCaseData&) override {}
+};
+REGISTER_LISTENER("end_both_on_early_exit", 1, EndBothOnEarlyExit);
 
 // A folder every process sees: made by rank 0, its path broadcast; removed at scope exit.
 struct SharedDir {
@@ -119,7 +150,9 @@ void expect_close_logs(const std::string& a, const std::string& b) {
   CHECK(la.vals.size() == lb.vals.size());
   for (size_t i = 0; i < std::min(la.vals.size(), lb.vals.size()); ++i) {
     INFO("validation " << i << " (" << la.vals[i].model << ")");
-    CHECK(la.vals[i].miou == doctest::Approx(lb.vals[i].miou).epsilon(1e-9));
+    // Weights equal to float rounding give the same predictions but where a pixel's two best
+    // classes tie to that rounding: a few pixels of the 6400 at most.
+    CHECK(std::fabs(la.vals[i].miou - lb.vals[i].miou) <= 2e-3);
   }
 }
 
@@ -233,7 +266,7 @@ TEST_SUITE("mpi") {
       INFO(c.method << (c.overrides.empty() ? "" : " " + c.overrides[0]));
       CHECK(r2.iterations == 6);
       CHECK(r1.iterations == 6);
-      CHECK(r2.best_miou == doctest::Approx(r1.best_miou).epsilon(1e-9));
+      CHECK(std::fabs(r2.best_miou - r1.best_miou) <= 2e-3);
       expect_close_checkpoints(two + "/ckpt_latest.safetensors", one + "/ckpt_latest.safetensors");
       expect_close_logs(two + "/log.jsonl", one + "/log.jsonl");
       // Rank 0 alone wrote the run directory; the figures of both replicas are in its log.

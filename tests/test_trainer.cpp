@@ -108,6 +108,10 @@ TEST_CASE("trainer: two replicas take twice the images an iteration, log their m
     for (const auto& [name, v] : r.stats) contra = contra || (name == "contra_terms" && v > 0);
   CHECK(contra);  // both replicas' terms past the warm start
   run(cfg, quiet(split, 3));  // mid-epoch, in the handover epoch
+  // Another replica count is another run: refused, saying which to set.
+  const std::string other = error_of([&] { run(tiny(set, "u2pl"), quiet(split, -1, true)); });
+  CHECK_MESSAGE(other.find("was trained with trainer.replicas 2, this one has 1") != std::string::npos, other);
+  CHECK_MESSAGE(other.find("set trainer.replicas=2 to continue it") != std::string::npos, other);
   run(cfg, quiet(split, -1, true));
   expect_same_checkpoints(whole + "/ckpt_latest.safetensors", split + "/ckpt_latest.safetensors");
   // One replica of batch 4 is another run: per-replica losses and draws differ.

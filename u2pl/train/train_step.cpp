@@ -230,8 +230,9 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   // are their share of the draws of all replicas' images.
   struct SyncScope {
     Context& ctx;
-    ~SyncScope() { ctx.set_replica_sync(nullptr); }
-  } sync_scope{ctx};
+    const ReplicaSync* before;
+    ~SyncScope() { ctx.set_replica_sync(before); }
+  } sync_scope{ctx, ctx.replica_sync()};
   ctx.set_replica_sync(&sync_);
   o.semi = semi_phase(epoch);
   U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
@@ -385,16 +386,17 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   phase.next("backward");
   // Over several processes the mean gradient is a sum (each replica's terms entered at 1/R), its
   // buckets summed while backward goes on.
+  struct ListenerScope {
+    Context& ctx;
+    GradListener* before;
+    ~ListenerScope() { ctx.set_grad_listener(before); }
+  } listener_scope{ctx, ctx.grad_listener()};
   if (reducer_) {
     reducer_->begin();
     ctx.set_grad_listener(reducer_.get());
   }
-  struct ListenerScope {
-    Context& ctx;
-    ~ListenerScope() { ctx.set_grad_listener(nullptr); }
-  } listener_scope{ctx};
   student_.backward(ctx, dpred, drep, daux);
-  ctx.set_grad_listener(nullptr);
+  ctx.set_grad_listener(listener_scope.before);
   if (reducer_) {
     phase.next("gradient all-reduce (what backward did not hide)");
     reducer_->finish();

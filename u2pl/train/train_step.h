@@ -109,7 +109,9 @@ class TrainStep {
   // non-finite loss term throws naming `it` and the term; the weights have then taken that step,
   // so the caller must not save them. Over several processes every process calls step() for the
   // same iteration: the BN statistics, the bank's new rows, the gradient and the figures cross
-  // between them, and the figures returned are those of all replicas, on every process.
+  // between them, and the figures returned are those of all replicas, on every process. An
+  // exception on one process leaves the others waiting in a collective: a caller over several
+  // processes ends the run on any error (Comm::abort), as u2pl_train does.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
                   StepDraws& draws, const std::function<void()>& while_running = {});
 

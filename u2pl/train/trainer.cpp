@@ -15,6 +15,8 @@
 #include <optional>
 #include <utility>
 
+#include <yaml-cpp/yaml.h>
+
 #include "data/loader.h"
 #include "engine/device_memory.h"
 #include "engine/upload.h"
@@ -130,6 +132,9 @@ void Trainer::check_same_start() {
   struct Sums {
     uint64_t config, state;
   } mine{fnv1a(config_yaml_.data(), config_yaml_.size()), 0};
+  const int64_t position[] = {first_iter_, state_.best_iter};  // where each process resumes
+  mine.state = fnv1a(position, sizeof(position), mine.state);
+  mine.state = fnv1a(&state_.best_miou, sizeof(state_.best_miou), mine.state);
   auto add = [&](TensorView v) { mine.state = fnv1a(v.data, size_t(v.numel()) * sizeof(float), mine.state); };
   add(step_.student().params().values().all());
   add(step_.student().params().buffers().all());
@@ -263,6 +268,14 @@ TrainResult Trainer::run() {
                       << step_.total_iters());
     if (step_.bank() && !lc.had_bank)
       say("warning: the checkpoint holds no memory bank: the queues restart empty (not bit-exact)");
+    // The replicas fix the math: another R is another run (under mpirun R defaults to the process count).
+    const YAML::Node was = YAML::Load(lc.state.config_yaml)["trainer"]["replicas"];
+    const int was_replicas = was ? was.as<int>() : 1;
+    U2PL_CHECK(was_replicas == cfg_.replicas,
+               latest << ": the run was trained with trainer.replicas " << was_replicas << ", this one has "
+                      << cfg_.replicas << (cfg_.replicas_given ? "" : " (not set: one per process)")
+                      << "; set trainer.replicas=" << was_replicas
+                      << " to continue it, on any number of processes that divides it");
     if (lc.state.config_yaml != config_yaml_)
       say("warning: the config differs from the checkpoint's; the resumed run is not the same run");
     state_ = lc.state;
