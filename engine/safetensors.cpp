@@ -1,6 +1,8 @@
 // safetensors reader and atomic writer (engine/safetensors.h).
 #include "engine/safetensors.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -89,6 +91,15 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
                  path << ": tensor '" << name << "' has a bad dimension");
       en.shape.push_back(v.get<int64_t>());
     }
+    // The byte count without wrapping: a shape whose product overflows (e.g. [2^62, 4], which
+    // wraps to 0) would otherwise pass the size check below with no data at all.
+    uint64_t elems = 1, bytes = 0;
+    bool overflow = false;
+    for (const int64_t d : en.shape) overflow = __builtin_mul_overflow(elems, uint64_t(d), &elems) || overflow;
+    if (std::find(en.shape.begin(), en.shape.end(), 0) != en.shape.end()) elems = 0, overflow = false;  // empty
+    overflow = overflow || elems > uint64_t(INT64_MAX) ||
+               __builtin_mul_overflow(elems, uint64_t(dtype_size(en.dtype)), &bytes);
+    U2PL_CHECK(!overflow, path << ": tensor '" << name << "' has a shape whose size overflows 64 bits");
     const auto& off = e["data_offsets"];
     U2PL_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
                path << ": tensor '" << name << "' data_offsets must be two non-negative integers");
@@ -97,9 +108,8 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     U2PL_CHECK(en.begin <= en.end && en.end <= data_size,
                path << ": tensor '" << name << "' bytes [" << en.begin << ", " << en.end
                     << ") lie outside the data section (" << data_size << " bytes): truncated file?");
-    U2PL_CHECK(en.end - en.begin == static_cast<uint64_t>(en.numel()) * dtype_size(en.dtype),
-               path << ": tensor '" << name << "' has " << en.end - en.begin << " bytes, its "
-                    << dt << " shape needs " << en.numel() * dtype_size(en.dtype));
+    U2PL_CHECK(en.end - en.begin == bytes, path << ": tensor '" << name << "' has " << en.end - en.begin
+                                                 << " bytes, its " << dt << " shape needs " << bytes);
     entries_[name] = en;
   }
   data_.resize(data_size);

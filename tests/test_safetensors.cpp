@@ -85,6 +85,14 @@ TEST_CASE("safetensors refuses malformed files with the file name and the proble
   CHECK(error_of(p).find("bad dimension") != std::string::npos);
   write_raw(p, "{\"t\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 4]}}", "12345678");
   CHECK(error_of(p).find("outside the data section") != std::string::npos);
+  // A shape whose product wraps around 64 bits (to 0 here) with no data (issue 15's example).
+  write_raw(p, "{\"t\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904, 4], \"data_offsets\": [0, 0]}}", "");
+  CHECK(error_of(p).find("overflows 64 bits") != std::string::npos);
+  write_raw(p, "{\"t\": {\"dtype\": \"F32\", \"shape\": [2305843009213693952, 2], \"data_offsets\": [0, 0]}}", "");
+  CHECK(error_of(p).find("overflows 64 bits") != std::string::npos);  // the bytes wrap, not the elements
+  write_raw(p, "{\"t\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904, 4, 0], \"data_offsets\": [0, 0]}}",
+            "");
+  CHECK(SafeTensorsFile(p).entries().size() == 1);  // empty after all
   write_raw(p, "[1, 2]", "");
   CHECK(error_of(p).find("not a JSON object") != std::string::npos);
   write_raw(p, "{\"__metadata__\": {\"k\": 3}}", "");
