@@ -244,9 +244,9 @@ void val_panel(std::ostringstream& os, const std::vector<Series>& models, const 
     const Series& s = models[i];
     if (s.points.size() > 1) polyline(os, s.points, x, y, "val", colour(i), 1.5, 1);
     for (const Point& p : s.points) dot(os, p, x, y, "val", colour(i), 3, false);
-    const ValRecord* best = nullptr;  // the last validation flagged best: the run's best
+    const ValRecord* best = nullptr;  // the model's best validation (the first of equal ones)
     for (const ValRecord& r : vals)
-      if (r.model == s.name && r.best && std::isfinite(r.miou)) best = &r;
+      if (r.model == s.name && std::isfinite(r.miou) && (!best || r.miou > best->miou)) best = &r;
     if (best) dot(os, {double(best->iter), 100 * best->miou}, x, y, "best", colour(i), 7, true);
     const double ly = kValY0 + 10 + 32 * double(i);
     os << "<circle cx=\"" << kLegendX + 12 << "\" cy=\"" << ly << "\" r=\"3\" fill=\"" << colour(i) << "\"/>\n";
@@ -255,6 +255,15 @@ void val_panel(std::ostringstream& os, const std::vector<Series>& models, const 
       text(os, kLegendX + 30, ly + 14, "best " + fixed(100 * best->miou, 2) + " @ " + std::to_string(best->iter),
            "start", " dy=\"0.32em\" font-size=\"10\" fill=\"#666\"");
   }
+  // What ckpt_best.safetensors holds: the last validation flagged best, of the model the selection
+  // followed then (the student before the handover, the teacher after).
+  const ValRecord* kept = nullptr;
+  for (const ValRecord& r : vals)
+    if (r.best && std::isfinite(r.miou)) kept = &r;
+  if (kept)
+    text(os, kLegendX, kValY0 + 10 + 32 * double(models.size()) + 4,
+         "ckpt_best: " + kept->model + " " + fixed(100 * kept->miou, 2) + " @ " + std::to_string(kept->iter), "start",
+         " dy=\"0.32em\" font-size=\"10\" fill=\"#666\"");
 }
 
 }  // namespace
