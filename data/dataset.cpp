@@ -60,8 +60,7 @@ struct Layout {
 void need_classes(const DatasetSpec& s, const char* what, int n) {
   if (s.num_classes != n)
     throw Error(s.data_root + ": a " + what + " dataset has " + std::to_string(n) + " classes, but num_classes is " +
-                std::to_string(s.num_classes) + (s.kind == DatasetKind::Voc ? " (custom data in the VOC layout lists its "
-                                                                               "classes in classes.txt)" : ""));
+                std::to_string(s.num_classes));
 }
 
 // classes.txt in the data root: one name a line, at least 2, as many as num_classes.
@@ -75,7 +74,8 @@ void read_class_names(const DatasetSpec& s, std::vector<std::string>& class_name
                 std::to_string(s.num_classes));
 }
 
-Layout check_layout(const DatasetSpec& s, bool need_labels, std::vector<std::string>& class_names) {
+Layout check_layout(const DatasetSpec& s, bool need_labels, std::vector<std::string>& class_names,
+                    std::vector<std::string>& warnings) {
   if (!is_dir(s.data_root)) throw Error(s.data_root + ": data_root is not a folder (missing?)");
   Layout l;
   if (s.kind == DatasetKind::Voc) {
@@ -88,11 +88,18 @@ Layout check_layout(const DatasetSpec& s, bool need_labels, std::vector<std::str
       throw Error(s.data_root + ": no VOC label folder: expected " + join(s.data_root, "SegmentationClassAug/") +
                   " (index PNGs) or " + join(s.data_root, "SegmentationClass/") + " (palette PNGs)");
     l.palette_ok = true;
-    // Custom data in the VOC layout (e.g. u2pl_synth's) names its classes in classes.txt.
-    if (is_file(join(s.data_root, "classes.txt")))
+    // Custom data in the VOC layout (e.g. u2pl_synth's) names its classes in classes.txt; without
+    // it, a class count other than VOC's 21 is taken as it is (as the public code does), with
+    // generic names.
+    if (is_file(join(s.data_root, "classes.txt"))) {
       read_class_names(s, class_names);
-    else
-      need_classes(s, "VOC", 21);
+    } else if (s.num_classes != 21) {
+      for (int c = 0; c < s.num_classes; ++c) class_names.push_back("class_" + std::to_string(c));
+      warnings.push_back(s.data_root + ": num_classes is " + std::to_string(s.num_classes) +
+                         " (VOC has 21) and there is no classes.txt: the classes are called class_0 ... class_" +
+                         std::to_string(s.num_classes - 1) + " (name them, one a line, in " +
+                         join(s.data_root, "classes.txt") + ")");
+    }
   } else if (s.kind == DatasetKind::Cityscapes) {
     if (!is_dir(join(s.data_root, "leftImg8bit")))
       throw Error(s.data_root + ": not a Cityscapes folder: expected " + join(s.data_root, "leftImg8bit/") +
@@ -243,7 +250,7 @@ Dataset::Dataset(const DatasetSpec& spec, bool need_labels) : spec_(spec), need_
                 std::to_string(spec_.num_classes) + ", 255] (labels are 8-bit and classes are [0, " +
                 std::to_string(spec_.num_classes) + "))");
   const std::vector<SplitEntry> entries = read_split(spec_.data_list);
-  const Layout layout = check_layout(spec_, need_labels_, class_names_);
+  const Layout layout = check_layout(spec_, need_labels_, class_names_, warnings_);
   for (const SplitEntry& e : entries) {
     const std::string where = spec_.data_list + ":" + std::to_string(e.line) + ": ";
     try {
@@ -253,6 +260,7 @@ Dataset::Dataset(const DatasetSpec& spec, bool need_labels) : spec_(spec), need_
     } catch (const BadEntry& b) {
       if (!spec_.skip_bad) throw Error(where + b.what());
       warnings_.push_back(where + b.what() + " (entry skipped)");
+      ++skipped_;
     } catch (const Error& err) {
       throw Error(where + err.what());
     }

@@ -61,16 +61,18 @@ class Dataset {
   // (VOC palette PNGs are mapped back to indices through the VOC palette).
   LoadedSample load(size_t i) const;
   std::vector<std::string> class_names() const;
-  // Entries dropped under skip_bad, and one message per dropped entry (naming its line and file).
-  size_t skipped() const { return warnings_.size(); }
+  // Entries dropped under skip_bad; the messages: one per dropped entry (naming its line and
+  // file), and one about generic class names (a VOC layout of another class count, no classes.txt).
+  size_t skipped() const { return skipped_; }
   const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
   DatasetSpec spec_;
   bool need_labels_;
   std::vector<Sample> samples_;
-  std::vector<std::string> class_names_;  // Folder: from classes.txt
+  std::vector<std::string> class_names_;  // from classes.txt, or generic (VOC layout); empty: VOC's
   std::vector<std::string> warnings_;
+  size_t skipped_ = 0;
 };
 
 // The unlabeled list beside a labeled one: `labeled.txt` replaced by `unlabeled.txt` (SPEC §4).

@@ -318,8 +318,17 @@ TEST_CASE("dataset: split and layout errors name the file, the line and what was
   spec.data_list = voc.root + "/nope.txt";
   check_error([&] { Dataset(spec, true); }, {voc.root + "/nope.txt: split file missing"});
   spec.data_list = voc.list;
-  spec.num_classes = 19;
-  check_error([&] { Dataset(spec, true); }, {"a VOC dataset has 21 classes, but num_classes is 19"});
+  spec.num_classes = 19;  // the VOC layout with another class count and no classes.txt: generic names
+  {
+    write_text(voc.list, "a\n");
+    const Dataset other(spec, true);
+    REQUIRE(other.class_names().size() == 19);
+    CHECK(other.class_names()[0] == "class_0");
+    CHECK(other.class_names()[18] == "class_18");
+    REQUIRE(other.warnings().size() == 1);
+    CHECK(other.warnings()[0].find("num_classes is 19 (VOC has 21) and there is no classes.txt") != std::string::npos);
+    CHECK(other.warnings()[0].find(voc.root + "/classes.txt") != std::string::npos);
+  }
   spec.num_classes = 21;
   spec.ignore_label = 20;
   check_error([&] { Dataset(spec, true); }, {"ignore_label 20 must lie in [21, 255]"});
