@@ -323,7 +323,8 @@ TEST_CASE("train_log: the curves SVG is well-formed, with legends, one line per 
   CHECK(count(svg, "<circle class=\"best\"") == 2);
   CHECK(svg.find("best 66.00 @ 4999") != std::string::npos);  // teacher
   CHECK(svg.find("best 64.00 @ 4999") != std::string::npos);  // student, never selected
-  CHECK(svg.find("ckpt_best: teacher 58.00 @ 3999") != std::string::npos);
+  CHECK(svg.find(">ckpt_best:<") != std::string::npos);
+  CHECK(svg.find(">teacher 58.00 @ 3999<") != std::string::npos);
   CHECK(svg.find("loss (log scale)") != std::string::npos);  // 0.05 .. 3.3: over a decade
   CHECK(svg.find("nan") == std::string::npos);
   CHECK(svg.find("inf") == std::string::npos);

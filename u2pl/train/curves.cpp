@@ -260,10 +260,12 @@ void val_panel(std::ostringstream& os, const std::vector<Series>& models, const 
   const ValRecord* kept = nullptr;
   for (const ValRecord& r : vals)
     if (r.best && std::isfinite(r.miou)) kept = &r;
-  if (kept)
-    text(os, kLegendX, kValY0 + 10 + 32 * double(models.size()) + 4,
-         "ckpt_best: " + kept->model + " " + fixed(100 * kept->miou, 2) + " @ " + std::to_string(kept->iter), "start",
-         " dy=\"0.32em\" font-size=\"10\" fill=\"#666\"");
+  if (kept) {
+    const double ly = kValY0 + 10 + 32 * double(models.size());
+    text(os, kLegendX, ly, "ckpt_best:", "start", " dy=\"0.32em\" font-size=\"10\" fill=\"#666\"");
+    text(os, kLegendX + 30, ly + 14, kept->model + " " + fixed(100 * kept->miou, 2) + " @ " + std::to_string(kept->iter),
+         "start", " dy=\"0.32em\" font-size=\"10\" fill=\"#666\"");
+  }
 }
 
 }  // namespace
