@@ -53,7 +53,7 @@ score() {  # score FILE KEY: a fraction as a percentage with two decimals
   echo
   echo "Final models (U2PL: the teacher), whole-image evaluation of the 100 val images; the last"
   echo "column is the best of the validations during training (every 5 epochs)."
-  echo "Curves: suponly/curves.svg, u2pl/train/curves.svg. Pictures: */pictures/."
+  echo "Curves: suponly/curves.svg, u2pl/curves.svg. Pictures: */pictures/."
 } > "$out/results.md"
 cat "$out/results.md"
 echo "tools/demo.sh: training and evaluation took $(( $(date +%s) - built )) s (build $(( built - start )) s); see $out/"
