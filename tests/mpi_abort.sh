@@ -5,12 +5,7 @@
 # confusion matrices. The launch must end by itself (no timeout), non-zero, with rank 1's
 # message naming the file. Usage: mpi_abort.sh MPIRUN_COMMAND... -- APPS_DIR
 set -euo pipefail
-mpirun=()
-while [ "$1" != -- ]; do mpirun+=("$1"); shift; done
-apps=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$apps/u2pl_synth" --out "$work/data" --seed 2 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
+source "$(dirname "$0")/mpi_launch.sh"
 # The second val label becomes a valid PNG of class 7 everywhere (3 classes): found when loaded.
 bad=SegmentationClassAug/$(sed -n 2p "$work/data/splits/val.txt").png
 python3 - "$work/data/$bad" <<'PY'
@@ -22,24 +17,7 @@ png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 8, 0
 png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 open(sys.argv[1], "wb").write(png)
 PY
-cat >"$work/config.yaml" <<YAML
-dataset:
-  type: pascal
-  train: {data_root: $work/data, data_list: $work/data/splits/4/labeled.txt, crop: {type: rand, size: [33, 33]}}
-  val: {data_root: $work/data, data_list: $work/data/splits/val.txt}
-  batch_size: 1
-  workers: 1
-trainer:
-  epochs: 1
-  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
-  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
-net:
-  num_classes: 3
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder: {type: u2pl.models.decoder.dec_deeplabv3_plus, kwargs: {inner_planes: 16, dilations: [2, 4, 6]}}
-YAML
+write_config 1 True
 set +e
 timeout 120 "${mpirun[@]}" "$apps/u2pl_train" --config "$work/config.yaml" --run-dir "$work/run" \
   --device cpu >"$work/out.txt" 2>&1
@@ -47,7 +25,7 @@ rc=$?
 set -e
 cat "$work/out.txt"
 if [ $rc -eq 124 ]; then echo "mpi_abort: FAIL: the launch hung (killed after 120 s)"; exit 1; fi
-if [ $rc -eq 0 ]; then echo "mpi_abort: FAIL: the launch succeeded despite the corrupt image"; exit 1; fi
+if [ $rc -eq 0 ]; then echo "mpi_abort: FAIL: the launch succeeded despite the bad label"; exit 1; fi
 grep -q "u2pl_train: rank 1 of 2: error: .*$bad" "$work/out.txt" ||
   { echo "mpi_abort: FAIL: no error from rank 1 naming $bad"; exit 1; }
 if grep -q "u2pl_train: rank 0 of 2: error" "$work/out.txt"; then

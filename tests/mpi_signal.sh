@@ -4,31 +4,8 @@
 # reports "stopped by signal", exits 130, and ckpt_latest holds an iteration before the end.
 # Usage: mpi_signal.sh MPIRUN_COMMAND... -- APPS_DIR
 set -euo pipefail
-mpirun=()
-while [ "$1" != -- ]; do mpirun+=("$1"); shift; done
-apps=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$apps/u2pl_synth" --out "$work/data" --seed 2 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
-cat >"$work/config.yaml" <<YAML
-dataset:
-  type: pascal
-  train: {data_root: $work/data, data_list: $work/data/splits/4/labeled.txt, crop: {type: rand, size: [33, 33]}}
-  val: {data_root: $work/data, data_list: $work/data/splits/val.txt}
-  batch_size: 1
-  workers: 1
-trainer:
-  epochs: 500
-  eval_on: False
-  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
-  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
-net:
-  num_classes: 3
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder: {type: u2pl.models.decoder.dec_deeplabv3_plus, kwargs: {inner_planes: 16, dilations: [2, 4, 6]}}
-YAML
+source "$(dirname "$0")/mpi_launch.sh"
+write_config 500 False
 "${mpirun[@]}" "$apps/u2pl_train" --config "$work/config.yaml" --run-dir "$work/run" --device cpu \
   >"$work/out.txt" 2>&1 &
 pid=$!

@@ -4,12 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 
-#include "engine/context.h"
 #include "engine/math.h"
-#include "engine/params.h"
 #include "layers/batchnorm.h"
 #include "layers/concat.h"
 #include "layers/conv2d.h"
@@ -17,6 +14,7 @@
 #include "layers/loss.h"
 #include "layers/pool.h"
 #include "layers/resize.h"
+#include "tests/bn_sync_util.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
 
@@ -120,33 +118,9 @@ TEST_CASE("batchnorm running statistics: biased to normalise, unbiased into runn
 TEST_CASE("batchnorm over replicas (SyncBN in one process): the merged statistics are the whole batch's") {
   // Three replicas of 2 images: the replicas' (count, mean, M2) merged in order must give the
   // whole batch's statistics, output, running statistics and gradients (within float rounding).
-  const Shape xs{6, 3, 4, 5};
-  std::vector<float> x(size_t(xs.numel())), dy(size_t(xs.numel()));
-  for (size_t i = 0; i < x.size(); ++i) {
-    x[i] = float(std::sin(0.37 * double(i)) * 2 + 3 + 0.1 * double(i % 7));
-    dy[i] = float(std::cos(0.91 * double(i)));
-  }
-  struct Run {
-    std::vector<float> y, rm, rv, dx, dg, db;
-  };
-  auto run = [&](const ReplicaSync* sync) {
-    ParamSet ps;
-    BatchNorm2d bn(ps, "bn", 3);
-    ps.allocate(Device::CPU);
-    ps.initialize(1);
-    Context ctx(Device::CPU);
-    ctx.set_replica_sync(sync);
-    Tensor tx = Tensor::from_host(xs, x, Device::CPU), tdy = Tensor::from_host(xs, dy, Device::CPU);
-    Tensor y(xs, Device::CPU), dx(xs, Device::CPU), saved(bn.saved_shape(), Device::CPU);
-    bn.forward(ctx, tx, y, {true, true}, saved);
-    ps.zero_grad();
-    bn.backward(ctx, tx, saved, true, tdy, dx, 0.f);
-    return Run{y.to_host(), to_host(ps.value(bn.mean_id())), to_host(ps.value(bn.var_id())), dx.to_host(),
-               to_host(ps.grad(bn.weight_id())), to_host(ps.grad(bn.bias_id()))};
-  };
-  const Run whole = run(nullptr);
+  const test::BnRun whole = test::run_bn(nullptr);
   const ReplicaSync three{nullptr, 3, 0, 3};
-  const Run merged = run(&three);
+  const test::BnRun merged = test::run_bn(&three);
   auto close = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
     REQUIRE(a.size() == b.size());
     for (size_t i = 0; i < a.size(); ++i) CHECK_MESSAGE(a[i] == doctest::Approx(b[i]).epsilon(1e-5), what << " " << i);
@@ -159,7 +133,7 @@ TEST_CASE("batchnorm over replicas (SyncBN in one process): the merged statistic
   close(merged.db, whole.db, "dbeta");
   // A batch that does not split into the replicas is refused.
   const ReplicaSync four{nullptr, 4, 0, 4};
-  CHECK(error_of([&] { run(&four); }).find("does not split into 4 replicas") != std::string::npos);
+  CHECK(error_of([&] { test::run_bn(&four); }).find("does not split into 4 replicas") != std::string::npos);
 }
 
 TEST_CASE("dropout2d scales from `first` on are a slice of the whole batch's") {

@@ -17,9 +17,8 @@
 
 #include "data/synth.h"
 #include "engine/comm.h"
-#include "engine/params.h"
-#include "layers/batchnorm.h"
 #include "engine/safetensors.h"
+#include "tests/bn_sync_util.h"
 #include "tests/config_test_util.h"
 #include "tests/trainer_test_util.h"
 #include "u2pl/eval/eval_report.h"
@@ -188,42 +187,15 @@ TEST_SUITE("mpi") {
   }
 
   TEST_CASE("mpi: SyncBN over two processes equals one process of both replicas") {
-    // Two replicas of 3 images (4x5, 3 channels); process r holds replica r.
-    const Shape whole{6, 3, 4, 5}, half{3, 3, 4, 5};
-    std::vector<float> x(size_t(whole.numel())), dy(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      x[i] = float(std::sin(0.37 * double(i)) * 2 + 3 + 0.1 * double(i % 7));
-      dy[i] = float(std::cos(0.91 * double(i)));
-    }
-    struct Out {
-      std::vector<float> y, rm, rv, dx, dg, db;
-    };
-    auto run = [&](const ReplicaSync& sync, Shape xs, size_t first) {
-      ParamSet ps;
-      BatchNorm2d bn(ps, "bn", 3);
-      ps.allocate(Device::CPU);
-      ps.initialize(1);
-      Context ctx(Device::CPU);
-      ctx.set_replica_sync(&sync);
-      const size_t n = size_t(xs.numel());
-      Tensor tx = Tensor::from_host(xs, std::vector<float>(x.begin() + long(first), x.begin() + long(first + n)),
-                                    Device::CPU);
-      Tensor tdy = Tensor::from_host(xs, std::vector<float>(dy.begin() + long(first), dy.begin() + long(first + n)),
-                                     Device::CPU);
-      Tensor y(xs, Device::CPU), dx(xs, Device::CPU), saved(bn.saved_shape(), Device::CPU);
-      bn.forward(ctx, tx, y, {true, true}, saved);
-      ps.zero_grad();
-      bn.backward(ctx, tx, saved, true, tdy, dx, 0.f);
-      return Out{y.to_host(), to_host(ps.value(bn.mean_id())), to_host(ps.value(bn.var_id())), dx.to_host(),
-                 to_host(ps.grad(bn.weight_id())), to_host(ps.grad(bn.bias_id()))};
-    };
+    // Two replicas of 3 images; process r holds replica r.
     const int r = world().rank();
-    const Out two = run(ReplicaSync{&world(), 1, r, 2}, half, size_t(r) * size_t(half.numel()));
-    Out one = run(ReplicaSync{nullptr, 2, 0, 2}, whole, 0);
+    const ReplicaSync over_two{&world(), 1, r, 2}, in_one{nullptr, 2, 0, 2};
+    const u2pl::test::BnRun two = u2pl::test::run_bn(&over_two, 3 * r, 3);
+    const u2pl::test::BnRun one = u2pl::test::run_bn(&in_one);
     std::vector<float> dg = two.dg, db = two.db;  // the gradient all-reduce of a step
     world().allreduce_sum(dg.data(), int64_t(dg.size()));
     world().allreduce_sum(db.data(), int64_t(db.size()));
-    const size_t n = size_t(half.numel()), at = size_t(r) * n;
+    const size_t n = two.y.size(), at = size_t(r) * n;
     CHECK(two.y == std::vector<float>(one.y.begin() + long(at), one.y.begin() + long(at + n)));
     CHECK(two.dx == std::vector<float>(one.dx.begin() + long(at), one.dx.begin() + long(at + n)));
     CHECK(two.rm == one.rm);
