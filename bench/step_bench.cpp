@@ -217,8 +217,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
                 << " buckets started during backward)\n";
   }
   const double timed_ms = std::accumulate(t.begin(), t.end(), 0.0);
-  std::sort(t.begin(), t.end());
-  const double ms = t[t.size() / 2];
+  const double ms = median(t);
 
   U2plNet& s = ts.student();
   U2plNet& te = *ts.teacher();

@@ -108,9 +108,8 @@ void PhiloxStepDraws::check_budget() const {
                "iteration " << it_ << ": the draws of Philox stream " << stream << " overran their counter range");
 }
 
-// The replicas each of `processes` processes runs, checked.
-static int local_replicas_of(const TrainConfig& cfg, int processes) {
-  U2PL_CHECK(cfg.replicas % processes == 0,
+int replicas_per_process(const TrainConfig& cfg, int processes) {
+  U2PL_CHECK(processes >= 1 && cfg.replicas % processes == 0,
              cfg.file << ": trainer.replicas " << cfg.replicas << " does not split over " << processes
                       << " processes: each process runs the same number of replicas (choose a process count "
                          "that divides it, or set trainer.replicas to a multiple of "
@@ -122,7 +121,7 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
     : cfg_(cfg),
       dev_(dev),
       comm_(comm),
-      local_(local_replicas_of(cfg, comm.size())),
+      local_(replicas_per_process(cfg, comm.size())),
       first_(comm.rank() * local_),
       student_(cfg.net),
       sup_out_(slots<SupLossResult>(local_, dev)),

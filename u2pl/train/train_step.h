@@ -58,6 +58,10 @@ class PhiloxStepDraws : public StepDraws {
   std::vector<PhiloxIndexSource> draws_;  // per replica, over contra_ (which must not move)
 };
 
+// The replicas each of `processes` processes runs: trainer.replicas / processes, refused (naming
+// the key) unless that divides.
+int replicas_per_process(const TrainConfig& cfg, int processes);
+
 // The Philox key of replica r's own draws: the seed itself for replica 0, distinct for each other.
 uint64_t replica_key(uint64_t seed, int replica);
 

@@ -508,10 +508,7 @@ void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
   // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
   // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
-  U2PL_CHECK(processes >= 1 && cfg.replicas % processes == 0,
-             cfg.file << ": trainer.replicas " << cfg.replicas << " does not split over " << processes
-                      << " processes (each runs the same number of replicas)");
-  const int B = cfg.global_batch() / processes;  // this process's images
+  const int B = replicas_per_process(cfg, processes) * cfg.data.batch_size;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
   const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
