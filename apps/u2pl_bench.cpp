@@ -3,7 +3,7 @@
 // tools/bench_layers.sh runs it beside PyTorch (bench/layers_torch.py) and compares the two.
 // `u2pl_bench model` times the whole network (bench/model_bench.h; tools/bench_model.sh);
 // `u2pl_bench step` a whole U2PL training iteration (bench/step_bench.h; tools/bench_step.sh).
-// `u2pl_bench env` prints the CUDA environment (devices, driver, runtime, cuDNN, cuBLAS).
+// `u2pl_bench env` prints the CUDA environment (devices, driver, runtime, cuDNN, cuBLAS, NCCL).
 #include <cblas.h>
 #include <omp.h>
 
@@ -21,6 +21,7 @@
 #include "bench/step_bench.h"
 #include "engine/comm.h"
 #include "engine/device_memory.h"
+#include "engine/nccl.h"
 
 namespace {
 
@@ -53,7 +54,8 @@ const char* const kUsage =
     "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"
     "usage: u2pl_bench env\n"
     "  env        the CUDA environment: devices, the driver's and the runtime's CUDA versions,\n"
-    "             cuDNN and cuBLAS with the files they were loaded from; exit 1 on a CUDA error\n";
+    "             cuDNN and cuBLAS with the files they were loaded from, NCCL (several processes\n"
+    "             on CUDA) found or where it was looked for; exit 1 on a CUDA error\n";
 
 struct Options {
   std::optional<u2pl::Device> device;  // default_device() when not given
@@ -228,6 +230,8 @@ int main(int argc, char** argv) {
     if (cmd == "env") {
       U2PL_CHECK(argc == 2, "env takes no options\n" << kUsage);
       std::cout << u2pl::cuda_environment();
+      const u2pl::NcclLibrary& nccl = u2pl::nccl_library();  // several processes on CUDA need it
+      std::cout << "nccl: " << (nccl.found ? std::to_string(nccl.version) + " from " + nccl.path : nccl.error) << "\n";
       return 0;
     }
     U2PL_CHECK(cmd == "layers", "expected the subcommand 'layers', 'model', 'step' or 'env'\n" << kUsage);

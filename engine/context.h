@@ -11,10 +11,8 @@ namespace u2pl {
 struct CudaHandles;  // engine/cuda/cuda_context.h: stream, cudnn, cublas
 class Profiler;      // engine/profile.h
 class Comm;          // engine/comm.h
+class NcclComm;      // engine/nccl.h
 
-// SyncBN (layers/batchnorm.h): a batch-statistics layer's batch holds `local` replicas, equal
-// slices in order, and the other processes of `comm` (null: none) hold the others, process r's
-// after process r − 1's, so that statistics are over all replicas' images.
 // Told by each layer's backward when it has written a parameter gradient (the trainer starts
 // that gradient's all-reduce while backward goes on; u2pl/train/grad_reduce.h).
 class GradListener {
@@ -23,11 +21,15 @@ class GradListener {
   virtual void ready(TensorView grad) = 0;
 };
 
+// SyncBN (layers/batchnorm.h): a batch-statistics layer's batch holds `local` replicas, equal
+// slices in order, and the other processes of `comm` (null: none) hold the others, process r's
+// after process r − 1's, so that statistics are over all replicas' images.
 struct ReplicaSync {
   Comm* comm = nullptr;
   int local = 1;
   int first = 0;  // this process's first replica
   int total = 1;  // replicas over all processes
+  NcclComm* device_comm = nullptr;  // CUDA tensors: the same processes as comm, through NCCL
 };
 
 class Context {

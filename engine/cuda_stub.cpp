@@ -22,6 +22,7 @@ CudaProbe cuda_probe() {
 int cuda_device_count() { return 0; }
 std::string cuda_environment() { return "cuda: this build of u2pl was built without CUDA\n"; }
 void cuda_memory_info(size_t*, size_t*) { no_cuda("cuda_memory_info"); }
+void cuda_use_device(int) { no_cuda("cuda_use_device"); }
 void* cuda_malloc(size_t) { no_cuda("cuda_malloc"); }
 void cuda_free(void*) noexcept {}
 void cuda_memset_zero(void*, size_t) { no_cuda("cuda_memset"); }

@@ -36,6 +36,9 @@ inline std::string cuda_version_text(int version) {
 // driver's and the runtime's CUDA versions, and the cuDNN and cuBLAS versions with the file each
 // was loaded from. Throws the probe's error; says "built without CUDA" in CPU-only builds.
 std::string cuda_environment();
+// Makes device `index` the current one of this thread (cudaSetDevice): the device every later
+// allocation, stream and handle of the thread is on.
+void cuda_use_device(int index);
 // Free and total memory of the current device (cudaMemGetInfo).
 void cuda_memory_info(size_t* free_bytes, size_t* total_bytes);
 void* cuda_malloc(size_t bytes);

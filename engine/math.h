@@ -27,6 +27,18 @@ U2PL_HD T bn_running_update(T running, T batch, T momentum) {
   return (T(1) - momentum) * running + momentum * batch;
 }
 
+// The count, mean and sum of squared deviations of a set of values (SyncBN: one replica's, per
+// channel), and two sets merged into the statistics of their union (Chan, Golub and LeVeque's
+// pairwise update); merged in replica order, the result does not depend on which process held
+// which replica.
+struct Moments {
+  double count, mean, m2;
+};
+U2PL_HD Moments merge_moments(Moments a, Moments b) {
+  const double total = a.count + b.count, d = b.mean - a.mean;
+  return {total, a.mean + d * b.count / total, a.m2 + (b.m2 + d * d * a.count * b.count / total)};
+}
+
 template <class T>
 struct BnApply {
   T mean, invstd, gamma, beta;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "engine/check.h"
+#include "engine/device_memory.h"
 
 namespace u2pl {
 
@@ -142,6 +143,20 @@ void* stream_handle(Context& ctx) {
 
 }  // namespace
 
+int process_device(int local_rank, int local_size, int devices) {
+  U2PL_CHECK(devices > 0, "process " << local_rank << " of " << local_size << " on its node sees no CUDA device");
+  if (local_size <= devices) return local_rank;
+  U2PL_CHECK(devices == 1, local_size << " processes were started on a node with " << devices
+                                      << " CUDA devices: start at most " << devices
+                                      << " processes per node (one device each), or train on the cpu");
+  return 0;
+}
+
+void use_process_device(const Comm& c) {
+  if (c.size() == 1) return;
+  cuda_use_device(process_device(c.local_rank(), c.local_size(), cuda_device_count()));
+}
+
 NcclComm::NcclComm(Comm& host) : rank_(host.rank()), size_(host.size()) {
   const NcclLibrary& lib = nccl_library();
   // Every process must agree before any waits in ncclCommInitRank.
@@ -157,7 +172,9 @@ NcclComm::NcclComm(Comm& host) : rank_(host.rank()), size_(host.size()) {
   host.broadcast(&made, sizeof(made), 0);
   nccl_check(made.status, "ncclGetUniqueId (on process 0)");
   const NcclUniqueId id = made.id;
-  nccl_check(g_api.comm_init_rank(&comm_, size_, id, rank_), "ncclCommInitRank");
+  nccl_check(g_api.comm_init_rank(&comm_, size_, id, rank_),
+             "ncclCommInitRank (each process needs a CUDA device of its own: two processes on one device are "
+             "refused)");
 }
 
 NcclComm::~NcclComm() {
@@ -176,6 +193,14 @@ void NcclComm::allreduce_sum(Context& ctx, double* data, int64_t n) {
 
 void NcclComm::allgather(Context& ctx, const float* mine, int64_t n, float* all) {
   nccl_check(g_api.all_gather(mine, all, size_t(n), kNcclFloat32, comm_, stream_handle(ctx)), "ncclAllGather");
+}
+
+void NcclComm::allgather(Context& ctx, const double* mine, int64_t n, double* all) {
+  nccl_check(g_api.all_gather(mine, all, size_t(n), kNcclFloat64, comm_, stream_handle(ctx)), "ncclAllGather");
+}
+
+void NcclComm::allreduce_sum_on(void* stream, float* data, int64_t n) {
+  nccl_check(g_api.all_reduce(data, data, size_t(n), kNcclFloat32, kNcclSum, comm_, stream), "ncclAllReduce");
 }
 
 void NcclComm::broadcast(Context& ctx, float* data, int64_t n, int root) {

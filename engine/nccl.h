@@ -28,6 +28,15 @@ struct NcclLibrary {
 NcclLibrary find_nccl();
 const NcclLibrary& nccl_library();
 
+// The CUDA device of a process that is `local_rank` of the `local_size` processes of its node,
+// which shows it `devices` devices: its local rank's when there are enough, device 0 when it sees
+// one only (the launcher gave each process its own: srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES);
+// otherwise refused, saying how many processes the node can take.
+int process_device(int local_rank, int local_size, int devices);
+// Several processes on CUDA: makes this process's device (process_device) the current one, before
+// any CUDA memory or context of the run. One process: nothing (device 0, as CUDA picks).
+void use_process_device(const Comm& c);
+
 // A communicator over the CUDA devices of the processes of `host`, one device each (the current
 // one). Collective: every process constructs it. Throws, naming where it looked, when NCCL is
 // missing. The collectives are queued on ctx's stream (in place where the API says so).
@@ -44,6 +53,10 @@ class NcclComm {
   void allreduce_sum(Context& ctx, double* data, int64_t n);
   // `mine` (n floats) of every process into `all` (size() · n, rank order).
   void allgather(Context& ctx, const float* mine, int64_t n, float* all);
+  void allgather(Context& ctx, const double* mine, int64_t n, double* all);
+  // The sum of allreduce_sum, queued on `stream` (a cudaStream_t: a SideStream's) instead of a
+  // context's.
+  void allreduce_sum_on(void* stream, float* data, int64_t n);
   void broadcast(Context& ctx, float* data, int64_t n, int root);
 
  private:

@@ -37,25 +37,22 @@ void bn_replica_stats(Shape xs, const T* x, int groups, double* st) {
     }
 }
 
-// The replicas' statistics merged in replica order (Chan, Golub and LeVeque's pairwise update)
-// into the count, mean and biased variance of all their values, per channel.
+// The replicas' statistics (groups, C, 3) merged in replica order (engine/math.h's
+// merge_moments) into the count, mean and biased variance of all their values, per channel.
 struct BnStats {
   std::vector<double> count, mean, var;
 };
 BnStats bn_merge(const double* st, int groups, int64_t C) {
   BnStats r;
   for (int64_t c = 0; c < C; ++c) {
-    double n = st[c * 3], m = st[c * 3 + 1], m2 = st[c * 3 + 2];
+    Moments m{st[c * 3], st[c * 3 + 1], st[c * 3 + 2]};
     for (int64_t g = 1; g < groups; ++g) {
       const double* o = st + (g * C + c) * 3;
-      const double nb = o[0], total = n + nb, d = o[1] - m;
-      m += d * nb / total;
-      m2 += o[2] + d * d * n * nb / total;
-      n = total;
+      m = merge_moments(m, Moments{o[0], o[1], o[2]});
     }
-    r.count.push_back(n);
-    r.mean.push_back(m);
-    r.var.push_back(m2 / n);
+    r.count.push_back(m.count);
+    r.mean.push_back(m.mean);
+    r.var.push_back(m.m2 / m.count);
   }
   return r;
 }
@@ -192,8 +189,9 @@ static const ReplicaSync* replica_sync(const Context& ctx, const TensorView& x) 
              "batchnorm: " << s->local << " replicas in each of " << processes << " processes are not " << s->total);
   U2PL_CHECK(x.shape.n() % s->local == 0,
              "batchnorm: a batch of " << x.shape.n() << " does not split into " << s->local << " replicas");
-  U2PL_CHECK(ctx.device() == Device::CPU || processes == 1,
-             "batchnorm: statistics across processes on CUDA need NCCL, which this build does not use yet");
+  U2PL_CHECK(ctx.device() == Device::CPU || processes == 1 || s->device_comm,
+             "batchnorm: statistics across " << processes << " processes on CUDA need an NCCL communicator "
+                                               "(ReplicaSync::device_comm)");
   return s;
 }
 
@@ -227,9 +225,10 @@ void BatchNorm2d::forward(Context& ctx, TensorView x, TensorView y, BatchNormMod
   }
   const TensorView g = ps_->value(w_), b = ps_->value(b_), rm = ps_->value(rm_), rv = ps_->value(rv_);
   const ReplicaSync* sync = mode.batch_stats ? replica_sync(ctx, x) : nullptr;
-  // CUDA in one process: statistics over the whole batch, equal to the merged ones within rounding.
-  if (ctx.device() == Device::CUDA)
+  if (ctx.device() == Device::CUDA) {
+    if (sync) return batchnorm_forward_cuda_sync(ctx, *sync, x, g, b, rm, rv, y, sm, si);
     return batchnorm_forward_cuda(ctx, x, g, b, rm, rv, mode.batch_stats, y, sm, si);
+  }
   if (sync) {  // SyncBN: each replica's statistics, merged in replica order
     std::vector<double> mine(size_t(sync->local) * size_t(c_) * 3);
     bn_replica_stats<float>(x.shape, x.data, sync->local, mine.data());
@@ -251,7 +250,9 @@ void BatchNorm2d::backward(Context& ctx, TensorView x, TensorView saved, bool ba
   const TensorView sm(saved.data, Shape{c_}, saved.device), si(saved.data + c_, Shape{c_}, saved.device);
   const TensorView g = ps_->value(w_), dg = ps_->grad(w_), db = ps_->grad(b_);
   const ReplicaSync* sync = batch_stats ? replica_sync(ctx, x) : nullptr;
-  if (ctx.device() == Device::CUDA) {
+  if (ctx.device() == Device::CUDA && sync) {
+    batchnorm_backward_cuda_sync(ctx, *sync, x, g, sm, si, dy, dx, beta, dg, db);
+  } else if (ctx.device() == Device::CUDA) {
     batchnorm_backward_cuda(ctx, x, g, sm, si, batch_stats, dy, dx, beta, dg, db);
   } else if (sync) {  // the sums through the batch statistics are over every replica, in replica order
     const size_t C = size_t(c_);

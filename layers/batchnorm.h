@@ -36,6 +36,17 @@ void batchnorm_backward_cuda(Context& ctx, TensorView x, TensorView gamma, Tenso
                              TensorView save_invstd, bool batch_stats, TensorView dy, TensorView dx,
                              float beta_dx, TensorView dgamma, TensorView dbeta);
 
+// SyncBN on CUDA (batch statistics): x holds sync.local replicas (equal slices, in order), the
+// other processes' replicas come through sync.device_comm (null: this process holds them all);
+// each replica's count, mean and squared deviations, and in backward its Σdy and Σdy·x̂, are
+// merged in replica order, as the CPU path does (BatchNorm2d::forward with a ReplicaSync).
+void batchnorm_forward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorView x, TensorView gamma,
+                                 TensorView beta, TensorView run_mean, TensorView run_var, TensorView y,
+                                 TensorView save_mean, TensorView save_invstd);
+void batchnorm_backward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorView x, TensorView gamma,
+                                  TensorView save_mean, TensorView save_invstd, TensorView dy, TensorView dx,
+                                  float beta_dx, TensorView dgamma, TensorView dbeta);
+
 // The layer: `<name>.weight` (ones), `<name>.bias` (zeros), buffers `<name>.running_mean`
 // (zeros) and `<name>.running_var` (ones). `saved` is a (2, C) view of the state arena: row 0
 // mean, row 1 inverse std; needed when mode.keep_state.

@@ -1,6 +1,7 @@
-// Shared by the SyncBN tests of one process (test_layers_grad.cpp) and of two (test_mpi.cpp): a
-// fixed input and output gradient for a batch of 6 images of 3 channels at 4x5, and one
-// train-mode BatchNorm2d forward and backward on a slice of it under a given replica split.
+// Shared by the SyncBN tests of one process (test_layers_grad.cpp, test_cuda_layers.cpp) and of
+// two (test_mpi.cpp): a fixed input and output gradient for a batch of 6 images of 3 channels at
+// 4x5, and one train-mode BatchNorm2d forward and backward on a slice of it under a given replica
+// split, on either device.
 #pragma once
 #include <cmath>
 #include <vector>
@@ -17,9 +18,9 @@ struct BnRun {
   std::vector<float> y, rm, rv, dx, dg, db;  // output, running mean / var, dx, dgamma, dbeta
 };
 
-// Images [first, first + n) of the batch through a fresh layer (ParamSet seed 1), its statistics
-// merged over `sync` (null: the slice alone).
-inline BnRun run_bn(const ReplicaSync* sync, int64_t first = 0, int64_t n = kBnBatch.n()) {
+// Images [first, first + n) of the batch through a fresh layer (ParamSet seed 1) on `dev`, its
+// statistics merged over `sync` (null: the slice alone).
+inline BnRun run_bn(const ReplicaSync* sync, int64_t first = 0, int64_t n = kBnBatch.n(), Device dev = Device::CPU) {
   const Shape xs{n, kBnBatch.c(), kBnBatch.h(), kBnBatch.w()};
   const int64_t per = xs.numel() / n, begin = first * per;
   std::vector<float> x(size_t(xs.numel())), dy(x.size());
@@ -30,12 +31,12 @@ inline BnRun run_bn(const ReplicaSync* sync, int64_t first = 0, int64_t n = kBnB
   }
   ParamSet ps;
   BatchNorm2d bn(ps, "bn", int(xs.c()));
-  ps.allocate(Device::CPU);
+  ps.allocate(dev);
   ps.initialize(1);
-  Context ctx(Device::CPU);
+  Context ctx(dev, /*deterministic=*/true);
   ctx.set_replica_sync(sync);
-  Tensor tx = Tensor::from_host(xs, x, Device::CPU), tdy = Tensor::from_host(xs, dy, Device::CPU);
-  Tensor y(xs, Device::CPU), dx(xs, Device::CPU), saved(bn.saved_shape(), Device::CPU);
+  Tensor tx = Tensor::from_host(xs, x, dev), tdy = Tensor::from_host(xs, dy, dev);
+  Tensor y(xs, dev), dx(xs, dev), saved(bn.saved_shape(), dev);
   bn.forward(ctx, tx, y, {true, true}, saved);
   ps.zero_grad();
   bn.backward(ctx, tx, saved, true, tdy, dx, 0.f);

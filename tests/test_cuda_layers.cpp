@@ -219,6 +219,43 @@ TEST_CASE("batchnorm: batch statistics, running statistics, eval mode, in place"
   }
 }
 
+TEST_CASE("SyncBN: each replica's moments and gradient sums merged in replica order, as on the CPU") {
+  Devices d;
+  // Planes above 2048 values split into several parts per image: each replica's parts are a range.
+  for (const auto& [xs, replicas] : {std::pair{Shape{6, 3, 4, 5}, 3}, std::pair{Shape{4, 2, 48, 50}, 2},
+                                     std::pair{Shape{6, 2, 70, 90}, 3}}) {
+    INFO("x " << xs.str() << ", " << replicas << " replicas");
+    const int C = int(xs.c());
+    TwinLayer<BatchNorm2d> L("bn", C);
+    L.allocate(1);
+    set(L.pc.value(L.c.weight_id()), uniform(C, 2, 0.5f, 1.5f));
+    set(L.pc.value(L.c.bias_id()), uniform(C, 3, -0.5f, 0.5f));
+    L.upload();
+    std::vector<float> xv = uniform(xs.numel(), 6, 2.f, 6.f);
+    const int64_t per_replica = xs.numel() / replicas;
+    for (size_t k = 0; k < xv.size(); ++k) xv[k] += float(int64_t(k) / per_replica);  // replicas' means differ
+    const TwinT x(xs, xv), dy(xs, uniform(xs.numel(), 7));
+    TwinT y(xs), saved(L.c.saved_shape());
+    const ReplicaSync sync{nullptr, replicas, 0, replicas};
+    d.both([&](Context& ctx) {
+      ctx.set_replica_sync(&sync);
+      L.on(ctx).forward(ctx, x.on(ctx), y.on(ctx), {true, true}, saved.on(ctx));
+      ctx.set_replica_sync(nullptr);
+    });
+    expect_same(d, "y", y, kFwd);
+    expect_same(d, "saved mean, invstd", saved, kFwd);
+    L.expect_value(d, "running mean", L.c.mean_id(), kFwd);
+    L.expect_value(d, "running var", L.c.var_id(), kFwd);
+    each_beta(d, "dx", xs, kBwd, [&](Context& ctx, TensorView dx, float beta) {
+      ctx.set_replica_sync(&sync);
+      L.on(ctx).backward(ctx, x.on(ctx), saved.on(ctx), true, dy.on(ctx), dx, beta);
+      ctx.set_replica_sync(nullptr);
+    });
+    L.expect_grad(d, "dgamma", L.c.weight_id(), kSum);
+    L.expect_grad(d, "dbeta", L.c.bias_id(), kSum);
+  }
+}
+
 TEST_CASE("relu, add, accumulate: forward, in place, beta 0 / 0.5 / 1") {
   Devices d;
   const Shape s{2, 3, 7, 5};

@@ -242,6 +242,16 @@ TEST_SUITE("cuda") {
   }
 }
 
+TEST_CASE("nccl: each process of a node takes the device of its local rank") {
+  CHECK(process_device(0, 4, 4) == 0);
+  CHECK(process_device(3, 4, 8) == 3);
+  CHECK(process_device(2, 4, 1) == 0);  // one device each, bound by the launcher
+  CHECK_THROWS_WITH_AS(process_device(2, 4, 2), doctest::Contains("4 processes were started on a node with 2 CUDA"),
+                       Error);
+  CHECK_THROWS_WITH_AS(process_device(0, 2, 0), doctest::Contains("sees no CUDA device"), Error);
+  use_process_device(self_comm());  // one process: nothing to choose (no device needed)
+}
+
 TEST_CASE("nccl: the search names every place it looked, and a library that is not NCCL") {
   const char* before = std::getenv("NCCL_LIBRARY");
   const std::string saved = before ? before : "";

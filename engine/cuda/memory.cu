@@ -14,6 +14,8 @@ void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) {
   CUDA_CHECK(e);
 }
 
+void cuda_use_device(int index) { CUDA_CHECK(cudaSetDevice(index)); }
+
 void* cuda_malloc(size_t bytes) {
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes);
