@@ -127,6 +127,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
        std::string("net.decoder.kwargs.dilations=") + (os8 ? "[12, 24, 36]" : "[6, 12, 18]")},
       nullptr);
   Comm& comm = world();  // under mpirun: this process's share of the replicas
+  if (o.device == Device::CUDA) use_process_device(comm);
   check_runnable(cfg, o.device, comm.size());
 
   TrainStep ts(cfg, o.device, comm);

@@ -4,6 +4,7 @@
 #include "engine/context.h"
 #include "engine/device_memory.h"
 #include "engine/profile.h"
+#include "engine/side_stream.h"
 #include "engine/upload.h"
 
 namespace u2pl {
@@ -41,5 +42,10 @@ void destroy_cuda_events(CudaEvents*) noexcept {}
 int cuda_event_record(CudaEvents&, const CudaHandles&) { no_cuda("cuda_event_record"); }
 float cuda_event_ms(CudaEvents&, int, int) { no_cuda("cuda_event_ms"); }
 void cuda_events_release(CudaEvents&) {}
+SideStream::SideStream() { no_cuda("a CUDA side stream"); }
+SideStream::~SideStream() = default;
+void* SideStream::handle() const { no_cuda("a CUDA side stream"); }
+void SideStream::follow(const Context&) { no_cuda("a CUDA side stream"); }
+void SideStream::join(const Context&) { no_cuda("a CUDA side stream"); }
 
 }  // namespace u2pl

@@ -6,6 +6,7 @@
 // without a GPU.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -25,6 +26,7 @@ namespace {
 constexpr Device CPU = Device::CPU, GPU = Device::CUDA;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 using test::check_close;
+using test::error_of;
 using test::kExact;
 using test::Tol;
 using test::uniform;
@@ -395,6 +397,36 @@ TEST_CASE("u2pl losses on cuda: two replicas push, then each forms its terms, as
       check_close("contrastive gradient", host(gpu, d.g), d.c.to_host(), kGrad);
       banks.expect_same("after the loss (no push)");
     }
+}
+
+// Several processes on CUDA: each process's replicas' negatives are read back through a staging
+// bank and cross as host rows; a queue keeps its newest `capacity` rows only.
+TEST_CASE("u2pl losses on cuda: a replica's negatives through a staging bank are the CPU's newest rows") {
+  Context cpu(CPU), gpu(GPU, true);
+  const ContrastBatch a(2, 2, 5, 40, 6, 7, 33);
+  const DeviceBatch ac(a, CPU), ag(a, GPU);
+  for (const bool official : {false, true}) {
+    INFO((official ? "official" : "paper"));
+    const ContrastiveParams p = small_params(official, false, 5);
+    const std::vector<int64_t> caps = {4, 1000, 4, 1000, 4};
+    MemoryBank staging(caps, a.D, GPU);
+    const std::vector<float> old_rows = uniform(3 * a.D, 5);
+    staging.restore(1, old_rows.data(), 3);  // emptied first: a previous replica's rows must not remain
+    const std::vector<std::vector<float>> want = contrastive_negatives(cpu, p, ac.inputs());
+    const std::vector<std::vector<float>> got = contrastive_negatives(gpu, p, ag.inputs(), &staging);
+    REQUIRE(got.size() == want.size());
+    int cut = 0, whole = 0;
+    for (size_t c = 0; c < want.size(); ++c) {
+      INFO("class " << c);
+      const size_t keep = std::min(want[c].size(), size_t(caps[c] * a.D));
+      (keep < want[c].size() ? cut : whole) += 1;
+      CHECK(got[c] == std::vector<float>(want[c].end() - std::ptrdiff_t(keep), want[c].end()));
+    }
+    CHECK(cut > 0);
+    CHECK(whole > 0);
+  }
+  const ContrastiveParams p = small_params(false, false, 5);
+  CHECK(error_of([&] { contrastive_negatives(gpu, p, ag.inputs()); }).find("staging bank") != std::string::npos);
 }
 
 TEST_CASE("u2pl losses on cuda: contrastive loss at the paper's sizes, reproducible bitwise") {

@@ -5,9 +5,11 @@
 // candidate lists and the draws then pick other rows. Part of the `cuda` suite.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/nccl.h"
+#include "layers/elementwise.h"
 #include "tests/config_test_util.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
@@ -19,10 +21,12 @@ using namespace u2pl::test;
 namespace {
 
 // The trainer tests' config (no data is read: the batches are made here), seed 5.
-TrainConfig cuda_config(const std::string& method) {
+TrainConfig cuda_config(const std::string& method, int replicas = 1) {
   const std::string t = tiny_train_config("/nonexistent", 4, method);
-  return load_train_config(write_yaml("cuda_train_" + method, t),
-                           {"trainer.seed=5", "trainer.unsupervised.drop_percent=80"}, nullptr);
+  return load_train_config(
+      write_yaml("cuda_train_" + method, t),
+      {"trainer.seed=5", "trainer.unsupervised.drop_percent=80", "trainer.replicas=" + std::to_string(replicas)},
+      nullptr);
 }
 
 void copy_state(U2plNet& dst, U2plNet& src) {
@@ -32,10 +36,12 @@ void copy_state(U2plNet& dst, U2plNet& src) {
 
 // `iterations` CUDA iterations of `method` against the CPU's from the same state, batches and
 // draws, with `per_epoch` iterations an epoch (epoch 0 the warm start, epoch 1 the handover, then
-// the EMA). CutMix (no contrastive term) compares closely; U2PL loosely (see the top).
-void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch) {
-  INFO(method);
-  const TrainConfig cfg = cuda_config(method);
+// the EMA), `replicas` replicas of 2 + 2 images in the one process (SyncBN over them, each its
+// own losses, the bank's pushes in replica order). CutMix (no contrastive term) compares closely;
+// U2PL loosely (see the top).
+void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch, int replicas = 1) {
+  INFO(method << ", " << replicas << " replicas");
+  const TrainConfig cfg = cuda_config(method, replicas);
   TrainStep cpu_step(cfg, Device::CPU), gpu_step(cfg, Device::CUDA);
   for (TrainStep* s : {&cpu_step, &gpu_step}) s->set_iters_per_epoch(per_epoch);
   copy_state(gpu_step.student(), cpu_step.student());
@@ -44,7 +50,7 @@ void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch
   const bool close = method == "cutmix";
   for (int64_t it = 0; it < iterations; ++it) {
     INFO("iteration " << it);
-    const Shape is{2, 3, 33, 33}, ls{2, 33, 33};
+    const Shape is{2 * replicas, 3, 33, 33}, ls{2 * replicas, 33, 33};
     const Tensor img_l =
         Tensor::from_host(is, random_floats(size_t(is.numel()), uint64_t(10 + it), -2.f, 2.f), Device::CPU);
     const Tensor img_u =
@@ -54,7 +60,7 @@ void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch
       lv[i] = philox_uniform(uint64_t(70 + it), 1, i) < 0.1f ? 255 : int32_t((i / 97 + size_t(it)) % 4);
     const Labels lab = Labels::from_host(ls, lv, Device::CPU);
     const int epoch = int(it / per_epoch);
-    PhiloxStepDraws dc(cfg.seed, it), dg(cfg.seed, it);
+    PhiloxStepDraws dc(cfg.seed, it, replicas), dg(cfg.seed, it, replicas);
     const StepResult rc = cpu_step.step(cpu, img_l, lab, img_u, it, epoch, dc);
     const StepResult rg = gpu_step.step(gpu, img_l, lab, img_u, it, epoch, dg);
     CHECK(rg.semi == rc.semi);
@@ -92,6 +98,53 @@ TEST_SUITE("cuda") {
   // Small enough for tools/gpu_check.sh's compute-sanitizer run: the warm start, then the
   // handover with every U2PL term and a memory-bank push.
   TEST_CASE("train step: two U2PL iterations on CUDA (warm start, handover)") { follow_cpu("u2pl", 2, 1); }
+
+  // The public 2-GPU recipe in one process: SyncBN's per-replica kernels, per-replica losses, the
+  // bank's pushes of both replicas before either samples.
+  TEST_CASE("train step: two replicas on one GPU follow the CPU's two replicas") {
+    for (const std::string method : {"cutmix", "u2pl"}) follow_cpu(method, 4, 2, 2);
+  }
+
+  // The CUDA path of several processes, as far as one process goes: each bucket's NCCL sum queued
+  // on the side stream after the kernels that wrote its gradients, the context's stream after all.
+  TEST_CASE("gradient all-reduce on CUDA: buckets through NCCL on a side stream, one process") {
+    const NcclLibrary& lib = nccl_library();
+    if (!lib.found) {
+      MESSAGE("NCCL not found on this machine: " << lib.error);
+      return;
+    }
+    const TrainConfig cfg = cuda_config("u2pl");
+    U2plNet net(cfg.net);
+    net.allocate(Device::CUDA, 1, true);
+    ParamSet& ps = net.params();
+    const TensorView grads = ps.grads().all();
+    const std::vector<float> g = random_floats(size_t(grads.numel()), 3, -1.f, 1.f);
+    const Tensor source = Tensor::from_host(grads.shape, g, Device::CUDA);
+    Context ctx(Device::CUDA, true);
+    NcclComm nccl(self_comm());
+    GradientReducer r(nccl, ps, 4096);  // small buckets: several of them
+    REQUIRE(r.buckets() > 3);
+    CHECK(error_of([&] { GradientReducer(self_comm(), ps); }).find("through NCCL") != std::string::npos);
+    std::vector<int> ids;  // backward's order: the last parameters first
+    for (size_t id = 0; id < ps.decls().size(); ++id)
+      if (ps.decls()[id].trainable) ids.push_back(int(id));
+    std::sort(ids.begin(), ids.end(), [&](int a, int b) { return ps.grad(a).data > ps.grad(b).data; });
+    for (int step = 0; step < 2; ++step) {
+      INFO("step " << step);
+      ps.zero_grad();
+      r.begin(ctx);
+      for (const int id : ids) {  // each gradient written by a kernel on ctx's stream, then reported
+        const TensorView dst = ps.grad(id);
+        const TensorView src(source.data() + (dst.data - grads.data), dst.shape, Device::CUDA);
+        accumulate(ctx, src, dst, 0.f);
+        r.ready(dst);
+      }
+      r.finish();
+      CHECK(r.started_early() == r.buckets());
+      ctx.synchronize();
+      CHECK(to_host(grads) == g);  // a sum over one process
+    }
+  }
 
   TEST_CASE("nccl: a one-process communicator sums, gathers and broadcasts device memory") {
     const NcclLibrary& lib = nccl_library();

@@ -368,7 +368,8 @@ TEST_CASE("gradient all-reduce: buckets of whole parameters cover the arena, sta
   comm.base = ps.grads().all().data;
   GradientReducer r(comm, ps, 4096);  // small buckets: several of them
   REQUIRE(r.buckets() > 3);
-  r.begin();
+  Context cpu(Device::CPU);
+  r.begin(cpu);
   // Backward's order: the parameters from the last to the first; the last bucket starts once its
   // last parameter is in.
   std::vector<int> ids;

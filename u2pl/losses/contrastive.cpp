@@ -289,12 +289,21 @@ ContrastiveDims check_inputs(const Context& ctx, const ContrastiveParams& p, con
 }  // namespace
 
 std::vector<std::vector<float>> contrastive_negatives(Context& ctx, const ContrastiveParams& p,
-                                                      const ContrastiveInputs& in) {
+                                                      const ContrastiveInputs& in, MemoryBank* staging) {
   const ContrastiveDims d = check_inputs(ctx, p, in);
-  U2PL_CHECK(ctx.device() == Device::CPU, "contrastive negatives: gathered on the cpu only (CUDA runs across "
-                                          "processes need NCCL, which this build does not use yet)");
   p.check();
   std::vector<std::vector<float>> rows;
+  if (ctx.device() == Device::CUDA) {
+    U2PL_CHECK(staging && staging->device() == Device::CUDA && staging->classes() == p.num_classes &&
+                   staging->dim() == d.dim,
+               "contrastive negatives on CUDA: a CUDA staging bank of " << p.num_classes << " queues of " << d.dim
+                                                                        << " floats is needed");
+    staging->clear();
+    contrastive_loss_cuda(ctx, p, in, *staging, PhiloxStep{}, 0.f, TensorView(), 0.f, nullptr,
+                          ContrastivePhase::PushOnly);
+    for (int c = 0; c < p.num_classes; ++c) rows.push_back(staging->contents(c));
+    return rows;
+  }
   select_and_push(p, d, in.rep_teacher.data, in.prob_l.data, in.prob_u.data, in.label_l.data, in.label_u.data,
                   in.low.data, in.high.data, nullptr, ContrastivePhase::PushOnly, &rows);
   return rows;

@@ -103,9 +103,12 @@ void contrastive_loss(Context& ctx, const ContrastiveParams& p, const Contrastiv
 
 // The rows a PushOnly call would push, per class (n_c rows of D teacher floats, pixel order), the
 // bank untouched: in a run over several processes each process's replicas' negatives, which every
-// process then pushes in replica order after an all-gather (u2pl/train/train_step.cpp). CPU.
+// process then pushes in replica order after an all-gather (u2pl/train/train_step.cpp). On CUDA
+// the rows are pushed into `staging` (a CUDA bank with the run bank's capacities, emptied first)
+// and read back: a queue keeps only its newest rows, so per class the newest `capacity` rows of
+// each replica's are all that any later push of them can leave in the bank. CPU: `staging` unused.
 std::vector<std::vector<float>> contrastive_negatives(Context& ctx, const ContrastiveParams& p,
-                                                      const ContrastiveInputs& in);
+                                                      const ContrastiveInputs& in, MemoryBank* staging = nullptr);
 
 struct ContrastiveDims {
   int64_t n_l = 0, n_u = 0, dim = 0, h = 0, w = 0;

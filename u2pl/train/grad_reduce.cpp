@@ -6,7 +6,63 @@
 
 namespace u2pl {
 
-GradientReducer::GradientReducer(Comm& comm, const ParamSet& ps, size_t bucket_bytes) : comm_(comm) {
+namespace {
+
+// Host memory through MPI's non-blocking sums.
+class HostSums final : public BucketSums {
+ public:
+  explicit HostSums(Comm& comm) : comm_(comm) {}
+  void begin(Context&) override {}
+  void start(float* data, int64_t n) override { comm_.start_allreduce_sum(data, n); }
+  void progress() override { comm_.progress(); }
+  void wait_all() override { comm_.wait_all(); }
+
+ private:
+  Comm& comm_;
+};
+
+// Device memory through NCCL on a side stream: each bucket after the backward kernels queued so
+// far (its gradients among them), the context's stream after every bucket.
+class DeviceSums final : public BucketSums {
+ public:
+  explicit DeviceSums(NcclComm& nccl) : nccl_(nccl) {}
+  void begin(Context& ctx) override {
+    U2PL_CHECK(ctx.device() == Device::CUDA, "gradient all-reduce: NCCL sums a CUDA gradient arena");
+    ctx_ = &ctx;
+  }
+  void start(float* data, int64_t n) override {
+    U2PL_CHECK(ctx_, "gradient all-reduce: a bucket started outside a step");
+    side_.follow(*ctx_);
+    nccl_.allreduce_sum_on(side_.handle(), data, n);
+  }
+  void progress() override {}
+  void wait_all() override {
+    U2PL_CHECK(ctx_, "gradient all-reduce: waited for outside a step");
+    side_.join(*ctx_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  NcclComm& nccl_;
+  SideStream side_;
+  Context* ctx_ = nullptr;
+};
+
+}  // namespace
+
+GradientReducer::GradientReducer(Comm& comm, const ParamSet& ps, size_t bucket_bytes)
+    : GradientReducer(std::make_unique<HostSums>(comm), ps, bucket_bytes) {
+  U2PL_CHECK(ps.grads().all().device == Device::CPU, "gradient all-reduce: MPI sums host memory; a CUDA gradient "
+                                                     "arena goes through NCCL");
+}
+
+GradientReducer::GradientReducer(NcclComm& nccl, const ParamSet& ps, size_t bucket_bytes)
+    : GradientReducer(std::make_unique<DeviceSums>(nccl), ps, bucket_bytes) {
+  U2PL_CHECK(ps.grads().all().device == Device::CUDA, "gradient all-reduce: NCCL sums a CUDA gradient arena");
+}
+
+GradientReducer::GradientReducer(std::unique_ptr<BucketSums> sums, const ParamSet& ps, size_t bucket_bytes)
+    : sums_(std::move(sums)) {
   const TensorView all = ps.grads().all();
   base_ = all.data;
   // Trainable parameters by arena offset, last first: the order backward finishes them in.
@@ -45,7 +101,8 @@ GradientReducer::GradientReducer(Comm& comm, const ParamSet& ps, size_t bucket_b
   }
 }
 
-void GradientReducer::begin() {
+void GradientReducer::begin(Context& ctx) {
+  sums_->begin(ctx);
   for (Bucket& b : buckets_) {
     b.pending = b.params;
     b.started = false;
@@ -57,7 +114,7 @@ void GradientReducer::begin() {
 
 void GradientReducer::start(Bucket& b) {
   b.started = true;
-  comm_.start_allreduce_sum(base_ + b.lo, b.hi - b.lo);
+  sums_->start(base_ + b.lo, b.hi - b.lo);
 }
 
 void GradientReducer::ready(TensorView grad) {
@@ -73,14 +130,14 @@ void GradientReducer::ready(TensorView grad) {
     start(b);
     ++early_;
   }
-  comm_.progress();
+  sums_->progress();
 }
 
 void GradientReducer::finish() {
   const auto t0 = std::chrono::steady_clock::now();
   for (Bucket& b : buckets_)
     if (!b.started) start(b);
-  comm_.wait_all();
+  sums_->wait_all();
   wait_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 

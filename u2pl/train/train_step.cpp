@@ -128,15 +128,9 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
       unsup_out_(slots<UnsupResult>(local_, dev)),
       masks_out_(slots<EntropyThresholds>(local_, dev)),
       contra_out_(slots<ContrastiveResult>(local_, dev)) {
-  if (dev == Device::CUDA && comm.size() > 1) {
-    const NcclLibrary& nccl = nccl_library();
-    U2PL_FAIL("training on CUDA in " << comm.size() << " processes: the trainer does not yet move its device "
-              "tensors through NCCL (SyncBN statistics, the gradient, the bank's rows); run one process, where "
-              "trainer.replicas keeps the recipe, or train on the cpu"
-              << (nccl.found ? " (NCCL " + std::to_string(nccl.version) + " was found: " + nccl.path + ")"
-                             : "; besides, " + nccl.error));
-  }
-  sync_ = ReplicaSync{comm.size() > 1 ? &comm : nullptr, local_, first_, cfg.replicas};
+  // CUDA tensors cross through NCCL (the current device must be this process's: use_process_device).
+  if (dev == Device::CUDA && comm.size() > 1) nccl_ = std::make_unique<NcclComm>(comm);
+  sync_ = ReplicaSync{comm.size() > 1 ? &comm : nullptr, local_, first_, cfg.replicas, nccl_.get()};
   student_.allocate(dev, cfg.seed, true);
   if (!cfg.net.weights.empty()) {
     const WeightReport r = load_weights(student_.params(), cfg.net.weights, WeightScope::Auto);
@@ -152,7 +146,10 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
     teacher_->allocate(dev, cfg.seed + 1, false);
     if (!cfg.net.weights.empty()) load_weights(teacher_->params(), cfg.net.weights, WeightScope::Auto);
   }
-  if (comm.size() > 1) reducer_ = std::make_unique<GradientReducer>(comm, student_.params());
+  if (nccl_)
+    reducer_ = std::make_unique<GradientReducer>(*nccl_, student_.params());
+  else if (comm.size() > 1)
+    reducer_ = std::make_unique<GradientReducer>(comm, student_.params());
   momentum_ = Tensor(Shape{student_.params().values().floats()}, dev);
   fill_zero(momentum_.view());
   const std::vector<int> g = student_.params().group_of_floats();
@@ -176,6 +173,7 @@ TrainStep::TrainStep(const TrainConfig& cfg, Device dev, Comm& comm)
     std::vector<int64_t> caps(static_cast<size_t>(cfg.net.num_classes), cfg.contrastive.queue_size);
     caps[0] = cfg.contrastive.queue_size_background;
     bank_ = std::make_unique<MemoryBank>(caps, student_.params().value(id).shape[0], dev);
+    if (nccl_) staging_ = std::make_unique<MemoryBank>(caps, student_.params().value(id).shape[0], dev);
   }
 }
 
@@ -186,7 +184,7 @@ void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveIn
   const int64_t D = bank_->dim();
   std::vector<char> msg;
   for (const ContrastiveInputs& in : ins) {
-    const std::vector<std::vector<float>> rows = contrastive_negatives(ctx, cparams_, in);
+    const std::vector<std::vector<float>> rows = contrastive_negatives(ctx, cparams_, in, staging_.get());
     for (int c = 0; c < C; ++c) {
       const int64_t n = int64_t(rows[size_t(c)].size()) / D;
       const char* p = reinterpret_cast<const char*>(&n);
@@ -197,8 +195,13 @@ void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveIn
   }
   // Every process's, in rank order: the replicas in order, pushed as one process would push them.
   const std::vector<char> all = comm_.allgatherv(msg.data(), msg.size());
-  size_t at = 0;
+  struct Push {
+    int c;
+    int64_t at, n;  // rows [at, at + n) of `rows`
+  };
+  std::vector<Push> pushes;
   std::vector<float> rows;
+  size_t at = 0;
   for (int r = 0; r < cfg_.replicas; ++r)
     for (int c = 0; c < C; ++c) {
       int64_t n = 0;
@@ -208,11 +211,20 @@ void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveIn
       const size_t bytes = size_t(n * D) * sizeof(float);
       U2PL_CHECK(n >= 0 && at + bytes <= all.size(), "memory bank: the gathered negatives end early (replica " << r
                                                                                                            << ")");
-      rows.resize(size_t(n * D));
-      std::memcpy(rows.data(), all.data() + at, bytes);
+      pushes.push_back({c, int64_t(rows.size()) / D, n});
+      rows.resize(rows.size() + size_t(n * D));
+      std::memcpy(rows.data() + pushes.back().at * D, all.data() + at, bytes);
       at += bytes;
-      bank_->push(ctx, c, rows.data(), n);
     }
+  // One copy to the bank's device, then the pushes in order.
+  const float* base = rows.data();
+  if (dev_ == Device::CUDA && !rows.empty()) {
+    const size_t bytes = rows.size() * sizeof(float);
+    if (neg_rows_.bytes() < bytes) neg_rows_ = Buffer(dev_, bytes + bytes / 2);  // grows, as the counts vary
+    copy_bytes(neg_rows_.data(), dev_, rows.data(), Device::CPU, bytes);
+    base = neg_rows_.floats();
+  }
+  for (const Push& p : pushes) bank_->push(ctx, p.c, base + p.at * D, p.n);
 }
 
 double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
@@ -391,7 +403,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     ~ListenerScope() { ctx.set_grad_listener(before); }
   } listener_scope{ctx, ctx.grad_listener()};
   if (reducer_) {
-    reducer_->begin();
+    reducer_->begin(ctx);
     ctx.set_grad_listener(reducer_.get());
   }
   student_.backward(ctx, dpred, drep, daux);

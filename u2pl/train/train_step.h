@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/comm.h"
+#include "engine/nccl.h"
 #include "layers/mix.h"
 #include "u2pl/losses/contrastive.h"
 #include "u2pl/losses/sup_loss.h"
@@ -129,6 +130,7 @@ class TrainStep {
   Comm& comm_;
   int local_ = 1, first_ = 0;  // this process's replicas: [first_, first_ + local_)
   ReplicaSync sync_;           // SyncBN over every replica, set on the context during a step
+  std::unique_ptr<NcclComm> nccl_;            // several processes on CUDA
   std::unique_ptr<GradientReducer> reducer_;  // several processes only
   int64_t iters_per_epoch_ = 1;
   U2plNet student_;
@@ -137,10 +139,12 @@ class TrainStep {
   Mask groups_;
   std::vector<float> base_lrs_;
   std::unique_ptr<MemoryBank> bank_;
+  std::unique_ptr<MemoryBank> staging_;  // several processes on CUDA: a replica's new negatives
   ContrastiveParams cparams_;
   SupLossOptions sup_opt_;
   SupLossBuffers sup_buf_;
   // Device scratch, sized on first use.
+  Buffer neg_rows_;  // several processes on CUDA: every replica's new negatives
   Tensor img_l_, img_u_, img_all_, up_eval_, up_s_, up_t_, dup_s_, entropy_, prob_, dpred_, drep_, daux_;
   Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
   Mask low_, high_;

@@ -19,6 +19,7 @@
 
 #include "data/loader.h"
 #include "engine/device_memory.h"
+#include "engine/nccl.h"
 #include "engine/upload.h"
 #include "u2pl/eval/eval_report.h"
 #include "u2pl/eval/predict.h"
@@ -135,7 +136,10 @@ void Trainer::check_same_start() {
   const int64_t position[] = {first_iter_, state_.best_iter};  // where each process resumes
   mine.state = fnv1a(position, sizeof(position), mine.state);
   mine.state = fnv1a(&state_.best_miou, sizeof(state_.best_miou), mine.state);
-  auto add = [&](TensorView v) { mine.state = fnv1a(v.data, size_t(v.numel()) * sizeof(float), mine.state); };
+  auto add = [&](TensorView v) {
+    const std::vector<float> host = to_host(v);  // device arenas: their copy
+    mine.state = fnv1a(host.data(), host.size() * sizeof(float), mine.state);
+  };
   add(step_.student().params().values().all());
   add(step_.student().params().buffers().all());
   if (U2plNet* t = step_.teacher()) {
@@ -544,7 +548,9 @@ void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
 }
 
 TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt) {
-  check_runnable(cfg, opt.device, (opt.comm ? *opt.comm : world()).size());
+  const Comm& comm = opt.comm ? *opt.comm : world();
+  if (opt.device == Device::CUDA) use_process_device(comm);  // before any device memory of the run
+  check_runnable(cfg, opt.device, comm.size());
   Trainer t(cfg, opt);
   return t.run();
 }
