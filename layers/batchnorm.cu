@@ -2,9 +2,9 @@
 // split over many blocks (launch.cuh's ChannelSplit: fixed-order partial sums, deterministic),
 // then element-wise BnApply and BnBackward from engine/math.h over plane grids. Same semantics as
 // batchnorm_forward_cpu/backward_cpu, i.e. torch.nn.BatchNorm2d in train() and eval(). SyncBN
-// (several replicas): each replica's moments and gradient sums from the same partial sums, the
-// other processes' gathered through NCCL, merged in replica order as the CPU path of
-// layers/batchnorm.cpp. Covered by tests/test_cuda_layers.cpp ("batchnorm", "SyncBN").
+// (several replicas): each replica's moments and gradient sums, each replica split as a batch of
+// its own (the sums do not depend on how the replicas are spread over processes), the other
+// processes' gathered through NCCL, merged in replica order as the CPU path of layers/batchnorm.cpp. Covered by tests/test_cuda_layers.cpp ("batchnorm", "SyncBN").
 #include <cmath>
 
 #include "engine/cuda/launch.cuh"
@@ -49,9 +49,6 @@ __global__ void bn_mean_kernel(ChannelSplit s, const double* partial, double* me
   }
 }
 
-// From the parts of SumSquaredDeviation: biased variance to normalise, unbiased into run_var,
-// as the CPU oracle computes them (double sums, double sqrt). stat (2, C) receives mean and
-// inverse std; save_mean, save_invstd (C) too when not null.
 // Channel c of C normalised with batch mean `mean` and biased variance `var` over M values: the
 // running statistics move (unbiased variance), stat (2, C) and save_* (when not null) receive the
 // mean and inverse std, as the CPU oracle computes them (double, double sqrt).
@@ -68,6 +65,7 @@ __device__ void write_batch_stats(int64_t c, int64_t C, double mean, double var,
   if (save_invstd) save_invstd[c] = invstd;
 }
 
+// From the parts of SumSquaredDeviation: biased variance to normalise, unbiased into run_var.
 __global__ void bn_batch_stats_kernel(ChannelSplit s, const double* partial, const double* mean, float* run_mean,
                                       float* run_var, float* stat, float* save_mean, float* save_invstd) {
   const double M = static_cast<double>(s.N * s.HW);
@@ -130,42 +128,26 @@ __global__ void bn_backward_dx_kernel(int64_t planes, int64_t C, int32_t HW, con
   }
 }
 
-// SyncBN. The local batch holds `local` replicas of `per` images each; replica g's parts of a
-// ChannelSplit over the batch are [g·per·K, (g+1)·per·K). Per replica and channel (item g·C + c).
+// SyncBN. The local batch holds `local` replicas of s.N images each, every replica split as one
+// batch of its own (so its sums do not depend on how many replicas a process holds); partial
+// holds `local` blocks of V·C·parts doubles. Per replica and channel: item g·C + c.
 
-// Σ (x − mean_{g,c})² over a part, g the replica of element k; mean (local, C) in double.
-struct SumSquaredDeviationByReplica {
-  const float* x;
-  const double* mean;
-  int64_t replica_floats, C;  // per·C·HW
-  __device__ void operator()(int64_t c, int64_t k, double* acc) const {
-    const double d = x[k] - mean[(k / replica_floats) * C + c];
-    acc[0] += d * d;
-  }
-};
-
-__device__ inline double replica_total(const ChannelSplit& s, const double* partial, int v, int64_t c, int64_t g,
-                                       int64_t per) {
-  return channel_range_total(s, partial, v, c, g * per * s.K, (g + 1) * per * s.K);
-}
-
-// mean (local, C) = each replica's Σ x / (per·HW), from the parts of SumX.
-__global__ void bn_replica_mean_kernel(ChannelSplit s, const double* partial, int64_t per, int64_t local,
-                                       double* mean) {
+// mean (local, C) = each replica's Σ x / (N·HW), from the parts of SumX.
+__global__ void bn_replica_mean_kernel(ChannelSplit s, const double* partial, int64_t local, double* mean) {
   for (int64_t item = blockIdx.x; item < local * s.C; item += gridDim.x) {
-    const double total = replica_total(s, partial, 0, item % s.C, item / s.C, per);
-    if (threadIdx.x == 0) mean[item] = total / static_cast<double>(per * s.HW);
+    const double total = channel_total(s, partial + (item / s.C) * s.C * s.parts(), 0, item % s.C);
+    if (threadIdx.x == 0) mean[item] = total / static_cast<double>(s.N * s.HW);
   }
 }
 
 // st (local, C, 3): each replica's count, mean and Σ (x − mean)², from the parts of
-// SumSquaredDeviationByReplica.
-__global__ void bn_replica_moments_kernel(ChannelSplit s, const double* partial, int64_t per, int64_t local,
-                                          const double* mean, double* st) {
+// SumSquaredDeviation.
+__global__ void bn_replica_moments_kernel(ChannelSplit s, const double* partial, int64_t local, const double* mean,
+                                          double* st) {
   for (int64_t item = blockIdx.x; item < local * s.C; item += gridDim.x) {
-    const double m2 = replica_total(s, partial, 0, item % s.C, item / s.C, per);
+    const double m2 = channel_total(s, partial + (item / s.C) * s.C * s.parts(), 0, item % s.C);
     if (threadIdx.x != 0) continue;
-    st[item * 3] = static_cast<double>(per * s.HW);
+    st[item * 3] = static_cast<double>(s.N * s.HW);
     st[item * 3 + 1] = mean[item];
     st[item * 3 + 2] = m2;
   }
@@ -186,12 +168,11 @@ __global__ void bn_merged_stats_kernel(int64_t C, int64_t total, const double* s
 }
 
 // sums (local, C, 2): each replica's Σ dy and Σ dy·x̂, from the parts of SumDy.
-__global__ void bn_replica_grad_sums_kernel(ChannelSplit s, const double* partial, int64_t per, int64_t local,
-                                            double* sums) {
+__global__ void bn_replica_grad_sums_kernel(ChannelSplit s, const double* partial, int64_t local, double* sums) {
   for (int64_t item = blockIdx.x; item < local * s.C; item += gridDim.x) {
-    const int64_t c = item % s.C, g = item / s.C;
-    const double sdy = replica_total(s, partial, 0, c, g, per);
-    const double sdyx = replica_total(s, partial, 1, c, g, per);
+    const double* mine = partial + (item / s.C) * 2 * s.C * s.parts();
+    const double sdy = channel_total(s, mine, 0, item % s.C);
+    const double sdyx = channel_total(s, mine, 1, item % s.C);
     if (threadIdx.x != 0) continue;
     sums[item * 2] = sdy;
     sums[item * 2 + 1] = sdyx;
@@ -284,11 +265,12 @@ void batchnorm_forward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorVi
                                  TensorView beta, TensorView run_mean, TensorView run_var, TensorView y,
                                  TensorView save_mean, TensorView save_invstd) {
   const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
-  const int64_t local = sync.local, per = N / local, total = sync.total;
-  const ChannelSplit s = channel_split(ctx, N, C, HW);
+  const int64_t local = sync.local, total = sync.total, per = N / local, floats = per * C * HW;
+  const ChannelSplit s = channel_split(ctx, per, C, HW);  // one replica's images
+  const int64_t P = C * s.parts();                        // partial doubles per replica
   WorkspacePlan plan;
   const size_t at_stat = plan.add(2 * C * sizeof(float)), at_mean = plan.add(local * C * sizeof(double));
-  const size_t at_partial = plan.add(static_cast<size_t>(C * s.parts()) * sizeof(double));
+  const size_t at_partial = plan.add(static_cast<size_t>(local * P) * sizeof(double));
   const size_t at_st = plan.add(static_cast<size_t>(total * C * 3) * sizeof(double));
   char* ws = static_cast<char*>(ctx.workspace(plan.bytes()));
   float* stat = reinterpret_cast<float*>(ws + at_stat);
@@ -296,14 +278,19 @@ void batchnorm_forward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorVi
   double* partial = reinterpret_cast<double*>(ws + at_partial);
   double* st = reinterpret_cast<double*>(ws + at_st);
   double* mine = st + sync.first * C * 3;  // this process's replicas' rows of st
-  channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(s, SumX{x.data}, partial);
+  for (int64_t g = 0; g < local; ++g) {
+    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
+        s, SumX{x.data + g * floats}, partial + g * P);
+    CUDA_CHECK_LAUNCH();
+  }
+  bn_replica_mean_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mean);
   CUDA_CHECK_LAUNCH();
-  bn_replica_mean_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, per, local, mean);
-  CUDA_CHECK_LAUNCH();
-  channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
-      s, SumSquaredDeviationByReplica{x.data, mean, per * C * HW, C}, partial);
-  CUDA_CHECK_LAUNCH();
-  bn_replica_moments_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, per, local, mean,
+  for (int64_t g = 0; g < local; ++g) {
+    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
+        s, SumSquaredDeviation{x.data + g * floats, mean + g * C}, partial + g * P);
+    CUDA_CHECK_LAUNCH();
+  }
+  bn_replica_moments_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mean,
                                                                                        mine);
   CUDA_CHECK_LAUNCH();
   if (sync.device_comm) sync.device_comm->allgather(ctx, mine, local * C * 3, st);  // in place, rank order
@@ -319,22 +306,24 @@ void batchnorm_backward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorV
                                   TensorView save_mean, TensorView save_invstd, TensorView dy, TensorView dx,
                                   float beta_dx, TensorView dgamma, TensorView dbeta) {
   const int64_t N = x.shape.n(), C = x.shape.c(), HW = x.shape.h() * x.shape.w();
-  const int64_t local = sync.local, per = N / local, total = sync.total;
-  const ChannelSplit s = channel_split(ctx, N, C, HW);
+  const int64_t local = sync.local, total = sync.total, per = N / local, floats = per * C * HW;
+  const ChannelSplit s = channel_split(ctx, per, C, HW);
+  const int64_t P = 2 * C * s.parts();
   WorkspacePlan plan;
   const size_t at_coef = plan.add(2 * C * sizeof(float));
-  const size_t at_partial = plan.add(static_cast<size_t>(2 * C * s.parts()) * sizeof(double));
+  const size_t at_partial = plan.add(static_cast<size_t>(local * P) * sizeof(double));
   const size_t at_sums = plan.add(static_cast<size_t>(total * C * 2) * sizeof(double));
   char* ws = static_cast<char*>(ctx.workspace(plan.bytes()));
   float* coef = reinterpret_cast<float*>(ws + at_coef);
   double* partial = reinterpret_cast<double*>(ws + at_partial);
   double* sums = reinterpret_cast<double*>(ws + at_sums);
   double* mine = sums + sync.first * C * 2;
-  channel_partials_kernel<2><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
-      s, SumDy{x.data, dy.data, save_mean.data, save_invstd.data}, partial);
-  CUDA_CHECK_LAUNCH();
-  bn_replica_grad_sums_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, per, local,
-                                                                                         mine);
+  for (int64_t g = 0; g < local; ++g) {
+    channel_partials_kernel<2><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
+        s, SumDy{x.data + g * floats, dy.data + g * floats, save_mean.data, save_invstd.data}, partial + g * P);
+    CUDA_CHECK_LAUNCH();
+  }
+  bn_replica_grad_sums_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mine);
   CUDA_CHECK_LAUNCH();
   if (sync.device_comm) sync.device_comm->allgather(ctx, mine, local * C * 2, sums);
   const double M = static_cast<double>(per * HW * total);

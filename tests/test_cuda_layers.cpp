@@ -221,7 +221,7 @@ TEST_CASE("batchnorm: batch statistics, running statistics, eval mode, in place"
 
 TEST_CASE("SyncBN: each replica's moments and gradient sums merged in replica order, as on the CPU") {
   Devices d;
-  // Planes above 2048 values split into several parts per image: each replica's parts are a range.
+  // Planes above 2048 values split into several parts per image (each replica split by itself).
   for (const auto& [xs, replicas] : {std::pair{Shape{6, 3, 4, 5}, 3}, std::pair{Shape{4, 2, 48, 50}, 2},
                                      std::pair{Shape{6, 2, 70, 90}, 3}}) {
     INFO("x " << xs.str() << ", " << replicas << " replicas");

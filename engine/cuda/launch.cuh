@@ -113,17 +113,12 @@ __global__ void channel_partials_kernel(ChannelSplit s, F f, double* partial) {
   }
 }
 
-// The sum of value v over channel c's parts [lo, hi) (the parts of images [lo / K, hi / K): one
-// replica's, say), in a fixed order, returned to every thread; every thread of the block must call it.
-__device__ inline double channel_range_total(const ChannelSplit& s, const double* partial, int v, int64_t c,
-                                             int64_t lo, int64_t hi) {
-  double acc = 0;
-  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) acc += partial[(v * s.C + c) * s.parts() + j];
-  return block_sum(acc);
-}
-// The same over all of channel c's parts.
+// The sum of value v over channel c's parts, in a fixed order, returned to every thread; every
+// thread of the block must call it.
 __device__ inline double channel_total(const ChannelSplit& s, const double* partial, int v, int64_t c) {
-  return channel_range_total(s, partial, v, c, 0, s.parts());
+  double acc = 0;
+  for (int64_t j = threadIdx.x; j < s.parts(); j += blockDim.x) acc += partial[(v * s.C + c) * s.parts() + j];
+  return block_sum(acc);
 }
 
 // Byte offsets of 256-byte aligned pieces of one ctx.workspace() block.

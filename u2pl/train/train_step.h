@@ -95,6 +95,8 @@ class TrainStep {
   int first_replica() const { return first_; }
   // Over several processes: the gradient all-reduce and its figures of the last step; else null.
   const GradientReducer* reducer() const { return reducer_.get(); }
+  // Over several processes on CUDA: the NCCL communicator of the device tensors; else null.
+  NcclComm* device_comm() const { return nccl_.get(); }
   int64_t total_iters() const { return iters_per_epoch_ * cfg_.epochs; }
   void set_iters_per_epoch(int64_t n) { iters_per_epoch_ = n; }
   // The learning rate of group 0 (backbone) at iteration `it` (poly schedule).

@@ -528,6 +528,7 @@ void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
     bank = (size_t(cfg.contrastive.queue_size) * size_t(cfg.net.num_classes - 1) +
             size_t(cfg.contrastive.queue_size_background)) *
            size_t(ps.decls()[size_t(rep)].shape[0]) * sizeof(float);
+  if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
   const size_t need = act + state + bank;
   size_t avail = 0;
   if (dev == Device::CUDA) {
