@@ -150,6 +150,18 @@ void batchnorm_backward_cpu(Shape xs, const T* x, const T* gamma, const T* save_
                        sums.data(), sums.data(), double(xs.n() * xs.h() * xs.w()));
 }
 
+template <class T>
+void batchnorm_apply_cpu(Shape xs, const T* x, const T* stat, const T* gamma, const T* beta, T* y) {
+  const int64_t N = xs.n(), C = xs.c(), HW = xs.h() * xs.w();
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    const BnApply<T> f{stat[c], stat[C + c], gamma[c], beta[c]};
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) y[(n * C + c) * HW + i] = f(x[(n * C + c) * HW + i]);
+  }
+}
+
+template void batchnorm_apply_cpu<float>(Shape, const float*, const float*, const float*, const float*, float*);
 template void batchnorm_forward_cpu<float>(Shape, const float*, const float*, const float*, float*,
                                            float*, bool, float*, float*, float*);
 template void batchnorm_forward_cpu<double>(Shape, const double*, const double*, const double*,
@@ -238,6 +250,18 @@ void BatchNorm2d::forward(Context& ctx, TensorView x, TensorView y, BatchNormMod
   }
   batchnorm_forward_cpu<float>(x.shape, x.data, g.data, b.data, rm.data, rv.data, mode.batch_stats,
                                y.data, sm.data, si.data);
+}
+
+void BatchNorm2d::rebuild(Context& ctx, TensorView x, TensorView saved, TensorView y) const {
+  check_bn_input(x, c_, false);
+  check_shape(y, x.shape, "batchnorm rebuilt output");
+  check_shape(saved, saved_shape(), "batchnorm saved state");
+  check_device(x, ctx.device(), "batchnorm input");
+  check_device(y, ctx.device(), "batchnorm rebuilt output");
+  check_device(saved, ctx.device(), "batchnorm saved state");
+  const TensorView g = ps_->value(w_), b = ps_->value(b_);
+  if (ctx.device() == Device::CUDA) return batchnorm_apply_cuda(ctx, x, saved, g, b, y);
+  batchnorm_apply_cpu<float>(x.shape, x.data, saved.data, g.data, b.data, y.data);
 }
 
 void BatchNorm2d::backward(Context& ctx, TensorView x, TensorView saved, bool batch_stats,

@@ -36,6 +36,13 @@ void batchnorm_backward_cuda(Context& ctx, TensorView x, TensorView gamma, Tenso
                              TensorView save_invstd, bool batch_stats, TensorView dy, TensorView dx,
                              float beta_dx, TensorView dgamma, TensorView dbeta);
 
+// y = BN(x) with the statistics of `stat` (2, C): row 0 mean, row 1 inverse std, as a forward
+// saved them (the memory modes rebuild BN outputs in backward, bit for bit).
+template <class T>
+void batchnorm_apply_cpu(Shape xs, const T* x, const T* stat, const T* gamma, const T* beta, T* y);
+void batchnorm_apply_cuda(Context& ctx, TensorView x, TensorView stat, TensorView gamma, TensorView beta,
+                          TensorView y);
+
 // SyncBN on CUDA (batch statistics): x holds sync.local replicas (equal slices, in order), the
 // other processes' replicas come through sync.device_comm (null: this process holds them all);
 // each replica's count, mean and squared deviations, and in backward its Σdy and Σdy·x̂, are
@@ -58,6 +65,9 @@ class BatchNorm2d {
   void forward(Context& ctx, TensorView x, TensorView y, BatchNormMode mode, TensorView saved) const;
   void backward(Context& ctx, TensorView x, TensorView saved, bool batch_stats, TensorView dy,
                 TensorView dx, float beta) const;
+  // y = the output a forward with state `saved` gave for x, rebuilt from the saved mean and
+  // inverse std (equal bit for bit; no statistics move).
+  void rebuild(Context& ctx, TensorView x, TensorView saved, TensorView y) const;
   int weight_id() const { return w_; }
   int bias_id() const { return b_; }
   int mean_id() const { return rm_; }

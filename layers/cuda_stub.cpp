@@ -23,6 +23,9 @@ void batchnorm_forward_cuda(Context&, TensorView, TensorView, TensorView, Tensor
                             TensorView, TensorView, TensorView) { no_cuda("batchnorm"); }
 void batchnorm_backward_cuda(Context&, TensorView, TensorView, TensorView, TensorView, bool, TensorView,
                              TensorView, float, TensorView, TensorView) { no_cuda("batchnorm backward"); }
+void batchnorm_apply_cuda(Context&, TensorView, TensorView, TensorView, TensorView, TensorView) {
+  no_cuda("batchnorm rebuild");
+}
 void batchnorm_forward_cuda_sync(Context&, const ReplicaSync&, TensorView, TensorView, TensorView, TensorView,
                                  TensorView, TensorView, TensorView, TensorView) { no_cuda("SyncBN"); }
 void batchnorm_backward_cuda_sync(Context&, const ReplicaSync&, TensorView, TensorView, TensorView, TensorView,

@@ -68,4 +68,48 @@ inline void expect_tensor(const SafeTensorsFile& f, const std::string& name, con
   check_close(name, to_host(got), f.floats(name), tol);
 }
 
+// One train forward and backward of the dump's network in a memory mode on `dev`, the module
+// scratch poisoned between them (backward must form again what it reads there): the outputs,
+// BN buffers, every gradient, and the Train plan's size.
+struct MemoryRun {
+  std::vector<float> pred, rep, aux, buffers, grads;
+  size_t bytes = 0;
+};
+inline MemoryRun run_memory_mode(const SafeTensorsFile& f, MemoryMode m, Device dev) {
+  U2plNet net(config_of(f));
+  net.allocate(dev, 1);
+  load_dump_weights(f, net);
+  net.set_memory_mode(m);
+  const Tensor xc = tensor_of(f, "in.x");
+  const Tensor x = Tensor::from_host(xc.shape(), xc.to_host(), dev);
+  load_dump_dropout(f, net, x.shape());
+  Context ctx(dev, /*deterministic=*/true);
+  auto on_dev = [&](const char* name) {
+    const Tensor t = tensor_of(f, name);
+    return Tensor::from_host(t.shape(), t.to_host(), dev);
+  };
+  const NetOutputs tr = net.forward(ctx, x, NetMode::Train, nullptr);
+  ctx.synchronize();
+  MemoryRun r{to_host(tr.pred), to_host(tr.rep), to_host(tr.aux), {}, {}, 0};
+  net.poison_scratch();
+  net.params().zero_grad();
+  const Tensor wp = on_dev("loss.w_pred"), wr = on_dev("loss.w_rep"), wa = on_dev("loss.w_aux");
+  net.backward(ctx, wp, wr, wa);
+  ctx.synchronize();
+  r.buffers = to_host(net.params().buffers().all());
+  r.grads = to_host(net.params().grads().all());
+  r.bytes = net.plan_bytes(x.shape(), NetMode::Train);
+  return r;
+}
+
+// A rebuilding mode's run against keep's: equal bit for bit, in a smaller plan.
+inline void expect_same_as_keep(const MemoryRun& rebuilt, const MemoryRun& keep) {
+  CHECK(rebuilt.pred == keep.pred);
+  CHECK(rebuilt.rep == keep.rep);
+  CHECK(rebuilt.aux == keep.aux);
+  CHECK(rebuilt.buffers == keep.buffers);
+  CHECK(rebuilt.grads == keep.grads);
+  CHECK(rebuilt.bytes < keep.bytes);
+}
+
 }  // namespace u2pl::test

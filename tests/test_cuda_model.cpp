@@ -9,6 +9,13 @@ using namespace u2pl;
 using namespace u2pl::test;
 
 TEST_SUITE("cuda") {
+  TEST_CASE("network memory modes on CUDA: recompute_bn equals keep bit for bit") {
+    const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors");
+    const MemoryRun keep = run_memory_mode(f, MemoryMode::Keep, Device::CUDA);
+    const MemoryRun rebuilt = run_memory_mode(f, MemoryMode::RecomputeBn, Device::CUDA);
+    expect_same_as_keep(rebuilt, keep);
+  }
+
   TEST_CASE("network: CUDA matches CPU in every mode, forward and backward") {
     const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors");
     const NetConfig cfg = config_of(f);

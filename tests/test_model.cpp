@@ -58,6 +58,18 @@ TEST_CASE("network matches the PyTorch reference: eval, train, running stats, ev
   CHECK(checked == in_fixture);
 }
 
+TEST_CASE("network memory modes: recompute_bn equals keep bit for bit, in less memory") {
+  // Outputs, running statistics and every gradient of one train forward and backward; backward
+  // must rebuild each BN, ReLU and dropout output it reads (the scratch holds later modules' data).
+  const SafeTensorsFile f(kSmall);
+  const MemoryRun keep = run_memory_mode(f, MemoryMode::Keep, Device::CPU);
+  const MemoryRun rebuilt = run_memory_mode(f, MemoryMode::RecomputeBn, Device::CPU);
+  expect_same_as_keep(rebuilt, keep);
+  MESSAGE("train plan: keep " << keep.bytes << " bytes, recompute_bn " << rebuilt.bytes);
+  CHECK_THROWS_WITH_AS(parse_memory_mode("smallest", "trainer.memory"),
+                       doctest::Contains("trainer.memory: unknown memory mode 'smallest' (expected keep or"), Error);
+}
+
 TEST_CASE("network: train-statistics mode updates BN buffers without backward state") {
   const SafeTensorsFile f(kSmall);
   U2plNet net(config_of(f));

@@ -2,6 +2,7 @@
 #include "u2pl/net/act_plan.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace u2pl {
 
@@ -10,7 +11,7 @@ constexpr int64_t kAlignFloats = 64;  // 256-byte segments
 int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 }  // namespace
 
-ActPlan::ActPlan(bool backward) : backward_(backward) {}
+ActPlan::ActPlan(bool backward, bool rebuild) : backward_(backward), rebuild_(rebuild) {}
 
 void ActPlan::begin_module() {
   U2PL_CHECK(bufs_.empty(), "activation plan: begin_module() after allocate()");
@@ -29,6 +30,8 @@ Slot ActPlan::take(int region, Shape s) {
 }
 
 Slot ActPlan::internal(Shape s) { return backward_ ? take(kKept, s) : take(kScratch, s); }
+
+Slot ActPlan::rebuilt(Shape s) { return rebuild() ? take(kScratch, s) : internal(s); }
 
 OutSlot ActPlan::output(Shape s, bool tapped) {
   OutSlot o;
@@ -73,6 +76,14 @@ void ActPlan::allocate(Device dev, std::vector<Buffer> spare) {
 }
 
 std::vector<Buffer> ActPlan::release() { return std::move(bufs_); }
+
+void ActPlan::poison_scratch() {
+  U2PL_CHECK(!bufs_.empty(), "activation plan: poison_scratch() before allocate()");
+  const Buffer& b = bufs_[kScratch];
+  if (size_[kScratch] == 0) return;
+  const std::vector<float> nan(static_cast<size_t>(size_[kScratch]), std::numeric_limits<float>::quiet_NaN());
+  copy_bytes(b.data(), b.device(), nan.data(), Device::CPU, nan.size() * sizeof(float));
+}
 
 TensorView ActPlan::view(const Slot& s) const {
   if (!s.defined()) return TensorView();

@@ -40,6 +40,11 @@ void ConvBn::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView 
   conv_.backward(ctx, x, gc, dx, beta);
 }
 
+void ConvBn::rebuild(Context& ctx, const ActPlan& p, const Bufs& b, TensorView y) const {
+  bn_.rebuild(ctx, p.view(b.c), p.view(b.stats), y);
+  if (relu_) relu_forward(ctx, y, y);
+}
+
 ResBlock::ResBlock(ParamSet& ps, const std::string& name, bool bottleneck, int inplanes, int planes,
                    int stride, int dilation, bool zero_init_last_bn) {
   const std::string n = name + ".";
@@ -73,11 +78,11 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped) const {
   for (int i = 0; i < n; ++i) {
     b.u[i] = units_[i]->plan(p, s);
     s = units_[i]->out_shape(s);
-    if (i < n - 1) b.a[i] = p.internal(s);
+    if (i < n - 1) b.a[i] = p.rebuilt(s);
   }
   if (down_) {
     b.ds = down_->plan(p, x);
-    b.dsa = p.internal(down_->out_shape(x));
+    b.dsa = p.rebuilt(down_->out_shape(x));  // backward reads it not at all (no ReLU)
   }
   b.out = p.output(s, tapped);
   if (p.backward()) {
@@ -107,6 +112,8 @@ void ResBlock::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView
 
 void ResBlock::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const {
   const int n = static_cast<int>(units_.size());
+  if (p.rebuild())
+    for (int i = 0; i < n - 1; ++i) units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
   const TensorView out = p.view(b.out.value), gsum = p.view(b.gsum);
   relu_backward(ctx, out, p.view(b.out.grad), gsum, 0.f);
   // The last unit has no ReLU, so its output is not needed: pass `out` as a placeholder.

@@ -37,6 +37,8 @@ class ConvBn {
   // dx = beta*dx + dL/dx (dx may be undefined: only parameter gradients).
   void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, TensorView dy,
                 TensorView dx, float beta) const;
+  // y = the output the train forward wrote, formed again from the kept conv output and BN state.
+  void rebuild(Context& ctx, const ActPlan& p, const Bufs& b, TensorView y) const;
 
  private:
   Conv2d conv_;

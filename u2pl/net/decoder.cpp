@@ -58,8 +58,8 @@ Head::Bufs Head::plan(ActPlan& p, Shape x) const {
   for (const auto& u : units_) {
     b.u.push_back(u->plan(p, x));
     x = u->out_shape(x);
-    b.a.push_back(p.internal(x));
-    b.drop.push_back(p.internal(x));
+    b.a.push_back(p.rebuilt(x));
+    b.drop.push_back(p.rebuilt(x));
     b.scale.push_back(p.state(Shape{x.n(), x.c()}));
     if (p.backward()) {
       b.ga.push_back(p.grad_temp(x));
@@ -82,6 +82,11 @@ void Head::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, 
 void Head::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dout, TensorView dx,
                     float beta) const {
   const int n = static_cast<int>(units_.size());
+  if (p.rebuild())
+    for (int i = 0; i < n; ++i) {  // a train forward: dropout was active
+      units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
+      dropout2d_forward(ctx, p.view(b.a[i]), p.view(b.scale[i]), p.view(b.drop[i]));
+    }
   final_->backward(ctx, p.view(b.drop[n - 1]), dout, p.view(b.gd[n - 1]), 0.f);
   for (int i = n - 1; i >= 0; --i) {
     dropout2d_backward(ctx, p.view(b.scale[i]), p.view(b.gd[i]), p.view(b.ga[i]), 0.f);
@@ -129,23 +134,23 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   const Shape pooled = Shape::nchw(x4.n(), x4.c(), 1, 1);
   b.pooled = p.internal(pooled);
   b.branch[0] = branch_[0]->plan(p, pooled);
-  b.b1small = p.internal(branch_[0]->out_shape(pooled));
+  b.b1small = p.rebuilt(branch_[0]->out_shape(pooled));
   for (int k = 0; k < 5; ++k) {
     if (k > 0) b.branch[k] = branch_[k]->plan(p, x4);
-    b.branch_out[k] = p.internal(branch_[k]->out_shape(x4));
+    b.branch_out[k] = p.rebuilt(branch_[k]->out_shape(x4));
   }
   const Shape asp = Shape::nchw(x4.n(), 5 * branch_[1]->out_channels(), x4.h(), x4.w());
   b.aspp = p.internal(asp);
   b.head = head_->plan(p, asp);
   const Shape hs = head_->out_shape(asp);
-  b.head_a = p.internal(hs);
-  b.head_drop = p.internal(hs);
+  b.head_a = p.rebuilt(hs);
+  b.head_drop = p.rebuilt(hs);  // backward reads neither it nor `up` (bilinear backward needs no input)
   b.head_scale = p.state(Shape{hs.n(), hs.c()});
   const Shape ups = Shape::nchw(hs.n(), hs.c(), x1.h(), x1.w());
-  b.up = p.internal(ups);
+  b.up = p.rebuilt(ups);
   b.low = low_->plan(p, x1);
   const Shape ls = low_->out_shape(x1);
-  b.low_a = p.internal(ls);
+  b.low_a = p.rebuilt(ls);
   // The decoder's own gradient temporaries, in its scope beside those of its ConvBn units (the
   // ASPP branches' gradients must outlive the other branches' backward). The heads' scopes come
   // after and reuse this memory: their backward runs first, before any of these is written.
@@ -193,6 +198,13 @@ void Decoder::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView
   const TensorView gcat = p.view(b.g_cat);
   cls_->backward(ctx, p, b.cls, p.view(b.cat), dpred, gcat, 0.f);
   if (rep_ && drep.defined()) rep_->backward(ctx, p, b.rep, p.view(b.cat), drep, gcat, 1.f);
+  // The heads' rebuilt tensors shared this scratch; the decoder's own are formed now.
+  if (p.rebuild()) {
+    for (int k = 0; k < 5; ++k)
+      branch_[k]->rebuild(ctx, p, b.branch[k], p.view(k == 0 ? b.b1small : b.branch_out[k]));
+    head_->rebuild(ctx, p, b.head, p.view(b.head_a));
+    low_->rebuild(ctx, p, b.low, p.view(b.low_a));
+  }
   split_channels(ctx, gcat, {p.view(b.g_low), p.view(b.g_up)}, 0.f);
   low_->backward(ctx, p, b.low, x1, p.view(b.low_a), p.view(b.g_low), dx1, 0.f);
   bilinear_backward(ctx, p.view(b.g_up), p.view(b.g_head_drop), 0.f);

@@ -42,8 +42,28 @@ void U2plNet::allocate(Device dev, uint64_t seed, bool trainable) {
            << format_bytes(double(ps_.buffers().bytes())));
 }
 
-std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward) const {
-  auto plan = std::make_unique<Plan>(backward);
+const char* memory_mode_name(MemoryMode m) { return m == MemoryMode::Keep ? "keep" : "recompute_bn"; }
+
+MemoryMode parse_memory_mode(const std::string& s, const std::string& what) {
+  for (const MemoryMode m : kMemoryModes)
+    if (s == memory_mode_name(m)) return m;
+  U2PL_FAIL(what << ": unknown memory mode '" << s << "' (expected keep or recompute_bn)");
+}
+
+void U2plNet::set_memory_mode(MemoryMode m) {
+  if (m == memory_) return;
+  memory_ = m;
+  for (auto it = plans_.begin(); it != plans_.end();)  // Train plans of the old mode
+    if (it->second->act.backward()) {
+      if (it->second.get() == last_train_) last_train_ = nullptr;
+      it = plans_.erase(it);
+    } else {
+      ++it;
+    }
+}
+
+std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory) const {
+  auto plan = std::make_unique<Plan>(backward, memory == MemoryMode::RecomputeBn);
   plan->enc = encoder_.plan(plan->act, image);
   const Shape x1 = encoder_.layer_out(plan->enc, 1).value.shape;
   const Shape x3 = encoder_.layer_out(plan->enc, 3).value.shape;
@@ -58,7 +78,7 @@ std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward) c
 
 U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
   U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
-  const std::string key = image.str() + (backward ? "/train" : "/no-backward");
+  const std::string key = image.str() + (backward ? std::string("/train/") + memory_mode_name(memory_) : "/no-backward");
   auto it = plans_.find(key);
   if (it != plans_.end()) {
     it->second->last_use = ++uses_;
@@ -75,7 +95,7 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
       plans_.erase(oldest);
     }
   }
-  std::unique_ptr<Plan> plan = build_plan(image, backward);
+  std::unique_ptr<Plan> plan = build_plan(image, backward, memory_);
   plan->last_use = ++uses_;
   plan->act.allocate(dev_, std::move(spare));
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
@@ -129,6 +149,11 @@ void U2plNet::backward(Context& ctx, TensorView dpred, TensorView drep, TensorVi
   encoder_.backward(ctx, p.act, p.enc, last_image_, daux.defined());
 }
 
+void U2plNet::poison_scratch() {
+  U2PL_CHECK(last_train_ != nullptr, "network: poison_scratch() without a Train forward before it");
+  last_train_->act.poison_scratch();
+}
+
 std::vector<std::string> U2plNet::dropout_sites() const {
   std::vector<std::string> s = decoder_.dropout_sites();
   if (aux_)
@@ -147,7 +172,11 @@ TensorView U2plNet::dropout_scale(Shape image, NetMode mode, const std::string& 
 size_t U2plNet::plan_bytes(Shape image, NetMode mode) { return plan_for(image, run_mode(mode).backward).act.bytes(); }
 
 size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode) const {
-  return build_plan(image, run_mode(mode).backward)->act.bytes();
+  return estimate_plan_bytes(image, mode, memory_);
+}
+
+size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory) const {
+  return build_plan(image, run_mode(mode).backward, memory)->act.bytes();
 }
 
 }  // namespace u2pl

@@ -20,6 +20,18 @@ enum class NetMode {
 };
 RunMode run_mode(NetMode m);
 
+// What a train forward keeps for backward (issue 13): everything; or only what is expensive to
+// form (convolution outputs, BN statistics, dropout scales), backward rebuilding the BN, ReLU and
+// dropout outputs it reads, bit for bit. The modes give the same numbers; they differ in memory
+// and time.
+enum class MemoryMode { Keep, RecomputeBn };
+constexpr MemoryMode kMemoryModes[] = {MemoryMode::Keep, MemoryMode::RecomputeBn};  // fastest first
+const char* memory_mode_name(MemoryMode m);  // "keep", "recompute_bn"
+// trainer.memory auto: the fastest mode whose figure is at most this share of the free memory.
+constexpr double kAutoMemoryShare = 0.9;
+// Throws naming `what` (a config key, an option) and the choices.
+MemoryMode parse_memory_mode(const std::string& s, const std::string& what);
+
 struct NetOutputs {
   TensorView pred;  // (N, C, H/4, W/4) logits before upsampling
   TensorView rep;   // (N, 256/div, H/4, W/4), undefined without the rep head
@@ -44,23 +56,31 @@ class U2plNet {
   // After a Train forward: accumulates every parameter gradient. drep/daux may be undefined (no
   // loss on that output). The image of that forward must still be alive.
   void backward(Context& ctx, TensorView dpred, TensorView drep, TensorView daux);
+  // Fills the last Train plan's module scratch with NaN: backward must form again whatever it
+  // reads there (tests of the memory modes).
+  void poison_scratch();
 
   TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
   std::vector<std::string> dropout_sites() const;
   size_t plan_bytes(Shape image, NetMode mode);  // activation memory of that plan
-  // The same figure without allocating anything (sizes that do not fit this machine's memory).
+  // The same figure without allocating anything (sizes that do not fit this machine's memory),
+  // under this network's memory mode or another.
   size_t estimate_plan_bytes(Shape image, NetMode mode) const;
+  size_t estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory) const;
+  // The memory mode of Train plans (default keep); plans made under another are dropped.
+  void set_memory_mode(MemoryMode m);
+  MemoryMode memory_mode() const { return memory_; }
 
  private:
   struct Plan {
-    explicit Plan(bool backward) : act(backward) {}
+    Plan(bool backward, bool rebuild) : act(backward, rebuild) {}
     uint64_t last_use = 0;
     ActPlan act;
     ResNet::Bufs enc;
     Decoder::Bufs dec;
     Head::Bufs aux;
   };
-  std::unique_ptr<Plan> build_plan(Shape image, bool backward) const;  // laid out, not allocated
+  std::unique_ptr<Plan> build_plan(Shape image, bool backward, MemoryMode memory) const;  // laid out, not allocated
   Plan& plan_for(Shape image, bool backward);
 
   NetConfig cfg_;
@@ -70,6 +90,7 @@ class U2plNet {
   std::unique_ptr<Head> aux_;
   Device dev_ = Device::CPU;
   bool trainable_ = true;
+  MemoryMode memory_ = MemoryMode::Keep;
   // Plans are cached per input shape and mode; beyond kMaxPlans the least recently used one is
   // dropped (evaluation on images of many sizes would otherwise keep one plan per size) and its
   // memory goes to the new plan, so evaluation stops allocating once its buffers have grown.

@@ -79,7 +79,7 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   for (const auto& u : stem_) {
     b.stem.push_back(u->plan(p, s));
     s = u->out_shape(s);
-    b.stem_out.push_back(p.internal(s));
+    b.stem_out.push_back(p.rebuilt(s));
   }
   if (p.backward()) {
     b.gpool_in = p.grad_temp(s);
@@ -120,6 +120,8 @@ void ResNet::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView 
     blocks_[i]->backward(ctx, p, b.blocks[i], p.view(in.value), p.view(in.grad), accumulate ? 1.f : 0.f);
   }
   const int n = static_cast<int>(stem_.size());
+  if (p.rebuild())
+    for (int i = 0; i < n; ++i) stem_[i]->rebuild(ctx, p, b.stem[i], p.view(b.stem_out[i]));
   maxpool_backward(ctx, pool_, p.view(b.stem_out[n - 1]), p.view(b.pool.grad), p.view(b.gpool_in), 0.f);
   TensorView g = p.view(b.gpool_in);
   for (int i = n - 1; i >= 0; --i) {
