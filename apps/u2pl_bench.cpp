@@ -37,18 +37,22 @@ const char* const kUsage =
     "  --json     also write the rows as a JSON list to FILE\n"
     "usage: u2pl_bench model [--device cpu|cuda] [--mode eval|train|u2pl] [--depth D] [--os 8|16]\n"
     "                        [--width-divisor K] [--batch B] [--crop N] [--threads T] [--repeat R]\n"
-    "                        [--json FILE] [--plan-only]\n"
+    "                        [--json FILE] [--plan-only [--device-memory GIB]]\n"
     "  --mode     eval: forward on B images; train: forward + backward on B; u2pl: teacher eval\n"
     "             forward on B, student forward + backward on 2B, teacher train-statistics on 2B\n"
-    "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run\n"
+    "  --plan-only  print the memory a U2PL step's arenas and plans need (B + B images), no run;\n"
+    "             `modes`: the total in each memory mode (trainer.memory)\n"
+    "  --device-memory  with --plan-only: the mode trainer.memory auto picks on a device of GIB\n"
+    "             GiB free (the fastest whose total leaves a tenth free), as `auto`\n"
     "usage: u2pl_bench step [--device cpu|cuda] [--preset paper|official] [--depth D] [--os 8|16]\n"
     "                       [--width-divisor K] [--batch B] [--crop N] [--classes C] [--threads T]\n"
-    "                       [--repeat R] [--replicas N] [--json FILE] [--profile]\n"
+    "                       [--repeat R] [--replicas N] [--memory MODE] [--json FILE] [--profile]\n"
     "  step       whole u2pl::TrainStep iterations past the warm start (the VOC recipe under the\n"
     "             preset, default paper): B labeled + B unlabeled random images, C classes (21)\n"
     "  --replicas trainer.replicas: N replicas of B + B images each (default 1), in one process or,\n"
     "             under mpirun -np W, N/W in each of W processes (the time and the bytes each\n"
     "             process sends per iteration are rank 0's)\n"
+    "  --memory   trainer.memory: auto (default), keep or recompute_bn\n"
     "  --profile  time each phase of the timed iterations (teacher forwards, pseudo-labels, student\n"
     "             forward, each loss, backward, SGD, EMA) and the convolutions and memory-bank\n"
     "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"
@@ -172,9 +176,11 @@ int run_model(int argc, char** argv) {
     else if (a == "--crop") o.crop = parse_int(a, v, 33);
     else if (a == "--threads") threads = parse_int(a, v, 1);
     else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
+    else if (a == "--device-memory") o.device_memory_gib = parse_int(a, v, 1);
     else if (a == "--json") json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }
+  U2PL_CHECK(plan_only || o.device_memory_gib == 0, "--device-memory goes with --plan-only\n" << kUsage);
   o.device = device ? *device : plan_only ? u2pl::Device::CPU : u2pl::default_device();
   const nlohmann::json r = plan_only ? u2pl::bench::plan_memory(o) : (set_threads(threads), u2pl::bench::run_model_bench(o));
   return print_result(r, json);
@@ -204,6 +210,7 @@ int run_step(int argc, char** argv) {
     else if (a == "--threads") threads = parse_int(a, v, 1);
     else if (a == "--repeat") o.repeat = parse_int(a, v, 3);
     else if (a == "--replicas") o.replicas = parse_int(a, v, 1);
+    else if (a == "--memory") o.memory = v;
     else if (a == "--json") json = v;
     else U2PL_FAIL("unknown option '" << a << "'\n" << kUsage);
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/log.h"
+#include "u2pl/train/trainer.h"
 
 namespace u2pl::bench {
 
@@ -126,11 +127,29 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
   const size_t p = ps.values().bytes(), g = ps.grads().bytes(), b = ps.buffers().bytes();
   const size_t student_act = net.estimate_plan_bytes(two, NetMode::Train);
   const size_t teacher_act = net.estimate_plan_bytes(one, NetMode::Eval) + net.estimate_plan_bytes(two, NetMode::TrainStats);
-  const size_t total = 3 * p + g + 2 * b + student_act + teacher_act;  // student, momentum, teacher
-  return {{"batch_labeled", B},       {"batch_unlabeled", B},        {"crop", o.crop},
+  TrainConfig voc;  // the bank of the public configs' queue sizes, at this network's width
+  voc.net = cfg;
+  const size_t bank = memory_bank_bytes(voc, ps.decls()[size_t(ps.find("decoder.representation.8.weight"))].shape[0]);
+  const size_t fixed = 3 * p + g + 2 * b + teacher_act + bank;  // student, momentum, teacher, bank
+  const size_t total = fixed + student_act;
+  nlohmann::json modes = nlohmann::json::object();  // memory mode → total bytes
+  nlohmann::json pick;                               // what trainer.memory auto picks (null: none fits)
+  for (const MemoryMode m : kMemoryModes) {
+    const size_t bytes = fixed + net.estimate_plan_bytes(two, NetMode::Train, m);
+    modes[memory_mode_name(m)] = bytes;
+    if (pick.is_null() && double(bytes) <= kAutoMemoryShare * o.device_memory_gib * double(1 << 30)) pick = memory_mode_name(m);
+  }
+  nlohmann::json r = {{"batch_labeled", B},       {"batch_unlabeled", B},        {"crop", o.crop},
           {"parameters", p},          {"gradients", g},              {"momentum", p},
           {"teacher_parameters", p},  {"bn_buffers", 2 * b},         {"student_activations", student_act},
-          {"teacher_activations", teacher_act}, {"total", total}, {"total_text", format_bytes(double(total))}};
+          {"teacher_activations", teacher_act}, {"memory_bank", bank}, {"total", total},
+          {"total_text", format_bytes(double(total))},
+          {"modes", modes}};
+  if (o.device_memory_gib > 0) {
+    r["device_memory_gib"] = o.device_memory_gib;
+    r["auto"] = pick;
+  }
+  return r;
 }
 
 }  // namespace u2pl::bench

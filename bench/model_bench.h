@@ -16,6 +16,7 @@ struct ModelBenchOptions {
   Device device = Device::CPU;
   int depth = 101, output_stride = 8, width_divisor = 1, batch = 2, crop = 129, repeat = 3;
   std::string mode = "train";  // eval | train | u2pl
+  int device_memory_gib = 0;   // plan_memory: the mode `auto` picks on a device of this size (0: none)
 };
 
 NetConfig bench_net_config(const ModelBenchOptions& o);
@@ -26,7 +27,9 @@ nlohmann::json run_model_bench(const ModelBenchOptions& o);
 
 // The memory the arenas and activation plans of a U2PL step need (student parameters,
 // gradients, momentum; teacher parameters; BN buffers of both; student Train plan on 2B, teacher
-// Eval plan on B and TrainStats plan on 2B), without allocating.
+// Eval plan on B and TrainStats plan on 2B; the memory bank of the public configs' queue sizes),
+// without allocating; `modes`: the total in each memory mode; with device_memory_gib, `auto`:
+// the mode trainer.memory auto picks on it.
 nlohmann::json plan_memory(const ModelBenchOptions& o);
 
 // This process's peak resident set size so far (getrusage).

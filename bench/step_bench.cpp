@@ -118,7 +118,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
   const TrainConfig cfg = load_train_config_text(
       kRecipe, "u2pl_bench step",
       {"trainer.preset=" + o.preset, "dataset.batch_size=" + std::to_string(o.batch),
-       "trainer.replicas=" + std::to_string(o.replicas),
+       "trainer.replicas=" + std::to_string(o.replicas), "trainer.memory=" + o.memory,
        "dataset.train.crop.size=[" + crop + ", " + crop + "]", "net.num_classes=" + std::to_string(o.classes),
        "net.encoder.type=u2pl.models.resnet.resnet" + std::to_string(o.depth),
        "net.encoder.kwargs.width_divisor=" + std::to_string(o.width_divisor),
@@ -128,9 +128,10 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       nullptr);
   Comm& comm = world();  // under mpirun: this process's share of the replicas
   if (o.device == Device::CUDA) use_process_device(comm);
-  check_runnable(cfg, o.device, comm.size());
+  const RunPlan plan = check_runnable(cfg, o.device, comm.size());
 
   TrainStep ts(cfg, o.device, comm);
+  ts.student().set_memory_mode(plan.memory);
   // The iterations run from the start of epoch sup_only_epoch + 1, an epoch long enough to hold
   // them all and the EMA decay then at its cap (0.99), as in the bulk of a run.
   ts.set_iters_per_epoch(std::max(1000, o.repeat + 1));
@@ -246,6 +247,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},
       {"workspace", ctx.workspace_bytes()}};
   nlohmann::json result = {{"preset", o.preset},
+          {"memory", memory_mode_name(plan.memory)},
           {"depth", o.depth},
           {"output_stride", o.output_stride},
           {"width_divisor", o.width_divisor},

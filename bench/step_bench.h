@@ -17,6 +17,7 @@ struct StepBenchOptions {
   std::string preset = "paper";  // paper | official
   int depth = 101, output_stride = 8, width_divisor = 1, batch = 2, crop = 129, classes = 21, repeat = 3;
   int replicas = 1;      // trainer.replicas: `batch` labeled + `batch` unlabeled images each
+  std::string memory = "auto";  // trainer.memory
   bool profile = false;  // time the phases and convolutions of the timed iterations (engine/profile.h)
 };
 

@@ -92,6 +92,33 @@ TEST_CASE("trainer: N iterations in one run equal N/2, resume, N/2 (mid-epoch, a
   CHECK(error_of([&] { run(cfg, quiet(split)); }).find("already holds a run") != std::string::npos);
 }
 
+TEST_CASE("trainer: every memory mode trains bit for bit as keep (warm start, handover, EMA, queues wrapping)") {
+  TinySet set;
+  TempDir runs("trainer_memory");
+  const std::pair<const char*, std::vector<std::string>> cases[] = {
+      {"suponly", {}}, {"cutmix", {}}, {"u2pl", {"trainer.preset=paper"}}, {"u2pl", {"trainer.preset=official"}}};
+  int k = 0;
+  for (const auto& [method, ov] : cases) {
+    INFO(method << (ov.empty() ? "" : " " + ov[0]));
+    const std::string keep = runs.path + "/keep" + std::to_string(k), rebuilt = runs.path + "/bn" + std::to_string(k);
+    ++k;
+    std::vector<std::string> a = ov, b = ov;
+    a.push_back("trainer.memory=keep");
+    b.push_back("trainer.memory=recompute_bn");
+    const TrainConfig ca = tiny(set, method, a), cb = tiny(set, method, b);
+    const TrainResult ra = run(ca, quiet(keep)), rb = run(cb, quiet(rebuilt));
+    CHECK(ra.iterations == 12);
+    CHECK(rb.iterations == 12);
+    CHECK(ra.memory == MemoryMode::Keep);
+    CHECK(rb.memory == MemoryMode::RecomputeBn);
+    CHECK(ra.best_miou == rb.best_miou);
+    expect_same_checkpoints(keep + "/ckpt_latest.safetensors", rebuilt + "/ckpt_latest.safetensors");
+    const LogRecords la = read_log(keep + "/log.jsonl"), lb = read_log(rebuilt + "/log.jsonl");
+    REQUIRE(la.iters.size() == lb.iters.size());
+    for (size_t i = 0; i < la.iters.size(); ++i) CHECK(la.iters[i].terms == lb.iters[i].terms);
+  }
+}
+
 TEST_CASE("trainer: two replicas take twice the images an iteration, log their mean and resume bit for bit") {
   TinySet set;
   TempDir runs("trainer_replicas");
@@ -213,10 +240,23 @@ TEST_CASE("trainer: configs that cannot run are refused before any work, naming 
   CHECK(refused("u2pl", {"dataset.train.crop.type=center"}).empty());
   CHECK(refused("u2pl", {"dataset.train.crop.type=none"}).find("fixed-size crops") != std::string::npos);
   CHECK(refused("mt", {"dataset.type=pascal"}).find("needs unlabeled images") != std::string::npos);
-  CHECK(refused("u2pl", {"dataset.train.crop.size=[40000, 40000]"}).find("MiB of activations") != std::string::npos);
+  const std::string big = refused("u2pl", {"dataset.train.crop.size=[40000, 40000]"});
+  CHECK_MESSAGE(big.find("needs in every memory mode more than the") != std::string::npos, big);
+  CHECK_MESSAGE(big.find("(trainer.memory auto; per mode: keep ") != std::string::npos, big);
+  CHECK_MESSAGE(big.find(" GiB, recompute_bn ") != std::string::npos, big);
+  const std::string named = refused("u2pl", {"dataset.train.crop.size=[40000, 40000]", "trainer.memory=keep"});
+  CHECK_MESSAGE(named.find("or choose another trainer.memory") != std::string::npos, named);
   const std::string bank = refused("u2pl", {"trainer.contrastive.queue_size=2000000000"});
-  CHECK(bank.find("MiB of memory bank), more than") != std::string::npos);
+  CHECK(bank.find("MiB of memory bank and") != std::string::npos);
   CHECK(bank.find(" 0 MiB of memory bank") == std::string::npos);
+  CHECK(refused("u2pl", {"trainer.memory=smallest"}).find("trainer.memory") != std::string::npos);
+  // auto takes the fastest mode that fits; a named mode is taken as named.
+  const RunPlan fast = check_runnable(tiny(set, "u2pl"), Device::CPU);
+  CHECK(fast.memory == MemoryMode::Keep);
+  CHECK_MESSAGE(fast.memory_line.find("memory: keep (trainer.memory auto), ") == 0, fast.memory_line);
+  const RunPlan named_bn = check_runnable(tiny(set, "u2pl", {"trainer.memory=recompute_bn"}), Device::CPU);
+  CHECK(named_bn.memory == MemoryMode::RecomputeBn);
+  CHECK_MESSAGE(named_bn.memory_line.find("memory: recompute_bn, ") == 0, named_bn.memory_line);
   CHECK(refused("u2pl", {"trainer.contrastive.queue_size=2000000000", "trainer.contrastive.loss_weight=0"})
             .empty());  // no contrastive loss, no bank
   CHECK(refused("u2pl", {"net.encoder.kwargs.weights=/nonexistent/r18.safetensors"}).find("does not exist") !=

@@ -7,12 +7,15 @@
 
 #include <unistd.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <iomanip>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <utility>
 
 #include <yaml-cpp/yaml.h>
@@ -33,6 +36,17 @@ namespace u2pl {
 namespace fs = std::filesystem;
 
 namespace {
+
+// MemAvailable of /proc/meminfo (what can be allocated without swapping), else the free pages.
+size_t available_ram() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+}
 
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) {
@@ -55,7 +69,7 @@ std::string fmt(double v, int prec = 4) {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& cfg, const TrainRunOptions& opt);
+  Trainer(const TrainConfig& cfg, const TrainRunOptions& opt, const RunPlan& plan);
   TrainResult run();
 
  private:
@@ -70,6 +84,7 @@ class Trainer {
 
   const TrainConfig& cfg_;
   TrainRunOptions opt_;
+  RunPlan plan_;
   Comm& comm_;
   bool root_;  // rank 0: prints and writes
   Device dev_;
@@ -88,14 +103,17 @@ class Trainer {
   double last_miou_ = -1;
 };
 
-Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt)
+Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt, const RunPlan& plan)
     : cfg_(cfg),
       opt_(opt),
+      plan_(plan),
       comm_(opt.comm ? *opt.comm : world()),
       root_(comm_.root()),
       dev_(opt.device),
       ctx_(opt.device, cfg.deterministic),
-      step_(cfg, opt.device, comm_) {}
+      step_(cfg, opt.device, comm_) {
+  step_.student().set_memory_mode(plan.memory);
+}
 
 void Trainer::say(const std::string& line) {
   if (!root_) return;
@@ -301,6 +319,7 @@ TrainResult Trainer::run() {
 
   TrainResult res;
   res.total = step_.total_iters();
+  res.memory = step_.student().memory_mode();
   if (first_iter_ >= step_.total_iters()) {
     res.iterations = first_iter_;
     res.best_miou = state_.best_miou;
@@ -340,6 +359,7 @@ TrainResult Trainer::run() {
   if (root_)
     progress_ = std::make_unique<TrainProgress>(opt_.out, opt_.terminal, step_.total_iters(), first_iter_, cfg_.epochs);
   for (const std::string& l : opt_.config_log) say(l);
+  say(plan_.memory_line);
   const bool unsup = step_.has_teacher(), contra = step_.uses_contrastive();
   const char* method = contra ? "U2PL" : unsup ? (cfg_.unsup.apply_aug == "cutmix" ? "CutMix" : "MT") : "SupOnly";
   say(std::string("training ") + method +
@@ -493,7 +513,13 @@ AugmentSpec train_augment(const TrainConfig& cfg) {
 }
 
 
-void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
+size_t memory_bank_bytes(const TrainConfig& cfg, int64_t dim) {
+  return (size_t(cfg.contrastive.queue_size) * size_t(cfg.net.num_classes - 1) +
+          size_t(cfg.contrastive.queue_size_background)) *
+         size_t(dim) * sizeof(float);
+}
+
+RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   const auto& crop = cfg.data.train.crop;
   U2PL_CHECK(crop.type == "rand" || crop.type == "center",
              cfg.file << ": dataset.train.crop: training needs fixed-size crops (type rand), got type " << crop.type);
@@ -510,49 +536,71 @@ void check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                                            << "and entropy); add the section or set contrastive.loss_weight 0");
   for (const std::string& f : {cfg.net.weights, cfg.pretrain})
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
-  // Memory: the student's train plan and the teacher's two plans; the parameters, gradients and
-  // momentum, the teacher's copy and both sets of BN buffers; the memory bank.
+  // Memory: the student's train plan (in each memory mode) and the teacher's two plans; the
+  // parameters, gradients and momentum, the teacher's copy and both sets of BN buffers; the bank.
   const int B = replicas_per_process(cfg, processes) * cfg.data.batch_size;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
   const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
-  size_t act = probe.estimate_plan_bytes(batch, NetMode::Train);
+  size_t teacher_act = 0;
   if (semi)
-    act += probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
-           probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
+    teacher_act = probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
+                  probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
   const ParamSet& ps = probe.params();
   const size_t state = (semi ? 4 : 3) * ps.values().bytes() + (semi ? 2 : 1) * ps.buffers().bytes();
   size_t bank = 0;
   const int rep = ps.find("decoder.representation.8.weight");
   if (semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0 && rep >= 0)
-    bank = (size_t(cfg.contrastive.queue_size) * size_t(cfg.net.num_classes - 1) +
-            size_t(cfg.contrastive.queue_size_background)) *
-           size_t(ps.decls()[size_t(rep)].shape[0]) * sizeof(float);
+    bank = memory_bank_bytes(cfg, ps.decls()[size_t(rep)].shape[0]);
   if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
-  const size_t need = act + state + bank;
+  std::vector<std::pair<MemoryMode, size_t>> needs;  // fastest first
+  for (const MemoryMode m : kMemoryModes)
+    needs.emplace_back(m, probe.estimate_plan_bytes(batch, NetMode::Train, m) + teacher_act + state + bank);
   size_t avail = 0;
   if (dev == Device::CUDA) {
     size_t total = 0;
     cuda_memory_info(&avail, &total);
   } else {
-    avail = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+    avail = available_ram();
   }
-  constexpr size_t MiB = 1 << 20;
-  U2PL_CHECK(need < avail, cfg.file << ": batch " << B << (semi ? " + " + std::to_string(B) : std::string())
-                                    << (cfg.replicas > 1 ? " (" + std::to_string(cfg.replicas) + " replicas)" : "")
-                                    << " at crop " << crop.size[0] << "x" << crop.size[1] << " needs about "
-                                    << need / MiB << " MiB (" << act / MiB << " MiB of activations, " << state / MiB
-                                    << " MiB of parameters and optimiser state, " << bank / MiB
-                                    << " MiB of memory bank), more than the " << device_name(dev) << "'s "
-                                    << avail / MiB
-                                    << " MiB (lower dataset.batch_size or the crop, or the queue sizes)");
+  constexpr double GiB = double(1 << 30);
+  std::ostringstream figures;
+  for (const auto& [m, need] : needs)
+    figures << (m == needs.front().first ? "" : ", ") << memory_mode_name(m) << " " << std::fixed
+            << std::setprecision(2) << double(need) / GiB << " GiB";
+  const std::string what = std::string("batch ") + std::to_string(B) + (semi ? " + " + std::to_string(B) : "") +
+                           (cfg.replicas > 1 ? " (" + std::to_string(cfg.replicas) + " replicas)" : "") +
+                           " at crop " + std::to_string(crop.size[0]) + "x" + std::to_string(crop.size[1]);
+  std::ostringstream free_text;
+  free_text << std::fixed << std::setprecision(2) << double(avail) / GiB << " GiB " << (dev == Device::CUDA ? "free" : "available")
+            << " on the " << device_name(dev);
+  const bool automatic = cfg.memory == "auto";
+  // auto: the fastest mode that leaves a tenth of the memory free; a named mode: the one named.
+  const auto chosen = std::find_if(needs.begin(), needs.end(), [&](const std::pair<MemoryMode, size_t>& n) {
+    return automatic ? double(n.second) <= kAutoMemoryShare * double(avail)
+                     : memory_mode_name(n.first) == cfg.memory;
+  });
+  U2PL_CHECK(chosen != needs.end() && chosen->second < avail,
+             cfg.file << ": " << what << " needs " << (automatic ? "in every memory mode " : "")
+                      << "more than the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
+                      << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank and "
+                      << (state >> 20) << " MiB of parameters and optimiser state): lower dataset.batch_size or the "
+                      << "crop" << (automatic ? "" : ", or choose another trainer.memory") << ", or the queue sizes");
+  RunPlan r;
+  r.memory = chosen->first;
+  std::ostringstream line;
+  line << "memory: " << memory_mode_name(chosen->first) << (automatic ? " (trainer.memory auto)" : "") << ", "
+       << std::fixed << std::setprecision(2) << double(chosen->second) / GiB << " GiB planned of " << free_text.str()
+       << " (" << figures.str() << ")";
+  r.memory_line = line.str();
+  return r;
 }
 
 TrainResult train(const TrainConfig& cfg, const TrainRunOptions& opt) {
   const Comm& comm = opt.comm ? *opt.comm : world();
   if (opt.device == Device::CUDA) use_process_device(comm);  // before any device memory of the run
-  check_runnable(cfg, opt.device, comm.size());
-  Trainer t(cfg, opt);
+  const RunPlan plan = check_runnable(cfg, opt.device, comm.size());
+  Trainer t(cfg, opt, plan);
   return t.run();
 }
 

@@ -12,6 +12,7 @@
 
 #include "data/augment.h"
 #include "engine/comm.h"
+#include "u2pl/net/model.h"
 #include "u2pl/train/train_config.h"
 
 namespace u2pl {
@@ -39,17 +40,31 @@ struct TrainResult {
   double last_miou = -1;       // the last validation's mIoU
   std::string eval_model;      // the model validated last: teacher | student
   bool interrupted = false;    // stopped by a signal or stop_after before the end
+  MemoryMode memory = MemoryMode::Keep;  // the student's memory mode (trainer.memory, resolved)
 };
 
 // The training augmentation of the config: dataset.train (scale, flip, crop) with the preset's
 // scale mode and label padding.
 AugmentSpec train_augment(const TrainConfig& cfg);
 
+// What check_runnable decided: the memory mode to train in (trainer.memory, `auto` resolved to
+// the fastest mode whose figure leaves a tenth of the device's free memory, or of the available
+// RAM, free) and a log line naming it with every mode's figure.
+struct RunPlan {
+  MemoryMode memory = MemoryMode::Keep;
+  std::string memory_line;
+};
+
+// The memory bank's storage: queue_size rows for each class but the background's
+// queue_size_background, of `dim` floats.
+size_t memory_bank_bytes(const TrainConfig& cfg, int64_t dim);
+
 // Everything that makes a config unrunnable before any work starts (no fixed-size crop, a crop
-// the network cannot take or the device cannot hold, a semi-supervised term without unlabeled
-// data, missing data or weights, replicas that do not split over the processes) throws naming the
-// key or file. The memory figure is one process's, which runs trainer.replicas / processes replicas.
-void check_runnable(const TrainConfig& cfg, Device dev, int processes = 1);
+// the network cannot take or the device cannot hold in the chosen memory mode, a semi-supervised
+// term without unlabeled data, missing data or weights, replicas that do not split over the
+// processes) throws naming the key or file. The memory figures are one process's, which runs
+// trainer.replicas / processes replicas.
+RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes = 1);
 
 // Runs (or resumes) the schedule. A non-finite loss stops the run with an Error naming the
 // iteration and the term; ckpt_latest then still holds the last good state.
