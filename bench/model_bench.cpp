@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/log.h"
+#include "u2pl/train/train_step.h"
 #include "u2pl/train/trainer.h"
 
 namespace u2pl::bench {
@@ -130,12 +131,12 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
   TrainConfig voc;  // the bank of the public configs' queue sizes, at this network's width
   voc.net = cfg;
   const size_t bank = memory_bank_bytes(voc, ps.decls()[size_t(ps.find("decoder.representation.8.weight"))].shape[0]);
-  const size_t fixed = 3 * p + g + 2 * b + teacher_act + bank;  // student, momentum, teacher, bank
-  const size_t total = fixed + student_act;
+  const size_t fixed = 3 * p + g + 2 * b + bank;  // student, momentum, teacher, bank
+  const size_t total = fixed + step_activation_bytes(net, one, true, MemoryMode::Keep);
   nlohmann::json modes = nlohmann::json::object();  // memory mode → total bytes
   nlohmann::json pick;                               // what trainer.memory auto picks (null: none fits)
   for (const MemoryMode m : kMemoryModes) {
-    const size_t bytes = fixed + net.estimate_plan_bytes(two, NetMode::Train, m);
+    const size_t bytes = fixed + step_activation_bytes(net, one, true, m);
     modes[memory_mode_name(m)] = bytes;
     if (pick.is_null() && double(bytes) <= kAutoMemoryShare * o.device_memory_gib * double(1 << 30)) pick = memory_mode_name(m);
   }

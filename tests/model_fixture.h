@@ -68,17 +68,22 @@ inline void expect_tensor(const SafeTensorsFile& f, const std::string& name, con
   check_close(name, to_host(got), f.floats(name), tol);
 }
 
-// One train forward and backward of the dump's network in a memory mode on `dev`, the module
-// scratch poisoned between them (backward must form again what it reads there): the outputs,
-// BN buffers, every gradient, and the Train plan's size.
+// One train forward and backward of the dump's network in a memory mode on `dev`, as a U2PL step
+// runs it: a teacher's eval forward in the student's memory before the forward, its
+// train-statistics forward in the memory idle until the backward, that memory poisoned before
+// each (nothing may read it before writing it). The outputs, BN buffers, every gradient, the Train
+// plan's size, and the teacher's outputs with those of the same teacher in memory of its own.
 struct MemoryRun {
   std::vector<float> pred, rep, aux, buffers, grads;
   size_t bytes = 0;
+  std::vector<float> teacher_eval, teacher_stats, own_eval, own_stats;
 };
 inline MemoryRun run_memory_mode(const SafeTensorsFile& f, MemoryMode m, Device dev) {
-  U2plNet net(config_of(f));
+  U2plNet net(config_of(f)), teacher(config_of(f)), own(config_of(f));
   net.allocate(dev, 1);
-  load_dump_weights(f, net);
+  teacher.allocate(dev, 1, false);
+  own.allocate(dev, 1, false);
+  for (U2plNet* n : {&net, &teacher, &own}) load_dump_weights(f, *n);
   net.set_memory_mode(m);
   const Tensor xc = tensor_of(f, "in.x");
   const Tensor x = Tensor::from_host(xc.shape(), xc.to_host(), dev);
@@ -88,21 +93,37 @@ inline MemoryRun run_memory_mode(const SafeTensorsFile& f, MemoryMode m, Device 
     const Tensor t = tensor_of(f, name);
     return Tensor::from_host(t.shape(), t.to_host(), dev);
   };
+  auto host_of = [&](TensorView v) {
+    ctx.synchronize();
+    return to_host(v);
+  };
+  MemoryRun r;
+  using Idle = ActPlan::Idle;
+  net.poison_idle(x.shape(), Idle::BeforeForward);
+  r.teacher_eval = host_of(teacher.forward(ctx, x, NetMode::Eval, nullptr,
+                                           net.idle_train_memory(x.shape(), Idle::BeforeForward)).pred);
   const NetOutputs tr = net.forward(ctx, x, NetMode::Train, nullptr);
-  ctx.synchronize();
-  MemoryRun r{to_host(tr.pred), to_host(tr.rep), to_host(tr.aux), {}, {}, 0};
-  net.poison_scratch();
+  r.pred = host_of(tr.pred);
+  expect_tensor(f, "train.pred", tr.pred, kForwardNormwise);  // the dropout scales survived the teacher
+  r.rep = host_of(tr.rep);
+  r.aux = host_of(tr.aux);
+  net.poison_idle(x.shape(), Idle::BetweenForwardAndBackward);
+  Rng rt(9), ro(9);
+  r.teacher_stats = host_of(teacher.forward(ctx, x, NetMode::TrainStats, &rt,
+                                            net.idle_train_memory(x.shape(), Idle::BetweenForwardAndBackward)).pred);
   net.params().zero_grad();
   const Tensor wp = on_dev("loss.w_pred"), wr = on_dev("loss.w_rep"), wa = on_dev("loss.w_aux");
   net.backward(ctx, wp, wr, wa);
-  ctx.synchronize();
-  r.buffers = to_host(net.params().buffers().all());
-  r.grads = to_host(net.params().grads().all());
+  r.buffers = host_of(net.params().buffers().all());
+  r.grads = host_of(net.params().grads().all());
   r.bytes = net.plan_bytes(x.shape(), NetMode::Train);
+  r.own_eval = host_of(own.forward(ctx, x, NetMode::Eval, nullptr).pred);
+  r.own_stats = host_of(own.forward(ctx, x, NetMode::TrainStats, &ro).pred);
   return r;
 }
 
-// A rebuilding mode's run against keep's: equal bit for bit, in a smaller plan.
+// A rebuilding mode's run against keep's: equal bit for bit, in a smaller plan; in both the
+// teacher's outputs are those of memory of its own.
 inline void expect_same_as_keep(const MemoryRun& rebuilt, const MemoryRun& keep) {
   CHECK(rebuilt.pred == keep.pred);
   CHECK(rebuilt.rep == keep.rep);
@@ -110,6 +131,10 @@ inline void expect_same_as_keep(const MemoryRun& rebuilt, const MemoryRun& keep)
   CHECK(rebuilt.buffers == keep.buffers);
   CHECK(rebuilt.grads == keep.grads);
   CHECK(rebuilt.bytes < keep.bytes);
+  for (const MemoryRun* r : {&rebuilt, &keep}) {
+    CHECK(r->teacher_eval == r->own_eval);
+    CHECK(r->teacher_stats == r->own_stats);
+  }
 }
 
 }  // namespace u2pl::test

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 namespace u2pl {
 
@@ -14,7 +15,7 @@ int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlig
 ActPlan::ActPlan(bool backward, bool rebuild) : backward_(backward), rebuild_(rebuild) {}
 
 void ActPlan::begin_module() {
-  U2PL_CHECK(bufs_.empty(), "activation plan: begin_module() after allocate()");
+  U2PL_CHECK(!laid_, "activation plan: begin_module() after allocate()");
   cursor_[kScratch] = 0;
   cursor_[kGradTemp] = 0;
 }
@@ -22,7 +23,7 @@ void ActPlan::begin_module() {
 // Scoped regions (scratch, gradient temporaries) have their cursor reset by begin_module(), so
 // their size is the largest module's need; the others only grow.
 Slot ActPlan::take(int region, Shape s) {
-  U2PL_CHECK(bufs_.empty(), "activation plan: a buffer was requested after allocate()");
+  U2PL_CHECK(!laid_, "activation plan: a buffer was requested after allocate()");
   Slot slot{region, cursor_[region], s};
   cursor_[region] += padded(s.numel());
   size_[region] = std::max(size_[region], cursor_[region]);
@@ -62,34 +63,71 @@ Slot ActPlan::grad_temp(Shape s) {
 
 Slot ActPlan::state(Shape s) { return take(kState, s); }
 
-void ActPlan::allocate(Device dev, std::vector<Buffer> spare) {
-  U2PL_CHECK(bufs_.empty(), "activation plan allocated twice");
-  for (int r = 0; r < kRegions; ++r) {
-    const size_t need = static_cast<size_t>(size_[r]) * sizeof(float);
-    const bool have = static_cast<size_t>(r) < spare.size() && spare[r].data() != nullptr;
-    if (have && spare[r].device() == dev && spare[r].bytes() >= need)
-      bufs_.push_back(std::move(spare[r]));
-    else
-      bufs_.emplace_back(dev, have ? need + need / 4 : need);
-  }
-  for (Buffer& b : bufs_) b.zero();
+void ActPlan::layout(int64_t* at) const {
+  at[0] = 0;
+  for (int r = 0; r < kRegions; ++r) at[r + 1] = at[r] + size_[r];
 }
 
-std::vector<Buffer> ActPlan::release() { return std::move(bufs_); }
+void ActPlan::allocate(Device dev, Buffer spare) {
+  U2PL_CHECK(!laid_, "activation plan allocated twice");
+  layout(start_);
+  const size_t need = bytes();
+  const bool have = spare.data() != nullptr;
+  if (have && spare.device() == dev && spare.bytes() >= need)
+    own_ = std::move(spare);
+  else
+    own_ = Buffer(dev, have ? need + need / 4 : need);
+  own_.zero();
+  base_ = own_.floats();
+  dev_ = dev;
+  laid_ = true;
+}
 
-void ActPlan::poison_scratch() {
-  U2PL_CHECK(!bufs_.empty(), "activation plan: poison_scratch() before allocate()");
-  const Buffer& b = bufs_[kScratch];
-  if (size_[kScratch] == 0) return;
-  const std::vector<float> nan(static_cast<size_t>(size_[kScratch]), std::numeric_limits<float>::quiet_NaN());
-  copy_bytes(b.data(), b.device(), nan.data(), Device::CPU, nan.size() * sizeof(float));
+void ActPlan::place(TensorView block) {
+  U2PL_CHECK(!laid_, "activation plan: placed after allocate() or place() (release() first)");
+  U2PL_CHECK(size_t(block.numel()) * sizeof(float) >= bytes(),
+             "activation plan: placed in " << block.numel() * 4 << " bytes, needs " << bytes());
+  layout(start_);
+  base_ = block.data;
+  dev_ = block.device;
+  laid_ = true;
+}
+
+Buffer ActPlan::release() {
+  base_ = nullptr;
+  laid_ = false;
+  return std::move(own_);
 }
 
 TensorView ActPlan::view(const Slot& s) const {
   if (!s.defined()) return TensorView();
-  U2PL_CHECK(!bufs_.empty(), "activation plan: view() before allocate()");
-  const Buffer& b = bufs_[s.region];
-  return TensorView(b.floats() + s.offset, s.shape, b.device());
+  U2PL_CHECK(laid_, "activation plan: view() before allocate() or place()");
+  return TensorView(base_ + start(s.region) + s.offset, s.shape, dev_);
+}
+
+std::pair<int64_t, int64_t> ActPlan::idle_range(Idle when) const {
+  U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
+  int64_t at[kRegions + 1];  // also before allocate() or place(), for estimates
+  layout(at);
+  return {when == Idle::BeforeForward ? at[kKept] : at[kScratch], at[kRegions]};
+}
+
+size_t ActPlan::idle_bytes(Idle when) const {
+  const auto [lo, hi] = idle_range(when);
+  return size_t(hi - lo) * sizeof(float);
+}
+
+TensorView ActPlan::idle(Idle when) const {
+  U2PL_CHECK(laid_, "activation plan: idle() before allocate() or place()");
+  const auto [lo, hi] = idle_range(when);
+  return TensorView(base_ + lo, Shape{hi - lo}, dev_);
+}
+
+void ActPlan::poison(Idle when) {
+  const TensorView v = idle(when);
+  if (v.numel() == 0) return;
+  const std::vector<float> nan(size_t(v.numel()), std::numeric_limits<float>::quiet_NaN());
+  copy_bytes(v.data, v.device, nan.data(), Device::CPU, nan.size() * sizeof(float));
 }
 
 size_t ActPlan::bytes() const {

@@ -10,7 +10,7 @@
 // Covered by tests/test_model.cpp (memory figures and the parity of every mode).
 #pragma once
 #include <cstdint>
-#include <vector>
+#include <utility>
 
 #include "engine/context.h"
 
@@ -41,27 +41,49 @@ class ActPlan {
   Slot grad_temp(Shape s);                         // backward scratch (module-scoped)
   Slot state(Shape s);                             // small saved state: BN statistics, dropout scales
 
-  // Gives each region its memory: the same region of `spare` (buffers another plan released) when
-  // that is on `dev` and large enough, else a new buffer, with a quarter more room when it replaces
-  // a spare that was too small (so plans of varying shapes soon stop allocating). Zeroed either way.
-  void allocate(Device dev, std::vector<Buffer> spare = {});
-  // Hands the plan's buffers out (for the next plan's allocate); the plan is unusable afterwards.
-  std::vector<Buffer> release();
-  // Fills the module scratch with NaN (synchronously): after a forward nothing in it may be read
-  // before it is written again (tests of the rebuilding modes).
-  void poison_scratch();
+  // Gives the plan its memory, all regions in one block: `spare` (a block another plan released)
+  // when it is on `dev` and large enough, else a new one, with a quarter more room when it
+  // replaces a spare that was too small (so plans of varying shapes soon stop allocating).
+  // Zeroed either way.
+  void allocate(Device dev, Buffer spare = Buffer());
+  // Lays the plan out in memory it does not own (`block`, at least bytes() long, on the device
+  // the plan's views are used on): another plan's idle memory. It may be placed again elsewhere.
+  void place(TensorView block);
+  bool laid_out() const { return laid_; }  // allocate() or place() was called (and no release())
+  bool owns() const { return laid_ && own_.data() != nullptr; }
+  const float* base() const { return base_; }  // where it is laid out
+  // Hands the plan's own block out (for the next plan's allocate); the plan is unusable afterwards.
+  Buffer release();
   TensorView view(const Slot& s) const;
-  size_t bytes() const;                            // everything allocated
+  size_t bytes() const;                            // everything the plan needs
   size_t kept_bytes() const;                       // what backward keeps (0 without backward)
 
+  // The memory of a train plan (with backward) that holds nothing another plan may not use for a
+  // while, so that plan can be placed there: before the forward, every region but the small saved
+  // state (the forward writes everything before reading it); between the forward and the
+  // backward, the module scratch and the gradient regions (backward writes them before reading).
+  enum class Idle { BeforeForward, BetweenForwardAndBackward };
+  size_t idle_bytes(Idle when) const;
+  TensorView idle(Idle when) const;  // after allocate() or place()
+  // Fills that memory with NaN (synchronously): nothing may read it before writing it (tests).
+  void poison(Idle when);
+
  private:
-  enum Region { kKept, kScratch, kPingA, kPingB, kGradPingA, kGradPingB, kGradTemp, kState, kRegions };
+  // Layout order: the saved state first, the backward-only regions last (idle spans are contiguous).
+  enum Region { kState, kKept, kPingA, kPingB, kScratch, kGradPingA, kGradPingB, kGradTemp, kRegions };
   Slot take(int region, Shape s);
+  void layout(int64_t* at) const;  // at[r]: float offset of region r in the block, at[kRegions]: the end
+  int64_t start(int region) const { return start_[region]; }  // after allocate() or place()
+  std::pair<int64_t, int64_t> idle_range(Idle when) const;  // [first, end) floats
   bool backward_, rebuild_;
   bool ping_ = false;
   int64_t cursor_[kRegions] = {};  // next free float in each region (scoped regions reset)
   int64_t size_[kRegions] = {};    // floats each region needs
-  std::vector<Buffer> bufs_;
+  int64_t start_[kRegions + 1] = {};
+  Buffer own_;                     // allocate(): the plan's block
+  float* base_ = nullptr;          // the block in use (own_ or placed)
+  bool laid_ = false;
+  Device dev_ = Device::CPU;
 };
 
 }  // namespace u2pl

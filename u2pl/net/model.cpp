@@ -76,15 +76,27 @@ std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, M
   return plan;
 }
 
-U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
+U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) {
   U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
   const std::string key = image.str() + (backward ? std::string("/train/") + memory_mode_name(memory_) : "/no-backward");
   auto it = plans_.find(key);
   if (it != plans_.end()) {
-    it->second->last_use = ++uses_;
-    return *it->second;
+    Plan& p = *it->second;
+    p.last_use = ++uses_;
+    // Laid out in the memory given when it is large enough (its own block freed), else its own.
+    const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= p.act.bytes();
+    if (fits) {
+      if (p.act.owns() || p.act.base() != memory.data) {
+        p.act.release();
+        p.act.place(memory);
+      }
+    } else if (!p.act.owns()) {
+      p.act.release();
+      p.act.allocate(dev_);
+    }
+    return p;
   }
-  std::vector<Buffer> spare;  // the evicted plan's memory, reused where it is large enough
+  Buffer spare;  // the evicted plan's memory, reused when it is large enough
   if (plans_.size() >= kMaxPlans) {
     auto oldest = plans_.end();
     for (auto p = plans_.begin(); p != plans_.end(); ++p)
@@ -97,19 +109,26 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward) {
   }
   std::unique_ptr<Plan> plan = build_plan(image, backward, memory_);
   plan->last_use = ++uses_;
-  plan->act.allocate(dev_, std::move(spare));
+  const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= plan->act.bytes();
+  if (fits)
+    plan->act.place(memory);
+  else
+    plan->act.allocate(dev_, std::move(spare));
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
-           << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : ""));
+           << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : "")
+           << (fits ? ", in another plan's idle memory" : ""));
   return *plans_.emplace(key, std::move(plan)).first->second;
 }
 
-NetOutputs U2plNet::forward(Context& ctx, TensorView image, NetMode mode, Rng* rng) {
+NetOutputs U2plNet::forward(Context& ctx, TensorView image, NetMode mode, Rng* rng, TensorView memory) {
   check_device(image, ctx.device(), "network input");
   U2PL_CHECK(ctx.device() == dev_, "network: parameters live on " << device_name(dev_) << ", context is "
                                                                   << device_name(ctx.device()));
   const RunMode m = run_mode(mode);
   U2PL_CHECK(trainable_ || !m.backward, "network: a Train forward on a network allocated without gradients");
-  Plan& p = plan_for(image.shape, m.backward);
+  U2PL_CHECK(!m.backward || !memory.defined(), "network: a Train plan keeps its own memory");
+  if (memory.defined()) check_device(memory, dev_, "network plan memory");
+  Plan& p = plan_for(image.shape, m.backward, memory);
   encoder_.forward(ctx, p.act, p.enc, image, m);
   const TensorView x1 = p.act.view(encoder_.layer_out(p.enc, 1).value);
   const TensorView x3 = p.act.view(encoder_.layer_out(p.enc, 3).value);
@@ -149,10 +168,16 @@ void U2plNet::backward(Context& ctx, TensorView dpred, TensorView drep, TensorVi
   encoder_.backward(ctx, p.act, p.enc, last_image_, daux.defined());
 }
 
-void U2plNet::poison_scratch() {
-  U2PL_CHECK(last_train_ != nullptr, "network: poison_scratch() without a Train forward before it");
-  last_train_->act.poison_scratch();
+TensorView U2plNet::idle_train_memory(Shape image, ActPlan::Idle when) {
+  U2PL_CHECK(trainable_, "network: no Train plan on a network allocated without gradients");
+  return plan_for(image, true).act.idle(when);
 }
+
+size_t U2plNet::estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory) const {
+  return build_plan(image, true, memory)->act.idle_bytes(when);
+}
+
+void U2plNet::poison_idle(Shape image, ActPlan::Idle when) { plan_for(image, true).act.poison(when); }
 
 std::vector<std::string> U2plNet::dropout_sites() const {
   std::vector<std::string> s = decoder_.dropout_sites();

@@ -51,14 +51,20 @@ class U2plNet {
 
   // Runs the network on image (N, 3, H, W). Dropout scales are drawn from rng when dropout is
   // active; with rng null the scales already in the plan are used (tests set them through
-  // dropout_scale()). Outputs are views into the plan, valid until the next forward.
-  NetOutputs forward(Context& ctx, TensorView image, NetMode mode, Rng* rng);
+  // dropout_scale()). Outputs are views into the plan, valid until the next forward. `memory`,
+  // for an Eval or TrainStats forward: memory the plan is laid out in instead of its own (another
+  // network's idle memory, idle_train_memory) when it is large enough; the outputs live there.
+  NetOutputs forward(Context& ctx, TensorView image, NetMode mode, Rng* rng, TensorView memory = TensorView());
   // After a Train forward: accumulates every parameter gradient. drep/daux may be undefined (no
   // loss on that output). The image of that forward must still be alive.
   void backward(Context& ctx, TensorView dpred, TensorView drep, TensorView daux);
-  // Fills the last Train plan's module scratch with NaN: backward must form again whatever it
-  // reads there (tests of the memory modes).
-  void poison_scratch();
+  // The memory of the Train plan for `image` (made here if need be) that another plan may use
+  // before its forward, or between its forward and its backward (u2pl/net/act_plan.h); the
+  // teacher's forwards run there in a U2PL step.
+  TensorView idle_train_memory(Shape image, ActPlan::Idle when);
+  size_t estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory) const;
+  // Fills that memory with NaN: nothing may read it before writing it (tests).
+  void poison_idle(Shape image, ActPlan::Idle when);
 
   TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
   std::vector<std::string> dropout_sites() const;
@@ -81,7 +87,7 @@ class U2plNet {
     Head::Bufs aux;
   };
   std::unique_ptr<Plan> build_plan(Shape image, bool backward, MemoryMode memory) const;  // laid out, not allocated
-  Plan& plan_for(Shape image, bool backward);
+  Plan& plan_for(Shape image, bool backward, TensorView memory = TensorView());
 
   NetConfig cfg_;
   ParamSet ps_;

@@ -64,6 +64,17 @@ struct ReplicaFigures {
 
 }  // namespace
 
+size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryMode memory) {
+  const Shape both{semi ? 2 * batch.n() : batch.n(), batch.c(), batch.h(), batch.w()};
+  const size_t student = net.estimate_plan_bytes(both, NetMode::Train, memory);
+  if (!semi) return student;
+  const size_t eval = net.estimate_plan_bytes(batch, NetMode::Eval);
+  const size_t stats = net.estimate_plan_bytes(both, NetMode::TrainStats);
+  const size_t before = net.estimate_idle_bytes(both, ActPlan::Idle::BeforeForward, memory);
+  const size_t between = net.estimate_idle_bytes(both, ActPlan::Idle::BetweenForwardAndBackward, memory);
+  return student + (eval <= before ? 0 : eval) + (stats <= between ? 0 : stats);
+}
+
 uint64_t replica_key(uint64_t seed, int replica) {
   return replica == 0 ? seed : seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(replica));
 }
@@ -280,7 +291,10 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const TensorView img_u = on_device(img_u_in, img_u_, dev_);
     // Pseudo-labels: argmax of the eval-mode teacher's logits, upsampled to the crop.
     phase.next("teacher eval forward");
-    const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr);
+    // In the student's memory: its train forward writes it only after the pseudo-labels are made.
+    const NetOutputs te = teacher_->forward(
+        ctx, img_u, NetMode::Eval, nullptr,
+        student_.idle_train_memory(Shape{2 * BR, 3, H, W}, ActPlan::Idle::BeforeForward));
     phase.next("pseudo-labels");
     const TensorView up = scratch(up_eval_, Shape{BR, C, H, W}, dev_);
     bilinear_forward(ctx, te.pred, up);
@@ -324,10 +338,14 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
 
   TensorView drep;
   phase.next("teacher train-statistics forward");
+  // In the student's memory that its backward alone uses: the teacher's outputs are read by the
+  // losses before the backward starts.
+  const TensorView idle =
+      teacher_ ? student_.idle_train_memory(image.shape, ActPlan::Idle::BetweenForwardAndBackward) : TensorView();
   if (!o.semi) {
-    if (teacher_) teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
+    if (teacher_) teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout(), idle);
   } else {
-    const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout());
+    const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout(), idle);
     phase.next("unsupervised loss");
     const Shape crop{b, C, H, W};
     const TensorView up_t = scratch(up_t_, crop, dev_), up_s = scratch(up_s_, crop, dev_);

@@ -39,6 +39,13 @@ class StepDraws {
   virtual IndexSource& contrastive(int replica) = 0;
 };
 
+// The activation memory of one iteration past the warm start: the student's Train plan on
+// [labeled | unlabeled] (`batch` each; the labeled alone when !semi: no teacher) in `memory`
+// mode, and the teacher's Eval plan on the unlabeled images and its TrainStats plan on both,
+// each counted only when it does not fit in the student's memory idle at that time (where the
+// step runs it: before the student's forward, and between its forward and backward).
+size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryMode memory);
+
 // Philox streams 2-5 of trainer.seed (the loaders use 0 and 1), 2^24 counters per iteration each.
 // The CutMix and contrastive streams are per replica: replica 0 under the run's seed (one replica
 // draws exactly as before replicas existed), replica r under a key of its own (replica_key).

@@ -536,16 +536,13 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                                            << "and entropy); add the section or set contrastive.loss_weight 0");
   for (const std::string& f : {cfg.net.weights, cfg.pretrain})
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
-  // Memory: the student's train plan (in each memory mode) and the teacher's two plans; the
-  // parameters, gradients and momentum, the teacher's copy and both sets of BN buffers; the bank.
+  // Memory: the activations of a step (in each memory mode; the teacher's plans in the student's
+  // idle memory where they fit); the parameters, gradients and momentum, the teacher's copy and
+  // both sets of BN buffers; the bank.
   const int B = replicas_per_process(cfg, processes) * cfg.data.batch_size;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
-  const Shape batch{semi ? 2 * B : B, 3, crop.size[0], crop.size[1]};
-  size_t teacher_act = 0;
-  if (semi)
-    teacher_act = probe.estimate_plan_bytes(batch, NetMode::TrainStats) +
-                  probe.estimate_plan_bytes(Shape{B, 3, crop.size[0], crop.size[1]}, NetMode::Eval);
+  const Shape batch{B, 3, crop.size[0], crop.size[1]};
   const ParamSet& ps = probe.params();
   const size_t state = (semi ? 4 : 3) * ps.values().bytes() + (semi ? 2 : 1) * ps.buffers().bytes();
   size_t bank = 0;
@@ -555,7 +552,7 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
   std::vector<std::pair<MemoryMode, size_t>> needs;  // fastest first
   for (const MemoryMode m : kMemoryModes)
-    needs.emplace_back(m, probe.estimate_plan_bytes(batch, NetMode::Train, m) + teacher_act + state + bank);
+    needs.emplace_back(m, step_activation_bytes(probe, batch, semi, m) + state + bank);
   size_t avail = 0;
   if (dev == Device::CUDA) {
     size_t total = 0;
