@@ -34,25 +34,29 @@ Slot ActPlan::internal(Shape s) { return backward_ ? take(kKept, s) : take(kScra
 
 Slot ActPlan::rebuilt(Shape s) { return rebuild() ? take(kScratch, s) : internal(s); }
 
+// A slot at the start of a region that many tensors share in turn: the region is the largest's size.
+Slot ActPlan::shared(int region, Shape s) {
+  size_[region] = std::max(size_[region], padded(s.numel()));
+  return Slot{region, 0, s};
+}
+
 OutSlot ActPlan::output(Shape s, bool tapped) {
   OutSlot o;
-  if (tapped || backward_) {
+  if (tapped || backward_)
     o.value = take(kKept, s);
-  } else {
-    const int r = ping_ ? kPingB : kPingA;
-    o.value = Slot{r, 0, s};
-    size_[r] = std::max(size_[r], padded(s.numel()));
-  }
-  if (backward_) {
-    if (tapped) {
-      o.grad = take(kKept, s);
-    } else {
-      const int r = ping_ ? kGradPingB : kGradPingA;
-      o.grad = Slot{r, 0, s};
-      size_[r] = std::max(size_[r], padded(s.numel()));
-    }
-  }
+  else
+    o.value = shared(ping_ ? kPingB : kPingA, s);
+  if (backward_) o.grad = tapped ? take(kKept, s) : shared(ping_ ? kGradPingB : kGradPingA, s);
   if (!tapped) ping_ = !ping_;
+  return o;
+}
+
+OutSlot ActPlan::rebuilt_output(Shape s) {
+  if (!rebuild()) return output(s);
+  OutSlot o;
+  o.value = shared(kOutRebuilt, s);
+  o.grad = shared(ping_ ? kGradPingB : kGradPingA, s);
+  ping_ = !ping_;
   return o;
 }
 
@@ -109,7 +113,7 @@ std::pair<int64_t, int64_t> ActPlan::idle_range(Idle when) const {
   U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
   int64_t at[kRegions + 1];  // also before allocate() or place(), for estimates
   layout(at);
-  return {when == Idle::BeforeForward ? at[kKept] : at[kScratch], at[kRegions]};
+  return {when == Idle::BeforeForward ? at[kKept] : at[kOutRebuilt], at[kRegions]};
 }
 
 size_t ActPlan::idle_bytes(Idle when) const {

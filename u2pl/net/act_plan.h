@@ -38,6 +38,10 @@ class ActPlan {
   Slot internal(Shape s);                          // read by this module's backward
   Slot rebuilt(Shape s);  // read by backward, which can form it again (rebuild(): module scratch)
   OutSlot output(Shape s, bool tapped = false);    // read by the next (or, tapped, a later) module
+  // A module output that backward can form again (a residual block's, from its kept convolution
+  // output and its input): in rebuild() plans one region every such output shares, each read
+  // only by the next module in forward and rebuilt just before that module's backward; else output().
+  OutSlot rebuilt_output(Shape s);
   Slot grad_temp(Shape s);                         // backward scratch (module-scoped)
   Slot state(Shape s);                             // small saved state: BN statistics, dropout scales
 
@@ -61,7 +65,8 @@ class ActPlan {
   // The memory of a train plan (with backward) that holds nothing another plan may not use for a
   // while, so that plan can be placed there: before the forward, every region but the small saved
   // state (the forward writes everything before reading it); between the forward and the
-  // backward, the module scratch and the gradient regions (backward writes them before reading).
+  // backward, the rebuilt outputs, the module scratch and the gradient regions (backward writes
+  // them before reading).
   enum class Idle { BeforeForward, BetweenForwardAndBackward };
   size_t idle_bytes(Idle when) const;
   TensorView idle(Idle when) const;  // after allocate() or place()
@@ -70,8 +75,9 @@ class ActPlan {
 
  private:
   // Layout order: the saved state first, the backward-only regions last (idle spans are contiguous).
-  enum Region { kState, kKept, kPingA, kPingB, kScratch, kGradPingA, kGradPingB, kGradTemp, kRegions };
+  enum Region { kState, kKept, kPingA, kPingB, kOutRebuilt, kScratch, kGradPingA, kGradPingB, kGradTemp, kRegions };
   Slot take(int region, Shape s);
+  Slot shared(int region, Shape s);
   void layout(int64_t* at) const;  // at[r]: float offset of region r in the block, at[kRegions]: the end
   int64_t start(int region) const { return start_[region]; }  // after allocate() or place()
   std::pair<int64_t, int64_t> idle_range(Idle when) const;  // [first, end) floats

@@ -70,7 +70,7 @@ Shape ResBlock::out_shape(Shape x) const {
   return x;
 }
 
-ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped) const {
+ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out) const {
   p.begin_module();
   Bufs b;
   Shape s = x;
@@ -84,7 +84,8 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped) const {
     b.ds = down_->plan(p, x);
     b.dsa = p.rebuilt(down_->out_shape(x));  // backward reads it not at all (no ReLU)
   }
-  b.out = p.output(s, tapped);
+  b.out_rebuilt = rebuilt_out && !tapped && p.rebuild();
+  b.out = b.out_rebuilt ? p.rebuilt_output(s) : p.output(s, tapped);
   if (p.backward()) {
     b.gsum = p.grad_temp(s);
     for (int i = 0; i < n - 1; ++i) b.ga[i] = p.grad_temp(b.a[i].shape);
@@ -105,6 +106,19 @@ void ResBlock::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView
   if (down_) {
     identity = p.view(b.dsa);
     down_->forward(ctx, p, b.ds, x, identity, m);
+  }
+  add_forward(ctx, out, identity, out);
+  relu_forward(ctx, out, out);
+}
+
+void ResBlock::rebuild_output(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const {
+  const TensorView out = p.view(b.out.value);
+  const int n = static_cast<int>(units_.size());
+  units_[n - 1]->rebuild(ctx, p, b.u[n - 1], out);  // the last unit has no ReLU: its BN output
+  TensorView identity = x;
+  if (down_) {
+    identity = p.view(b.dsa);
+    down_->rebuild(ctx, p, b.ds, identity);
   }
   add_forward(ctx, out, identity, out);
   relu_forward(ctx, out, out);

@@ -58,12 +58,18 @@ class ResBlock {
     Slot a[2], dsa;          // outputs of the first (two) units, of the shortcut BN
     OutSlot out;
     Slot ga[2], gsum;        // backward: gradients of a[], of the pre-ReLU sum
+    bool out_rebuilt = false;  // out is an ActPlan::rebuilt_output (rebuild_output before reading it)
   };
   Shape out_shape(Shape x) const;
-  Bufs plan(ActPlan& p, Shape x, bool tapped) const;
+  // rebuilt_out: the output is formed again in backward (ActPlan::rebuilt_output), which needs
+  // the block's input x kept until then.
+  Bufs plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out = false) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, RunMode m) const;
   // dy: the plan's gradient of this block's output; dx = beta*dx + dL/dx.
   void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const;
+  // out = the train forward's output, formed again from the last unit's kept convolution output
+  // and BN state and the identity (x, or the shortcut's output rebuilt), bit for bit.
+  void rebuild_output(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
   int zero_init_bn_weight_id() const { return zero_bn_; }
 
  private:

@@ -87,10 +87,14 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   }
   b.pool = p.output(maxpool_out_shape(pool_, s));
   s = b.pool.value.shape;
+  // Rebuilding plans keep every other block output (and the tapped ones): a block's output is
+  // formed again from its input, so that input must be kept.
+  bool input_kept = true;  // the pool's output
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const bool tapped = static_cast<int>(i) + 1 == layer_end_[0] || static_cast<int>(i) + 1 == layer_end_[2] ||
                         static_cast<int>(i) + 1 == layer_end_[3];
-    b.blocks.push_back(blocks_[i]->plan(p, s, tapped));
+    b.blocks.push_back(blocks_[i]->plan(p, s, tapped, input_kept && i + 1 < blocks_.size()));
+    input_kept = !b.blocks.back().out_rebuilt;
     s = b.blocks.back().out.value.shape;
   }
   for (int l = 0; l < 4; ++l) b.last[l] = layer_end_[l] - 1;
@@ -115,6 +119,8 @@ void ResNet::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView i
 void ResNet::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView image, bool l3_has_grad) const {
   for (int i = static_cast<int>(blocks_.size()) - 1; i >= 0; --i) {
     const OutSlot& in = i > 0 ? b.blocks[i - 1].out : b.pool;
+    if (i > 0 && b.blocks[i - 1].out_rebuilt)  // its own input is kept
+      blocks_[i - 1]->rebuild_output(ctx, p, b.blocks[i - 1], p.view(i > 1 ? b.blocks[i - 2].out.value : b.pool.value));
     // Tapped inputs already hold a gradient from the heads: layer1 (low_conv) and layer3 (aux).
     const bool accumulate = i == layer_end_[0] || (i == layer_end_[2] && l3_has_grad);
     blocks_[i]->backward(ctx, p, b.blocks[i], p.view(in.value), p.view(in.grad), accumulate ? 1.f : 0.f);
