@@ -128,10 +128,13 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
   const size_t p = ps.values().bytes(), g = ps.grads().bytes(), b = ps.buffers().bytes();
   const size_t student_act = net.estimate_plan_bytes(two, NetMode::Train);
   const size_t teacher_act = net.estimate_plan_bytes(one, NetMode::Eval) + net.estimate_plan_bytes(two, NetMode::TrainStats);
-  TrainConfig voc;  // the bank of the public configs' queue sizes, at this network's width
+  TrainConfig voc;  // U2PL with the public configs' queue sizes, one replica of B + B, at this network's width
   voc.net = cfg;
+  voc.data.batch_size = B;
+  voc.unsup.enabled = voc.contrastive.enabled = true;
   const size_t bank = memory_bank_bytes(voc, ps.decls()[size_t(ps.find("decoder.representation.8.weight"))].shape[0]);
-  const size_t fixed = 3 * p + g + 2 * b + bank;  // student, momentum, teacher, bank
+  const size_t scratch = step_scratch_bytes(voc, net, one);
+  const size_t fixed = 3 * p + g + 2 * b + bank + scratch;  // student, momentum, teacher, bank, loss buffers
   const size_t total = fixed + step_activation_bytes(net, one, true, MemoryMode::Keep);
   nlohmann::json modes = nlohmann::json::object();  // memory mode → total bytes
   nlohmann::json pick;                               // what trainer.memory auto picks (null: none fits)
@@ -143,7 +146,7 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
   nlohmann::json r = {{"batch_labeled", B},       {"batch_unlabeled", B},        {"crop", o.crop},
           {"parameters", p},          {"gradients", g},              {"momentum", p},
           {"teacher_parameters", p},  {"bn_buffers", 2 * b},         {"student_activations", student_act},
-          {"teacher_activations", teacher_act}, {"memory_bank", bank}, {"total", total},
+          {"teacher_activations", teacher_act}, {"memory_bank", bank}, {"step_buffers", scratch}, {"total", total},
           {"total_text", format_bytes(double(total))},
           {"modes", modes}};
   if (o.device_memory_gib > 0) {

@@ -247,7 +247,8 @@ TEST_CASE("trainer: configs that cannot run are refused before any work, naming 
   const std::string named = refused("u2pl", {"dataset.train.crop.size=[40000, 40000]", "trainer.memory=keep"});
   CHECK_MESSAGE(named.find("or choose another trainer.memory") != std::string::npos, named);
   const std::string bank = refused("u2pl", {"trainer.contrastive.queue_size=2000000000"});
-  CHECK(bank.find("MiB of memory bank and") != std::string::npos);
+  CHECK(bank.find("MiB of memory bank, ") != std::string::npos);
+  CHECK(bank.find("MiB of batches and loss buffers)") != std::string::npos);
   CHECK(bank.find(" 0 MiB of memory bank") == std::string::npos);
   CHECK(refused("u2pl", {"trainer.memory=smallest"}).find("trainer.memory") != std::string::npos);
   // auto takes the fastest mode that fits; a named mode is taken as named.

@@ -168,6 +168,15 @@ void U2plNet::backward(Context& ctx, TensorView dpred, TensorView drep, TensorVi
   encoder_.backward(ctx, p.act, p.enc, last_image_, daux.defined());
 }
 
+U2plNet::OutputShapes U2plNet::output_shapes(Shape image) const {
+  const std::unique_ptr<Plan> p = build_plan(image, false, memory_);
+  OutputShapes o;
+  o.pred = p->dec.cls.out.shape;
+  if (decoder_.has_rep()) o.rep = p->dec.rep.out.shape;
+  if (aux_) o.aux = p->aux.out.shape;
+  return o;
+}
+
 TensorView U2plNet::idle_train_memory(Shape image, ActPlan::Idle when) {
   U2PL_CHECK(trainable_, "network: no Train plan on a network allocated without gradients");
   return plan_for(image, true).act.idle(when);

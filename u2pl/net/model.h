@@ -58,6 +58,11 @@ class U2plNet {
   // After a Train forward: accumulates every parameter gradient. drep/daux may be undefined (no
   // loss on that output). The image of that forward must still be alive.
   void backward(Context& ctx, TensorView dpred, TensorView drep, TensorView daux);
+  // The shapes of pred, rep and aux for an input of `image` (rep and aux: ndim 0 when absent).
+  struct OutputShapes {
+    Shape pred, rep, aux;
+  };
+  OutputShapes output_shapes(Shape image) const;
   // The memory of the Train plan for `image` (made here if need be) that another plan may use
   // before its forward, or between its forward and its backward (u2pl/net/act_plan.h); the
   // teacher's forwards run there in a U2PL step.

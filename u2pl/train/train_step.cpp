@@ -75,6 +75,24 @@ size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryM
   return student + (eval <= before ? 0 : eval) + (stats <= between ? 0 : stats);
 }
 
+size_t step_scratch_bytes(const TrainConfig& cfg, const U2plNet& net, Shape batch) {
+  const bool semi = cfg.unsup.enabled, contra = semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0;
+  const int64_t BR = batch.n(), b = cfg.data.batch_size, H = batch.h(), W = batch.w(), C = cfg.net.num_classes;
+  const Shape both{semi ? 2 * BR : BR, 3, H, W};
+  const U2plNet::OutputShapes out = net.output_shapes(both);
+  const int64_t pixels = BR * H * W, crop = b * C * H * W, small = BR * out.pred.h() * out.pred.w();
+  int64_t n = 2 * (2 * BR * 3 * H * W + pixels);  // the two upload slots' batches (labeled, unlabeled)
+  n += 2 * crop + b * H * W;                      // the supervised loss: upsampled logits, gradient, OHEM labels
+  n += out.pred.numel() + out.aux.numel();        // the gradients handed to backward
+  if (semi) {
+    n += 2 * BR * 3 * H * W + BR * C * H * W;  // the mixed batch, the teacher's upsampled logits
+    n += 4 * pixels;                           // pseudo-labels, mixed labels, entropy, filtered labels
+    n += 3 * crop;                             // the unsupervised loss: both upsampled logits, gradient
+  }
+  if (contra) n += out.pred.numel() + out.rep.numel() + 2 * small + small;  // probabilities, rep gradient, labels, masks
+  return size_t(n) * sizeof(float);
+}
+
 uint64_t replica_key(uint64_t seed, int replica) {
   return replica == 0 ? seed : seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(replica));
 }

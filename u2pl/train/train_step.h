@@ -46,6 +46,12 @@ class StepDraws {
 // step runs it: before the student's forward, and between its forward and backward).
 size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryMode memory);
 
+// The step's own device buffers for this process's `batch` labeled (and as many unlabeled)
+// images: the mixed batch, the labels, the upsampled logits of the teacher's pseudo-labels and of
+// each replica's supervised and unsupervised losses, the entropy, the gradients handed to the
+// network's backward, the contrastive masks (CUDA libraries' scratch comes on top).
+size_t step_scratch_bytes(const TrainConfig& cfg, const U2plNet& net, Shape batch);
+
 // Philox streams 2-5 of trainer.seed (the loaders use 0 and 1), 2^24 counters per iteration each.
 // The CutMix and contrastive streams are per replica: replica 0 under the run's seed (one replica
 // draws exactly as before replicas existed), replica r under a key of its own (replica_key).

@@ -537,8 +537,8 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   for (const std::string& f : {cfg.net.weights, cfg.pretrain})
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
   // Memory: the activations of a step (in each memory mode; the teacher's plans in the student's
-  // idle memory where they fit); the parameters, gradients and momentum, the teacher's copy and
-  // both sets of BN buffers; the bank.
+  // idle memory where they fit); the step's batches and loss buffers; the parameters, gradients
+  // and momentum, the teacher's copy and both sets of BN buffers; the bank.
   const int B = replicas_per_process(cfg, processes) * cfg.data.batch_size;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
@@ -551,8 +551,9 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
     bank = memory_bank_bytes(cfg, ps.decls()[size_t(rep)].shape[0]);
   if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
   std::vector<std::pair<MemoryMode, size_t>> needs;  // fastest first
+  const size_t scratch = step_scratch_bytes(cfg, probe, batch);
   for (const MemoryMode m : kMemoryModes)
-    needs.emplace_back(m, step_activation_bytes(probe, batch, semi, m) + state + bank);
+    needs.emplace_back(m, step_activation_bytes(probe, batch, semi, m) + scratch + state + bank);
   size_t avail = 0;
   if (dev == Device::CUDA) {
     size_t total = 0;
@@ -580,8 +581,9 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   U2PL_CHECK(chosen != needs.end() && chosen->second < avail,
              cfg.file << ": " << what << " needs " << (automatic ? "in every memory mode " : "")
                       << "more than the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
-                      << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank and "
-                      << (state >> 20) << " MiB of parameters and optimiser state): lower dataset.batch_size or the "
+                      << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank, " << (state >> 20)
+                      << " MiB of parameters and optimiser state and " << (scratch >> 20)
+                      << " MiB of batches and loss buffers): lower dataset.batch_size or the "
                       << "crop" << (automatic ? "" : ", or choose another trainer.memory") << ", or the queue sizes");
   RunPlan r;
   r.memory = chosen->first;
