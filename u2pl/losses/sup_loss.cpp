@@ -7,6 +7,8 @@ namespace u2pl {
 
 namespace {
 
+int64_t aligned(int64_t floats) { return (floats + 63) / 64 * 64; }  // 256-byte steps
+
 template <class T>
 View<T> sized(Owned<T>& t, Shape s, Device dev) {
   if (t.shape() != s || t.device() != dev) t = Owned<T>(s, dev);
@@ -41,8 +43,15 @@ void head_loss(Context& ctx, TensorView x, LabelView labels, const SupLossOption
 
 }  // namespace
 
-TensorView SupLossBuffers::logits(Shape s, Device dev) { return sized(logits_, s, dev); }
-TensorView SupLossBuffers::grad(Shape s, Device dev) { return sized(grad_, s, dev); }
+bool SupLossBuffers::use_lent(Shape s, Device dev) const {
+  return lent_.defined() && lent_.device == dev && lent_.numel() >= aligned(s.numel()) + s.numel();
+}
+TensorView SupLossBuffers::logits(Shape s, Device dev) {
+  return use_lent(s, dev) ? TensorView(lent_.data, s, dev) : sized(logits_, s, dev);
+}
+TensorView SupLossBuffers::grad(Shape s, Device dev) {
+  return use_lent(s, dev) ? TensorView(lent_.data + aligned(s.numel()), s, dev) : sized(grad_, s, dev);
+}
 LabelView SupLossBuffers::kept(Shape s, Device dev) { return sized(kept_, s, dev); }
 CeResult* SupLossBuffers::terms(Device dev) { return slots<CeResult>(terms_, 2, dev); }
 SupLossResult* SupLossBuffers::result(Device dev) { return slots<SupLossResult>(result_, 1, dev); }

@@ -23,6 +23,9 @@ using SupLossResult = CeHeadsResult;
 // Crop-size scratch, sized on first use and reused (a fixed-shape loop never reallocates).
 class SupLossBuffers {
  public:
+  // Until the next lend(): the logits and their gradient in `memory` (another plan's idle memory)
+  // when it holds both, else in buffers of their own; lend(TensorView()) ends it.
+  void lend(TensorView memory) { lent_ = memory; }
   TensorView logits(Shape s, Device dev);  // upsampled logits
   TensorView grad(Shape s, Device dev);    // their gradient
   LabelView kept(Shape s, Device dev);     // OHEM's kept labels
@@ -30,7 +33,10 @@ class SupLossBuffers {
   SupLossResult* result(Device dev);       // the host-returning variant's figures in dev's memory
 
  private:
+  // The logits at lent_'s start and their gradient after them (256-byte aligned), when lent_ holds both.
+  bool use_lent(Shape s, Device dev) const;
   Tensor logits_, grad_;
+  TensorView lent_;
   Labels kept_;
   Buffer terms_, result_;
 };

@@ -55,11 +55,21 @@ Slot Head::scale_slot(const Bufs& b, const std::string& site) const {
 Head::Bufs Head::plan(ActPlan& p, Shape x) const {
   p.begin_module();
   Bufs b;
-  for (const auto& u : units_) {
-    b.u.push_back(u->plan(p, x));
-    x = u->out_shape(x);
-    b.a.push_back(p.rebuilt(x));
-    b.drop.push_back(p.rebuilt(x));
+  // Rebuilding plans form each unit's outputs just before its backward needs them: the units'
+  // BN outputs take two slots in turn and their dropout outputs one (see backward).
+  Slot a_slot[2], drop_slot;
+  for (size_t i = 0; i < units_.size(); ++i) {
+    b.u.push_back(units_[i]->plan(p, x));
+    x = units_[i]->out_shape(x);
+    if (p.rebuild()) {
+      if (i < 2) a_slot[i] = p.rebuilt(x);
+      if (i == 0) drop_slot = p.rebuilt(x);
+      b.a.push_back(a_slot[i % 2]);
+      b.drop.push_back(drop_slot);
+    } else {
+      b.a.push_back(p.internal(x));
+      b.drop.push_back(p.internal(x));
+    }
     b.scale.push_back(p.state(Shape{x.n(), x.c()}));
     if (p.backward()) {
       b.ga.push_back(p.grad_temp(x));
@@ -82,14 +92,18 @@ void Head::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, 
 void Head::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dout, TensorView dx,
                     float beta) const {
   const int n = static_cast<int>(units_.size());
-  if (p.rebuild())
-    for (int i = 0; i < n; ++i) {  // a train forward: dropout was active
-      units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
-      dropout2d_forward(ctx, p.view(b.a[i]), p.view(b.scale[i]), p.view(b.drop[i]));
-    }
+  // Rebuilding plans: unit i's outputs are formed when they are next read (a train forward:
+  // dropout was active); by then the slots they share hold only outputs that are done with.
+  auto rebuild = [&](int i) {
+    if (!p.rebuild()) return;
+    units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
+    dropout2d_forward(ctx, p.view(b.a[i]), p.view(b.scale[i]), p.view(b.drop[i]));
+  };
+  rebuild(n - 1);
   final_->backward(ctx, p.view(b.drop[n - 1]), dout, p.view(b.gd[n - 1]), 0.f);
   for (int i = n - 1; i >= 0; --i) {
     dropout2d_backward(ctx, p.view(b.scale[i]), p.view(b.gd[i]), p.view(b.ga[i]), 0.f);
+    if (i > 0) rebuild(i - 1);
     const TensorView in = i > 0 ? p.view(b.drop[i - 1]) : x;
     const TensorView din = i > 0 ? p.view(b.gd[i - 1]) : dx;
     units_[i]->backward(ctx, p, b.u[i], in, p.view(b.a[i]), p.view(b.ga[i]), din, i > 0 ? 0.f : beta);

@@ -76,10 +76,20 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   Bufs b;
   p.begin_module();
   Shape s = image;
+  std::vector<Shape> outs;
   for (const auto& u : stem_) {
     b.stem.push_back(u->plan(p, s));
     s = u->out_shape(s);
-    b.stem_out.push_back(p.rebuilt(s));
+    outs.push_back(s);
+  }
+  if (p.rebuild() && outs.size() == 3) {
+    // Rebuilt in turns: the first unit's output is dead once the second's is made (forward) and
+    // is formed again only after the third unit's backward (backward), so the third's shares it.
+    const Slot shared = p.rebuilt(outs[0].numel() > outs[2].numel() ? outs[0] : outs[2]);
+    b.stem_out = {Slot{shared.region, shared.offset, outs[0]}, p.rebuilt(outs[1]),
+                  Slot{shared.region, shared.offset, outs[2]}};
+  } else {
+    for (const Shape& o : outs) b.stem_out.push_back(p.rebuilt(o));
   }
   if (p.backward()) {
     b.gpool_in = p.grad_temp(s);
@@ -126,11 +136,13 @@ void ResNet::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView 
     blocks_[i]->backward(ctx, p, b.blocks[i], p.view(in.value), p.view(in.grad), accumulate ? 1.f : 0.f);
   }
   const int n = static_cast<int>(stem_.size());
-  if (p.rebuild())
-    for (int i = 0; i < n; ++i) stem_[i]->rebuild(ctx, p, b.stem[i], p.view(b.stem_out[i]));
+  if (p.rebuild()) stem_[n - 1]->rebuild(ctx, p, b.stem[n - 1], p.view(b.stem_out[n - 1]));
   maxpool_backward(ctx, pool_, p.view(b.stem_out[n - 1]), p.view(b.pool.grad), p.view(b.gpool_in), 0.f);
   TensorView g = p.view(b.gpool_in);
   for (int i = n - 1; i >= 0; --i) {
+    // Rebuilding plans form each unit's input just before its backward (the units after it are
+    // done: the first unit's output may share the third's memory).
+    if (p.rebuild() && i > 0) stem_[i - 1]->rebuild(ctx, p, b.stem[i - 1], p.view(b.stem_out[i - 1]));
     const TensorView in = i > 0 ? p.view(b.stem_out[i - 1]) : image;
     const TensorView din = i > 0 ? p.view(b.stem_gin[i - 1]) : TensorView();
     stem_[i]->backward(ctx, p, b.stem[i], in, p.view(b.stem_out[i]), g, din, 0.f);

@@ -56,6 +56,26 @@ View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
   return d;
 }
 
+// Front-to-back use of memory lent by the student's train plan (ActPlan::idle): a teacher plan
+// at its start (where U2plNet::forward places one that fits), then loss buffers, 256-byte
+// aligned; what does not fit is the step's own. The step and its memory figure (step_memory)
+// use the spans alike.
+struct SpanUse {
+  int64_t size = 0, used = 0;  // floats
+  // Where `floats` more go (floats from the start), or -1 when they do not fit.
+  int64_t take(int64_t floats) {
+    const int64_t at = (used + 63) / 64 * 64;
+    if (at + floats > size) return -1;
+    used = at + floats;
+    return at;
+  }
+};
+
+// A view of `s` at `at` in `span`, or (at < 0) the step's own buffer.
+TensorView lent_or_own(TensorView span, int64_t at, Shape s, Tensor& own, Device dev) {
+  return at >= 0 ? TensorView(span.data + at, s, span.device) : scratch(own, s, dev);
+}
+
 // One replica's figures, as they cross between processes (plain data).
 struct ReplicaFigures {
   double sup = 0, unsup = 0, thresh = 0, contra_low = 0, contra_high = 0, contra = 0;
@@ -64,33 +84,41 @@ struct ReplicaFigures {
 
 }  // namespace
 
-size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryMode memory) {
-  const Shape both{semi ? 2 * batch.n() : batch.n(), batch.c(), batch.h(), batch.w()};
-  const size_t student = net.estimate_plan_bytes(both, NetMode::Train, memory);
-  if (!semi) return student;
-  const size_t eval = net.estimate_plan_bytes(batch, NetMode::Eval);
-  const size_t stats = net.estimate_plan_bytes(both, NetMode::TrainStats);
-  const size_t before = net.estimate_idle_bytes(both, ActPlan::Idle::BeforeForward, memory);
-  const size_t between = net.estimate_idle_bytes(both, ActPlan::Idle::BetweenForwardAndBackward, memory);
-  return student + (eval <= before ? 0 : eval) + (stats <= between ? 0 : stats);
-}
-
-size_t step_scratch_bytes(const TrainConfig& cfg, const U2plNet& net, Shape batch) {
+StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, MemoryMode memory) {
   const bool semi = cfg.unsup.enabled, contra = semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0;
   const int64_t BR = batch.n(), b = cfg.data.batch_size, H = batch.h(), W = batch.w(), C = cfg.net.num_classes;
   const Shape both{semi ? 2 * BR : BR, 3, H, W};
   const U2plNet::OutputShapes out = net.output_shapes(both);
   const int64_t pixels = BR * H * W, crop = b * C * H * W, small = BR * out.pred.h() * out.pred.w();
-  int64_t n = 2 * (2 * BR * 3 * H * W + pixels);  // the two upload slots' batches (labeled, unlabeled)
-  n += 2 * crop + b * H * W;                      // the supervised loss: upsampled logits, gradient, OHEM labels
-  n += out.pred.numel() + out.aux.numel();        // the gradients handed to backward
+  StepMemory m;
+  m.activations = net.estimate_plan_bytes(both, NetMode::Train, memory);
+  // The step's own buffers (floats); those it puts in the student's idle memory count where they
+  // do not fit, as TrainStep::step places them (a teacher plan at a span's start when it fits).
+  int64_t own = 2 * (2 * BR * 3 * H * W + pixels);  // the two upload slots' batches (labeled, unlabeled)
+  own += b * H * W + out.pred.numel() + out.aux.numel();  // OHEM's labels, the gradients handed to backward
+  const auto idle_floats = [&](ActPlan::Idle when) {
+    return int64_t(net.estimate_idle_bytes(both, when, memory) / sizeof(float));
+  };
+  const auto plan_floats = [&](Shape s, NetMode mode) { return int64_t(net.estimate_plan_bytes(s, mode) / sizeof(float)); };
+  const auto place_plan = [&](SpanUse& span, int64_t floats) {
+    if (span.take(floats) < 0) m.activations += size_t(floats) * sizeof(float);
+  };
+  const auto place_buffer = [&](SpanUse& span, int64_t floats) {
+    if (span.take(floats) < 0) own += floats;
+  };
+  SpanUse sup{idle_floats(ActPlan::Idle::BetweenForwardAndBackward)};
+  if (sup.take(crop) < 0 || sup.take(crop) < 0) own += 2 * crop;  // the supervised loss's logits and gradient
   if (semi) {
-    n += 2 * BR * 3 * H * W + BR * C * H * W;  // the mixed batch, the teacher's upsampled logits
-    n += 4 * pixels;                           // pseudo-labels, mixed labels, entropy, filtered labels
-    n += 3 * crop;                             // the unsupervised loss: both upsampled logits, gradient
+    SpanUse before{idle_floats(ActPlan::Idle::BeforeForward)}, between{sup.size};
+    place_plan(before, plan_floats(batch, NetMode::Eval));
+    place_buffer(before, BR * C * H * W);  // the teacher's upsampled logits
+    place_plan(between, plan_floats(both, NetMode::TrainStats));
+    for (int k = 0; k < 3; ++k) place_buffer(between, crop);  // the unsupervised loss's
+    own += 2 * BR * 3 * H * W + 4 * pixels;  // the mixed batch; pseudo-labels, mixed labels, entropy, filtered
   }
-  if (contra) n += out.pred.numel() + out.rep.numel() + 2 * small + small;  // probabilities, rep gradient, labels, masks
-  return size_t(n) * sizeof(float);
+  if (contra) own += out.pred.numel() + out.rep.numel() + 3 * small;  // probabilities, rep gradient, labels, masks
+  m.buffers = size_t(own) * sizeof(float);
+  return m;
 }
 
 uint64_t replica_key(uint64_t seed, int replica) {
@@ -309,12 +337,15 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const TensorView img_u = on_device(img_u_in, img_u_, dev_);
     // Pseudo-labels: argmax of the eval-mode teacher's logits, upsampled to the crop.
     phase.next("teacher eval forward");
-    // In the student's memory: its train forward writes it only after the pseudo-labels are made.
-    const NetOutputs te = teacher_->forward(
-        ctx, img_u, NetMode::Eval, nullptr,
-        student_.idle_train_memory(Shape{2 * BR, 3, H, W}, ActPlan::Idle::BeforeForward));
+    // In the student's memory, with the upsampled logits after it: the student's train forward
+    // writes it only after the pseudo-labels are made.
+    const TensorView before = student_.idle_train_memory(Shape{2 * BR, 3, H, W}, ActPlan::Idle::BeforeForward);
+    SpanUse use{before.numel()};
+    use.take(int64_t(teacher_->estimate_plan_bytes(img_u.shape, NetMode::Eval) / sizeof(float)));
+    const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr, before);
     phase.next("pseudo-labels");
-    const TensorView up = scratch(up_eval_, Shape{BR, C, H, W}, dev_);
+    const Shape up_shape{BR, C, H, W};
+    const TensorView up = lent_or_own(before, use.take(up_shape.numel()), up_shape, up_eval_, dev_);
     bilinear_forward(ctx, te.pred, up);
     const LabelView lab_u = scratch(lab_u_, Shape{BR, H, W}, dev_);
     argmax_channels(ctx, up, lab_u);
@@ -347,27 +378,33 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     fill_zero(daux);
   }
   // The gradient is the mean over replicas (as DDP averages), so each replica's terms enter at 1/R.
+  // The losses' upsampled logits in the student's memory that only its backward uses.
   const float share = 1.f / float(cfg_.replicas);
+  const TensorView idle =
+      student_.idle_train_memory(image.shape, ActPlan::Idle::BetweenForwardAndBackward);
+  sup_buf_.lend(idle);
   for (int r = 0; r < R; ++r)
     supervised_loss(ctx, out.pred.batch_slice(r * per, b),
                     out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(), lab_l.batch_slice(r * b, b),
                     sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
                     daux.defined() ? daux.batch_slice(r * per, b) : TensorView(), 0.f, sup_out_[size_t(r)].get());
 
+  sup_buf_.lend(TensorView());
   TensorView drep;
   phase.next("teacher train-statistics forward");
-  // In the student's memory that its backward alone uses: the teacher's outputs are read by the
-  // losses before the backward starts.
-  const TensorView idle =
-      teacher_ ? student_.idle_train_memory(image.shape, ActPlan::Idle::BetweenForwardAndBackward) : TensorView();
+  // In the same memory (the supervised loss is done with it), the unsupervised loss's buffers
+  // after it: the teacher's outputs are read by the losses before the backward starts.
+  SpanUse use{idle.numel()};
+  if (teacher_) use.take(int64_t(teacher_->estimate_plan_bytes(image.shape, NetMode::TrainStats) / sizeof(float)));
   if (!o.semi) {
     if (teacher_) teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout(), idle);
   } else {
     const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout(), idle);
     phase.next("unsupervised loss");
     const Shape crop{b, C, H, W};
-    const TensorView up_t = scratch(up_t_, crop, dev_), up_s = scratch(up_s_, crop, dev_);
-    const TensorView dup_s = scratch(dup_s_, crop, dev_);
+    const TensorView up_t = lent_or_own(idle, use.take(crop.numel()), crop, up_t_, dev_);
+    const TensorView up_s = lent_or_own(idle, use.take(crop.numel()), crop, up_s_, dev_);
+    const TensorView dup_s = lent_or_own(idle, use.take(crop.numel()), crop, dup_s_, dev_);
     const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
     const LabelView filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
     const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));

@@ -39,18 +39,18 @@ class StepDraws {
   virtual IndexSource& contrastive(int replica) = 0;
 };
 
-// The activation memory of one iteration past the warm start: the student's Train plan on
-// [labeled | unlabeled] (`batch` each; the labeled alone when !semi: no teacher) in `memory`
-// mode, and the teacher's Eval plan on the unlabeled images and its TrainStats plan on both,
-// each counted only when it does not fit in the student's memory idle at that time (where the
-// step runs it: before the student's forward, and between its forward and backward).
-size_t step_activation_bytes(const U2plNet& net, Shape batch, bool semi, MemoryMode memory);
-
-// The step's own device buffers for this process's `batch` labeled (and as many unlabeled)
-// images: the mixed batch, the labels, the upsampled logits of the teacher's pseudo-labels and of
-// each replica's supervised and unsupervised losses, the entropy, the gradients handed to the
-// network's backward, the contrastive masks (CUDA libraries' scratch comes on top).
-size_t step_scratch_bytes(const TrainConfig& cfg, const U2plNet& net, Shape batch);
+// The memory of one iteration past the warm start for this process's `batch` labeled (and as
+// many unlabeled) images in `memory` mode. Activations: the student's Train plan on [labeled |
+// unlabeled] (the labeled alone without a teacher), and the teacher's Eval plan on the unlabeled
+// images and its TrainStats plan on both where they do not fit in the student's memory idle at
+// that time (before its forward; between its forward and backward). Buffers: the step's own (the
+// upload slots, the mixed batch, the labels, the losses' upsampled logits and gradients, the
+// gradients handed to backward, the contrastive masks) but those that fit in that idle memory
+// after the teacher's plans (CUDA libraries' scratch comes on top).
+struct StepMemory {
+  size_t activations = 0, buffers = 0;
+};
+StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, MemoryMode memory);
 
 // Philox streams 2-5 of trainer.seed (the loaders use 0 and 1), 2^24 counters per iteration each.
 // The CutMix and contrastive streams are per replica: replica 0 under the run's seed (one replica

@@ -551,9 +551,12 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
     bank = memory_bank_bytes(cfg, ps.decls()[size_t(rep)].shape[0]);
   if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
   std::vector<std::pair<MemoryMode, size_t>> needs;  // fastest first
-  const size_t scratch = step_scratch_bytes(cfg, probe, batch);
-  for (const MemoryMode m : kMemoryModes)
-    needs.emplace_back(m, step_activation_bytes(probe, batch, semi, m) + scratch + state + bank);
+  size_t buffers = 0;  // the most any mode needs (they differ in what fits in idle memory)
+  for (const MemoryMode m : kMemoryModes) {
+    const StepMemory step = step_memory(cfg, probe, batch, m);
+    buffers = std::max(buffers, step.buffers);
+    needs.emplace_back(m, step.activations + step.buffers + state + bank);
+  }
   size_t avail = 0;
   if (dev == Device::CUDA) {
     size_t total = 0;
@@ -582,7 +585,7 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
              cfg.file << ": " << what << " needs " << (automatic ? "in every memory mode " : "")
                       << "more than the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
                       << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank, " << (state >> 20)
-                      << " MiB of parameters and optimiser state and " << (scratch >> 20)
+                      << " MiB of parameters and optimiser state and up to " << (buffers >> 20)
                       << " MiB of batches and loss buffers): lower dataset.batch_size or the "
                       << "crop" << (automatic ? "" : ", or choose another trainer.memory") << ", or the queue sizes");
   RunPlan r;
