@@ -52,7 +52,7 @@ const char* const kUsage =
     "  --replicas trainer.replicas: N replicas of B + B images each (default 1), in one process or,\n"
     "             under mpirun -np W, N/W in each of W processes (the time and the bytes each\n"
     "             process sends per iteration are rank 0's)\n"
-    "  --memory   trainer.memory: auto (default), keep or recompute_bn\n"
+    "  --memory   trainer.memory: auto (default), keep, recompute_bn or recompute_blocks\n"
     "  --profile  time each phase of the timed iterations (teacher forwards, pseudo-labels, student\n"
     "             forward, each loss, backward, SGD, EMA) and the convolutions and memory-bank\n"
     "             pushes inside them, on the device's clock (CUDA events), with convolution TFLOP/s\n"

@@ -234,6 +234,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
 
   U2plNet& s = ts.student();
   U2plNet& te = *ts.teacher();
+  const size_t peak_rss = peak_rss_bytes();  // before anything below could allocate
   const Shape two{2 * B, 3, o.crop, o.crop};
   const MemoryBank& bank = *ts.bank();
   const nlohmann::json arenas = {
@@ -242,8 +243,9 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       {"momentum", size_t(ts.momentum().numel()) * sizeof(float)},
       {"bn_buffers", s.params().buffers().bytes() + te.params().buffers().bytes()},
       {"teacher_parameters", te.params().values().bytes()},
-      {"student_activations", s.plan_bytes(two, NetMode::Train)},
-      {"teacher_activations", te.plan_bytes(image, NetMode::Eval) + te.plan_bytes(two, NetMode::TrainStats)},
+      {"student_activations", s.estimate_plan_bytes(two, NetMode::Train)},
+      // the teacher's plans, laid out in the student's idle memory where they fit (not allocated)
+      {"teacher_activations", te.estimate_plan_bytes(image, NetMode::Eval) + te.estimate_plan_bytes(two, NetMode::TrainStats)},
       {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},
       {"workspace", ctx.workspace_bytes()}};
   nlohmann::json result = {{"preset", o.preset},
@@ -259,7 +261,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
           {"device", device_name(o.device)},
           {"ms", ms},
           {"iterations_per_s", 1000.0 / ms},
-          {"peak_rss_bytes", peak_rss_bytes()},
+          {"peak_rss_bytes", peak_rss},
           {"arena_bytes", arenas},
           {"last", {{"sup", last.sup}, {"unsup", last.unsup}, {"contra", last.contra}, {"total", last.total},
                     {"contra_terms", last.contra_terms}, {"ema", last.ema}}}};

@@ -116,6 +116,8 @@ inline MemoryRun run_memory_mode(const SafeTensorsFile& f, MemoryMode m, Device 
   net.backward(ctx, wp, wr, wa);
   r.buffers = host_of(net.params().buffers().all());
   r.grads = host_of(net.params().grads().all());
+  for (const ParamDecl& d : net.params().decls())  // against PyTorch, not only against another mode
+    if (d.trainable) expect_tensor(f, "grad." + d.name, net.params().grad(net.params().find(d.name)), kGradNormwise);
   r.bytes = net.plan_bytes(x.shape(), NetMode::Train);
   r.own_eval = host_of(own.forward(ctx, x, NetMode::Eval, nullptr).pred);
   r.own_stats = host_of(own.forward(ctx, x, NetMode::TrainStats, &ro).pred);

@@ -9,11 +9,13 @@ using namespace u2pl;
 using namespace u2pl::test;
 
 TEST_SUITE("cuda") {
-  TEST_CASE("network memory modes on CUDA: recompute_bn equals keep bit for bit") {
+  TEST_CASE("network memory modes on CUDA: recompute_bn and recompute_blocks equal keep bit for bit") {
     const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/model_small.safetensors");
     const MemoryRun keep = run_memory_mode(f, MemoryMode::Keep, Device::CUDA);
-    const MemoryRun rebuilt = run_memory_mode(f, MemoryMode::RecomputeBn, Device::CUDA);
-    expect_same_as_keep(rebuilt, keep);
+    for (const MemoryMode m : {MemoryMode::RecomputeBn, MemoryMode::RecomputeBlocks}) {
+      INFO(memory_mode_name(m));
+      expect_same_as_keep(run_memory_mode(f, m, Device::CUDA), keep);
+    }
   }
 
   TEST_CASE("network: CUDA matches CPU in every mode, forward and backward") {

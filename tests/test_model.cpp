@@ -58,16 +58,22 @@ TEST_CASE("network matches the PyTorch reference: eval, train, running stats, ev
   CHECK(checked == in_fixture);
 }
 
-TEST_CASE("network memory modes: recompute_bn equals keep bit for bit, in less memory") {
+TEST_CASE("network memory modes: recompute_bn and recompute_blocks equal keep bit for bit, in less memory") {
   // Outputs, running statistics and every gradient of one train forward and backward; backward
-  // must rebuild each BN, ReLU and dropout output it reads (the scratch holds later modules' data).
+  // must rebuild each BN, ReLU and dropout output (and, replaying, each block's convolution
+  // output) it reads (the scratch holds later modules' data).
   const SafeTensorsFile f(kSmall);
   const MemoryRun keep = run_memory_mode(f, MemoryMode::Keep, Device::CPU);
   const MemoryRun rebuilt = run_memory_mode(f, MemoryMode::RecomputeBn, Device::CPU);
+  const MemoryRun replayed = run_memory_mode(f, MemoryMode::RecomputeBlocks, Device::CPU);
   expect_same_as_keep(rebuilt, keep);
-  MESSAGE("train plan: keep " << keep.bytes << " bytes, recompute_bn " << rebuilt.bytes);
+  expect_same_as_keep(replayed, keep);
+  CHECK(replayed.bytes < rebuilt.bytes);
+  MESSAGE("train plan: keep " << keep.bytes << " bytes, recompute_bn " << rebuilt.bytes << ", recompute_blocks "
+                              << replayed.bytes);
   CHECK_THROWS_WITH_AS(parse_memory_mode("smallest", "trainer.memory"),
-                       doctest::Contains("trainer.memory: unknown memory mode 'smallest' (expected keep or"), Error);
+                       doctest::Contains("trainer.memory: unknown memory mode 'smallest' (expected keep, recompute_bn or"),
+                       Error);
 }
 
 TEST_CASE("network: train-statistics mode updates BN buffers without backward state") {

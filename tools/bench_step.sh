@@ -6,13 +6,13 @@
 # last iteration.
 # Usage: tools/bench_step.sh [BUILD_DIR] [--threads T] [--batch B] [--crop C] [--depth D] [--os 8|16]
 #                            [--width-divisor K] [--classes C] [--repeat R] [--presets "paper official"]
-#                            [--memory "keep recompute_bn"]
+#                            [--memory "keep recompute_bn recompute_blocks"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then build=$1; shift; fi
 threads=$(nproc); batch=2; crop=129; depth=101; os=8; wdiv=1; classes=21; repeat=3; presets="paper official"
-modes="keep recompute_bn"
+modes="keep recompute_bn recompute_blocks"
 while [ $# -gt 0 ]; do
   case $1 in
     --threads) threads=$2 ;; --batch) batch=$2 ;; --crop) crop=$2 ;; --depth) depth=$2 ;; --os) os=$2 ;;

@@ -12,7 +12,8 @@ constexpr int64_t kAlignFloats = 64;  // 256-byte segments
 int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 }  // namespace
 
-ActPlan::ActPlan(bool backward, bool rebuild) : backward_(backward), rebuild_(rebuild) {}
+ActPlan::ActPlan(bool backward, bool rebuild, bool replay)
+    : backward_(backward), rebuild_(rebuild), replay_(replay) {}
 
 void ActPlan::begin_module() {
   U2PL_CHECK(!laid_, "activation plan: begin_module() after allocate()");
@@ -33,6 +34,8 @@ Slot ActPlan::take(int region, Shape s) {
 Slot ActPlan::internal(Shape s) { return backward_ ? take(kKept, s) : take(kScratch, s); }
 
 Slot ActPlan::rebuilt(Shape s) { return rebuild() ? take(kScratch, s) : internal(s); }
+
+Slot ActPlan::replayed(Shape s) { return replay() ? take(kScratch, s) : internal(s); }
 
 // A slot at the start of a region that many tensors share in turn: the region is the largest's size.
 Slot ActPlan::shared(int region, Shape s) {
@@ -72,7 +75,7 @@ void ActPlan::layout(int64_t* at) const {
   for (int r = 0; r < kRegions; ++r) at[r + 1] = at[r] + size_[r];
 }
 
-void ActPlan::allocate(Device dev, Buffer spare) {
+void ActPlan::allocate(Device dev, Buffer spare, bool grow) {
   U2PL_CHECK(!laid_, "activation plan allocated twice");
   layout(start_);
   const size_t need = bytes();
@@ -80,7 +83,7 @@ void ActPlan::allocate(Device dev, Buffer spare) {
   if (have && spare.device() == dev && spare.bytes() >= need)
     own_ = std::move(spare);
   else
-    own_ = Buffer(dev, have ? need + need / 4 : need);
+    own_ = Buffer(dev, have && grow ? need + need / 4 : need);
   own_.zero();
   base_ = own_.floats();
   dev_ = dev;
@@ -95,6 +98,22 @@ void ActPlan::place(TensorView block) {
   base_ = block.data;
   dev_ = block.device;
   laid_ = true;
+}
+
+void ActPlan::move_to(TensorView block) {
+  U2PL_CHECK(laid_, "activation plan: move_to() before allocate() or place()");
+  const Device dev = dev_;
+  // Only a block of its own is known to hold the state still (another plan's memory may have
+  // been written or freed since).
+  const size_t state = owns() ? size_t(size_[kState]) * sizeof(float) : 0;
+  std::vector<float> saved(state / sizeof(float));
+  if (state > 0) copy_bytes(saved.data(), Device::CPU, base_ + start(kState), dev, state);
+  Buffer old = release();  // freed on return
+  if (block.defined())
+    place(block);
+  else
+    allocate(dev);
+  if (state > 0) copy_bytes(base_ + start(kState), dev_, saved.data(), Device::CPU, state);
 }
 
 Buffer ActPlan::release() {

@@ -30,13 +30,17 @@ struct OutSlot {
 
 class ActPlan {
  public:
-  explicit ActPlan(bool backward, bool rebuild = false);
+  // replay (recompute_blocks): residual blocks keep only their output and BN state; backward
+  // replays a block's convolutions from its input before its backward (implies rebuild).
+  ActPlan(bool backward, bool rebuild = false, bool replay = false);
   bool backward() const { return backward_; }
-  bool rebuild() const { return backward_ && rebuild_; }  // rebuilt() slots are module scratch
+  bool rebuild() const { return backward_ && (rebuild_ || replay_); }  // rebuilt() slots are module scratch
+  bool replay() const { return backward_ && replay_; }
 
   void begin_module();  // scratch after this point may reuse the previous module's
   Slot internal(Shape s);                          // read by this module's backward
   Slot rebuilt(Shape s);  // read by backward, which can form it again (rebuild(): module scratch)
+  Slot replayed(Shape s);  // a replayed block's convolution output (replay(): module scratch)
   OutSlot output(Shape s, bool tapped = false);    // read by the next (or, tapped, a later) module
   // A module output that backward can form again (a residual block's, from its kept convolution
   // output and its input): in rebuild() plans one region every such output shares, each read
@@ -49,7 +53,8 @@ class ActPlan {
   // when it is on `dev` and large enough, else a new one, with a quarter more room when it
   // replaces a spare that was too small (so plans of varying shapes soon stop allocating).
   // Zeroed either way.
-  void allocate(Device dev, Buffer spare = Buffer());
+  // grow false: no quarter more room (a plan whose shape does not change).
+  void allocate(Device dev, Buffer spare = Buffer(), bool grow = true);
   // Lays the plan out in memory it does not own (`block`, at least bytes() long, on the device
   // the plan's views are used on): another plan's idle memory. It may be placed again elsewhere.
   void place(TensorView block);
@@ -58,6 +63,10 @@ class ActPlan {
   const float* base() const { return base_; }  // where it is laid out
   // Hands the plan's own block out (for the next plan's allocate); the plan is unusable afterwards.
   Buffer release();
+  // Lays the plan out again in `block` (undefined: a block of its own on the same device); when
+  // it owned its block, its saved state (the dropout scales a test set) is copied along and that
+  // block freed.
+  void move_to(TensorView block);
   TensorView view(const Slot& s) const;
   size_t bytes() const;                            // everything the plan needs
   size_t kept_bytes() const;                       // what backward keeps (0 without backward)
@@ -81,7 +90,7 @@ class ActPlan {
   void layout(int64_t* at) const;  // at[r]: float offset of region r in the block, at[kRegions]: the end
   int64_t start(int region) const { return start_[region]; }  // after allocate() or place()
   std::pair<int64_t, int64_t> idle_range(Idle when) const;  // [first, end) floats
-  bool backward_, rebuild_;
+  bool backward_, rebuild_, replay_;
   bool ping_ = false;
   int64_t cursor_[kRegions] = {};  // next free float in each region (scoped regions reset)
   int64_t size_[kRegions] = {};    // floats each region needs

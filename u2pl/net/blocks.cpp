@@ -9,10 +9,10 @@ ConvBn::ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn
                const Conv2dSpec& spec, bool relu, int group, ConvInit init)
     : conv_(ps, conv_name, spec, group, init), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
 
-ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x) const {
+ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x, bool replayed) const {
   const Shape y = out_shape(x);
   Bufs b;
-  b.c = p.internal(y);
+  b.c = replayed ? p.replayed(y) : p.internal(y);
   if (p.backward()) {
     b.stats = p.state(bn_.saved_shape());
     if (relu_) b.gy = p.grad_temp(y);
@@ -38,6 +38,10 @@ void ConvBn::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView 
   const TensorView gc = p.view(b.gc);
   bn_.backward(ctx, p.view(b.c), p.view(b.stats), true, g, gc, 0.f);
   conv_.backward(ctx, x, gc, dx, beta);
+}
+
+void ConvBn::replay_conv(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const {
+  conv_.forward(ctx, x, p.view(b.c));
 }
 
 void ConvBn::rebuild(Context& ctx, const ActPlan& p, const Bufs& b, TensorView y) const {
@@ -76,15 +80,15 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out
   Shape s = x;
   const int n = static_cast<int>(units_.size());
   for (int i = 0; i < n; ++i) {
-    b.u[i] = units_[i]->plan(p, s);
+    b.u[i] = units_[i]->plan(p, s, p.replay());
     s = units_[i]->out_shape(s);
     if (i < n - 1) b.a[i] = p.rebuilt(s);
   }
   if (down_) {
-    b.ds = down_->plan(p, x);
+    b.ds = down_->plan(p, x, p.replay());
     b.dsa = p.rebuilt(down_->out_shape(x));  // backward reads it not at all (no ReLU)
   }
-  b.out_rebuilt = rebuilt_out && !tapped && p.rebuild();
+  b.out_rebuilt = rebuilt_out && !tapped && p.rebuild() && !p.replay();  // replay: the output is the next input
   b.out = b.out_rebuilt ? p.rebuilt_output(s) : p.output(s, tapped);
   if (p.backward()) {
     b.gsum = p.grad_temp(s);
@@ -126,8 +130,18 @@ void ResBlock::rebuild_output(Context& ctx, const ActPlan& p, const Bufs& b, Ten
 
 void ResBlock::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const {
   const int n = static_cast<int>(units_.size());
-  if (p.rebuild())
+  if (p.replay()) {  // the convolutions again from the kept input, each BN output from its saved state
+    TensorView in = x;
+    for (int i = 0; i < n; ++i) {
+      units_[i]->replay_conv(ctx, p, b.u[i], in);
+      if (i == n - 1) break;
+      units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
+      in = p.view(b.a[i]);
+    }
+    if (down_) down_->replay_conv(ctx, p, b.ds, x);
+  } else if (p.rebuild()) {
     for (int i = 0; i < n - 1; ++i) units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
+  }
   const TensorView out = p.view(b.out.value), gsum = p.view(b.gsum);
   relu_backward(ctx, out, p.view(b.out.grad), gsum, 0.f);
   // The last unit has no ReLU, so its output is not needed: pass `out` as a placeholder.

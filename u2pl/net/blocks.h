@@ -32,8 +32,11 @@ class ConvBn {
   Shape out_shape(Shape x) const { return conv_.out_shape(x); }
   int out_channels() const { return conv_.spec().cout; }
   int bn_weight_id() const { return bn_.weight_id(); }
-  Bufs plan(ActPlan& p, Shape x) const;
+  // replayed: the conv output is formed again in backward (a block of a replaying plan).
+  Bufs plan(ActPlan& p, Shape x, bool replayed = false) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, RunMode m) const;
+  // The conv output again, from the same input (a replaying plan's backward; bit for bit).
+  void replay_conv(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
   // dx = beta*dx + dL/dx (dx may be undefined: only parameter gradients).
   void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, TensorView dy,
                 TensorView dx, float beta) const;

@@ -42,12 +42,14 @@ void U2plNet::allocate(Device dev, uint64_t seed, bool trainable) {
            << format_bytes(double(ps_.buffers().bytes())));
 }
 
-const char* memory_mode_name(MemoryMode m) { return m == MemoryMode::Keep ? "keep" : "recompute_bn"; }
+const char* memory_mode_name(MemoryMode m) {
+  return m == MemoryMode::Keep ? "keep" : m == MemoryMode::RecomputeBn ? "recompute_bn" : "recompute_blocks";
+}
 
 MemoryMode parse_memory_mode(const std::string& s, const std::string& what) {
   for (const MemoryMode m : kMemoryModes)
     if (s == memory_mode_name(m)) return m;
-  U2PL_FAIL(what << ": unknown memory mode '" << s << "' (expected keep or recompute_bn)");
+  U2PL_FAIL(what << ": unknown memory mode '" << s << "' (expected keep, recompute_bn or recompute_blocks)");
 }
 
 void U2plNet::set_memory_mode(MemoryMode m) {
@@ -63,7 +65,7 @@ void U2plNet::set_memory_mode(MemoryMode m) {
 }
 
 std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory) const {
-  auto plan = std::make_unique<Plan>(backward, memory == MemoryMode::RecomputeBn);
+  auto plan = std::make_unique<Plan>(backward, memory != MemoryMode::Keep, memory == MemoryMode::RecomputeBlocks);
   plan->enc = encoder_.plan(plan->act, image);
   const Shape x1 = encoder_.layer_out(plan->enc, 1).value.shape;
   const Shape x3 = encoder_.layer_out(plan->enc, 3).value.shape;
@@ -85,25 +87,35 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) 
     p.last_use = ++uses_;
     // Laid out in the memory given when it is large enough (its own block freed), else its own.
     const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= p.act.bytes();
+    // Its saved state (the dropout scales dropout_scale() set) goes along.
     if (fits) {
-      if (p.act.owns() || p.act.base() != memory.data) {
-        p.act.release();
-        p.act.place(memory);
-      }
+      if (p.act.owns() || p.act.base() != memory.data) p.act.move_to(memory);
     } else if (!p.act.owns()) {
-      p.act.release();
-      p.act.allocate(dev_);
+      p.act.move_to(TensorView());
     }
     return p;
   }
   Buffer spare;  // the evicted plan's memory, reused when it is large enough
+  if (backward) {  // one Train plan at a time (a run's warm start and semi phase differ in shape)
+    for (auto it = plans_.begin(); it != plans_.end();) {
+      if (!it->second->act.backward()) {
+        ++it;
+        continue;
+      }
+      if (it->second.get() == last_train_) last_train_ = nullptr;
+      Buffer b = it->second->act.release();
+      if (b.bytes() > spare.bytes()) spare = std::move(b);
+      it = plans_.erase(it);
+    }
+  }
   if (plans_.size() >= kMaxPlans) {
     auto oldest = plans_.end();
     for (auto p = plans_.begin(); p != plans_.end(); ++p)
       if (p->second.get() != last_train_ && (oldest == plans_.end() || p->second->last_use < oldest->second->last_use))
         oldest = p;
     if (oldest != plans_.end()) {
-      spare = oldest->second->act.release();
+      Buffer b = oldest->second->act.release();
+      if (b.bytes() > spare.bytes()) spare = std::move(b);
       plans_.erase(oldest);
     }
   }
@@ -112,8 +124,8 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) 
   const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= plan->act.bytes();
   if (fits)
     plan->act.place(memory);
-  else
-    plan->act.allocate(dev_, std::move(spare));
+  else  // a Train plan's shape stays for the run: no room to grow
+    plan->act.allocate(dev_, std::move(spare), /*grow=*/!backward);
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
            << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : "")
            << (fits ? ", in another plan's idle memory" : ""));

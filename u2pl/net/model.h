@@ -24,9 +24,12 @@ RunMode run_mode(NetMode m);
 // form (convolution outputs, BN statistics, dropout scales), backward rebuilding the BN, ReLU and
 // dropout outputs it reads, bit for bit. The modes give the same numbers; they differ in memory
 // and time.
-enum class MemoryMode { Keep, RecomputeBn };
-constexpr MemoryMode kMemoryModes[] = {MemoryMode::Keep, MemoryMode::RecomputeBn};  // fastest first
-const char* memory_mode_name(MemoryMode m);  // "keep", "recompute_bn"
+// recompute_blocks: besides, every residual block keeps only its output and BN state, and backward
+// replays the block's convolutions from its input (one forward of the encoder again).
+enum class MemoryMode { Keep, RecomputeBn, RecomputeBlocks };
+constexpr MemoryMode kMemoryModes[] = {MemoryMode::Keep, MemoryMode::RecomputeBn,
+                                       MemoryMode::RecomputeBlocks};  // fastest first
+const char* memory_mode_name(MemoryMode m);  // "keep", "recompute_bn", "recompute_blocks"
 // trainer.memory auto: the fastest mode whose figure is at most this share of the free memory.
 constexpr double kAutoMemoryShare = 0.9;
 // Throws naming `what` (a config key, an option) and the choices.
@@ -71,6 +74,9 @@ class U2plNet {
   // Fills that memory with NaN: nothing may read it before writing it (tests).
   void poison_idle(Shape image, ActPlan::Idle when);
 
+  // The plan's scales of a dropout site (tests set them, then forward with rng null). A plan laid
+  // out in another network's memory gets memory of its own here, and keeps the scales when the
+  // next forward lays it out in that memory again.
   TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
   std::vector<std::string> dropout_sites() const;
   size_t plan_bytes(Shape image, NetMode mode);  // activation memory of that plan
@@ -84,7 +90,7 @@ class U2plNet {
 
  private:
   struct Plan {
-    Plan(bool backward, bool rebuild) : act(backward, rebuild) {}
+    Plan(bool backward, bool rebuild, bool replay) : act(backward, rebuild, replay) {}
     uint64_t last_use = 0;
     ActPlan act;
     ResNet::Bufs enc;

@@ -177,7 +177,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   tr.get("deterministic", c.deterministic);
   tr.get("replicas", c.replicas, 1, 1024);
   c.replicas_given = tr.has("replicas");
-  if (tr.has("memory")) get_choice(tr, "memory", c.memory, {"auto", "keep", "recompute_bn"});
+  if (tr.has("memory")) get_choice(tr, "memory", c.memory, {"auto", "keep", "recompute_bn", "recompute_blocks"});
 
   tr.need("optimizer");
   const Section opt = tr.child("optimizer", {"type", "kwargs"});

@@ -63,7 +63,8 @@ struct TrainConfig {
   int replicas = 1;
   bool replicas_given = false;  // the config (or an override) set trainer.replicas
   // trainer.memory: what the student's train forward keeps for backward (u2pl/net/model.h's
-  // MemoryMode): auto (the fastest mode that fits, chosen by check_runnable), keep, recompute_bn.
+  // MemoryMode): auto (the fastest mode that fits, chosen by check_runnable), keep, recompute_bn,
+  // recompute_blocks.
   std::string memory = "auto";
   float lr = 0.001f, momentum = 0, weight_decay = 0;  // optimizer SGD (PyTorch defaults for the last two)
   float lr_power = 0.9f;                             // lr_scheduler poly

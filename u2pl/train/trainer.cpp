@@ -582,8 +582,9 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                      : memory_mode_name(n.first) == cfg.memory;
   });
   U2PL_CHECK(chosen != needs.end() && chosen->second < avail,
-             cfg.file << ": " << what << " needs " << (automatic ? "in every memory mode " : "")
-                      << "more than the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
+             cfg.file << ": " << what << " needs " << (automatic ? "in every memory mode more than " + std::to_string(int(kAutoMemoryShare * 100)) + " % of"
+                                                   : std::string("more than"))
+                      << " the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
                       << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank, " << (state >> 20)
                       << " MiB of parameters and optimiser state and up to " << (buffers >> 20)
                       << " MiB of batches and loss buffers): lower dataset.batch_size or the "
