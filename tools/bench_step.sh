@@ -36,13 +36,13 @@ done
 python3 - "$out" "$modes" $presets <<'PY'
 import json, sys
 out, modes, presets = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-print("%-8s %-13s %12s %12s %8s %12s %12s %8s %8s" % ("preset", "memory", "engine ms", "torch ms", "ratio",
+print("%-8s %-16s %12s %12s %8s %12s %12s %8s %8s" % ("preset", "memory", "engine ms", "torch ms", "ratio",
                                                      "engine RSS", "torch RSS", "ratio", "terms"))
 for p in presets:
     t = json.load(open("%s/torch_%s.json" % (out, p)))
     for m in modes:
         e = json.load(open("%s/engine_%s_%s.json" % (out, p, m)))
-        print("%-8s %-13s %12.1f %12.1f %8.2f %10.0f M %10.0f M %8.2f %4d/%-3d" % (
+        print("%-8s %-16s %12.1f %12.1f %8.2f %10.0f M %10.0f M %8.2f %4d/%-3d" % (
             p, m, e["ms"], t["ms"], e["ms"] / t["ms"], e["peak_rss_bytes"] / 2**20, t["peak_rss_bytes"] / 2**20,
             e["peak_rss_bytes"] / t["peak_rss_bytes"], e["last"]["contra_terms"], t["last"]["contra_terms"]))
 PY

@@ -382,14 +382,19 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   const float share = 1.f / float(cfg_.replicas);
   const TensorView idle =
       student_.idle_train_memory(image.shape, ActPlan::Idle::BetweenForwardAndBackward);
-  sup_buf_.lend(idle);
-  for (int r = 0; r < R; ++r)
-    supervised_loss(ctx, out.pred.batch_slice(r * per, b),
-                    out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(), lab_l.batch_slice(r * b, b),
-                    sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
-                    daux.defined() ? daux.batch_slice(r * per, b) : TensorView(), 0.f, sup_out_[size_t(r)].get());
+  {
+    struct Lent {
+      SupLossBuffers& buf;
+      ~Lent() { buf.lend(TensorView()); }  // the memory is the teacher's next
+    } lent{sup_buf_};
+    sup_buf_.lend(idle);
+    for (int r = 0; r < R; ++r)
+      supervised_loss(ctx, out.pred.batch_slice(r * per, b),
+                      out.aux.defined() ? out.aux.batch_slice(r * per, b) : TensorView(), lab_l.batch_slice(r * b, b),
+                      sup_opt_, sup_buf_, share, dpred.batch_slice(r * per, b),
+                      daux.defined() ? daux.batch_slice(r * per, b) : TensorView(), 0.f, sup_out_[size_t(r)].get());
+  }
 
-  sup_buf_.lend(TensorView());
   TensorView drep;
   phase.next("teacher train-statistics forward");
   // In the same memory (the supervised loss is done with it), the unsupervised loss's buffers
