@@ -1,8 +1,10 @@
 // The training iteration (u2pl/train/train_step.h) on CUDA against the same iterations on the CPU:
 // the same initial weights, batches and Philox draws, six iterations through the warm start, the
-// handover and the EMA, and two at memcheck's size. CutMix (no contrastive term) compares closely; U2PL compares loosely,
-// since a float32 difference at an entropy threshold moves a pixel between the contrastive
-// candidate lists and the draws then pick other rows. Part of the `cuda` suite.
+// handover and the EMA (one replica and two), and two at memcheck's size. CutMix (no contrastive
+// term) compares closely; U2PL compares loosely, since a float32 difference at an entropy
+// threshold moves a pixel between the contrastive candidate lists and the draws then pick other
+// rows. Also: the memory modes against keep on CUDA (bit for bit), the gradient buckets and the
+// communicator through NCCL in one process. Part of the `cuda` suite.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -28,6 +30,7 @@ TrainConfig cuda_config(const std::string& method, int replicas = 1) {
       {"trainer.seed=5", "trainer.unsupervised.drop_percent=80", "trainer.replicas=" + std::to_string(replicas)},
       nullptr);
 }
+
 
 void copy_state(U2plNet& dst, U2plNet& src) {
   copy_tensor(dst.params().values().all(), src.params().values().all());
@@ -86,6 +89,33 @@ void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch
       INFO("queue " << c);
       CHECK(double(gpu_step.bank()->size(c)) == doctest::Approx(double(cpu_step.bank()->size(c))).epsilon(0.05));
     }
+}
+
+// The same steps in another memory mode on CUDA: bit for bit the keep mode's (same kernels).
+void same_in_mode(MemoryMode m) {
+  INFO(memory_mode_name(m));
+  const TrainConfig cfg = cuda_config("u2pl");
+  TrainStep keep(cfg, Device::CUDA), other(cfg, Device::CUDA);
+  other.student().set_memory_mode(m);
+  copy_state(other.student(), keep.student());
+  copy_state(*other.teacher(), *keep.teacher());
+  for (TrainStep* s : {&keep, &other}) s->set_iters_per_epoch(2);
+  Context ck(Device::CUDA, true), co(Device::CUDA, true);
+  for (int64_t it = 0; it < 4; ++it) {
+    const Shape is{2, 3, 33, 33}, ls{2, 33, 33};
+    const size_t n = size_t(is.numel());
+    const Tensor img_l = Tensor::from_host(is, random_floats(n, uint64_t(10 + it), -2.f, 2.f), Device::CPU);
+    const Tensor img_u = Tensor::from_host(is, random_floats(n, uint64_t(40 + it), -2.f, 2.f), Device::CPU);
+    std::vector<int32_t> lv(size_t(ls.numel()));
+    for (size_t i = 0; i < lv.size(); ++i) lv[i] = int32_t((i / 97 + size_t(it)) % 4);
+    const Labels lab = Labels::from_host(ls, lv, Device::CPU);
+    PhiloxStepDraws dk(cfg.seed, it), d_o(cfg.seed, it);
+    const StepResult rk = keep.step(ck, img_l, lab, img_u, it, int(it / 2), dk);
+    const StepResult ro = other.step(co, img_l, lab, img_u, it, int(it / 2), d_o);
+    CHECK(ro.total == rk.total);
+  }
+  CHECK(to_host(other.student().params().values().all()) == to_host(keep.student().params().values().all()));
+  CHECK(to_host(other.teacher()->params().values().all()) == to_host(keep.teacher()->params().values().all()));
 }
 
 }  // namespace
@@ -149,6 +179,11 @@ TEST_SUITE("cuda") {
                       ps.decls()[size_t(id)].name);
       }
     }
+  }
+
+  // The rebuilding and replaying backward, the teacher and the losses in the student's idle memory.
+  TEST_CASE("train step: every memory mode on CUDA equals keep bit for bit (warm start, handover, EMA)") {
+    for (const MemoryMode m : {MemoryMode::RecomputeBn, MemoryMode::RecomputeBlocks}) same_in_mode(m);
   }
 
   TEST_CASE("nccl: a one-process communicator sums, gathers and broadcasts device memory") {
