@@ -100,7 +100,7 @@ void same_in_mode(MemoryMode m) {
   copy_state(other.student(), keep.student());
   copy_state(*other.teacher(), *keep.teacher());
   for (TrainStep* s : {&keep, &other}) s->set_iters_per_epoch(2);
-  Context ck(Device::CUDA, true), co(Device::CUDA, true);
+  Context ctx(Device::CUDA, true);  // one context: the same convolution algorithms for both
   for (int64_t it = 0; it < 4; ++it) {
     const Shape is{2, 3, 33, 33}, ls{2, 33, 33};
     const size_t n = size_t(is.numel());
@@ -110,8 +110,8 @@ void same_in_mode(MemoryMode m) {
     for (size_t i = 0; i < lv.size(); ++i) lv[i] = int32_t((i / 97 + size_t(it)) % 4);
     const Labels lab = Labels::from_host(ls, lv, Device::CPU);
     PhiloxStepDraws dk(cfg.seed, it), d_o(cfg.seed, it);
-    const StepResult rk = keep.step(ck, img_l, lab, img_u, it, int(it / 2), dk);
-    const StepResult ro = other.step(co, img_l, lab, img_u, it, int(it / 2), d_o);
+    const StepResult rk = keep.step(ctx, img_l, lab, img_u, it, int(it / 2), dk);
+    const StepResult ro = other.step(ctx, img_l, lab, img_u, it, int(it / 2), d_o);
     CHECK(ro.total == rk.total);
   }
   CHECK(to_host(other.student().params().values().all()) == to_host(keep.student().params().values().all()));
