@@ -144,7 +144,8 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
     if (m == MemoryMode::Keep) total = bytes;
     modes[memory_mode_name(m)] = bytes;
     buffers[memory_mode_name(m)] = step.buffers;
-    if (pick.is_null() && double(bytes) <= kAutoMemoryShare * o.device_memory_gib * double(1 << 30)) pick = memory_mode_name(m);
+    if (pick.is_null() && double(bytes) <= kAutoMemoryShare * o.device_memory_gib * double(1 << 30))
+      pick = memory_mode_name(m);
   }
   nlohmann::json r = {{"batch_labeled", B},       {"batch_unlabeled", B},        {"crop", o.crop},
           {"parameters", p},          {"gradients", g},              {"momentum", p},

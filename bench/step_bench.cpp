@@ -245,7 +245,8 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       {"teacher_parameters", te.params().values().bytes()},
       {"student_activations", s.estimate_plan_bytes(two, NetMode::Train)},
       // the teacher's plans, laid out in the student's idle memory where they fit (not allocated)
-      {"teacher_activations", te.estimate_plan_bytes(image, NetMode::Eval) + te.estimate_plan_bytes(two, NetMode::TrainStats)},
+      {"teacher_activations",
+       te.estimate_plan_bytes(image, NetMode::Eval) + te.estimate_plan_bytes(two, NetMode::TrainStats)},
       {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},
       {"workspace", ctx.workspace_bytes()}};
   nlohmann::json result = {{"preset", o.preset},

@@ -4,7 +4,8 @@
 // batchnorm_forward_cpu/backward_cpu, i.e. torch.nn.BatchNorm2d in train() and eval(). SyncBN
 // (several replicas): each replica's moments and gradient sums, each replica split as a batch of
 // its own (the sums do not depend on how the replicas are spread over processes), the other
-// processes' gathered through NCCL, merged in replica order as the CPU path of layers/batchnorm.cpp. Covered by tests/test_cuda_layers.cpp ("batchnorm", "SyncBN").
+// processes' gathered through NCCL, merged in replica order as the CPU path of
+// layers/batchnorm.cpp. Covered by tests/test_cuda_layers.cpp ("batchnorm", "SyncBN").
 #include <cmath>
 
 #include "engine/cuda/launch.cuh"

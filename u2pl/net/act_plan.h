@@ -6,7 +6,8 @@
 // A plan that rebuilds (the memory mode recompute_bn) keeps what is expensive (convolution
 // outputs, BN statistics, dropout scales) and puts what is cheap to form again (BN, ReLU and
 // dropout outputs: rebuilt() slots) in the module scratch, which the module's backward writes
-// again, bit for bit, before it reads them.
+// again, bit for bit, before it reads them; a plan that replays (recompute_blocks) puts the
+// residual blocks' convolution outputs there too (replayed() slots).
 // Covered by tests/test_model.cpp (memory figures and the parity of every mode).
 #pragma once
 #include <cstdint>
@@ -58,7 +59,6 @@ class ActPlan {
   // Lays the plan out in memory it does not own (`block`, at least bytes() long, on the device
   // the plan's views are used on): another plan's idle memory. It may be placed again elsewhere.
   void place(TensorView block);
-  bool laid_out() const { return laid_; }  // allocate() or place() was called (and no release())
   bool owns() const { return laid_ && own_.data() != nullptr; }
   const float* base() const { return base_; }  // where it is laid out
   // Hands the plan's own block out (for the next plan's allocate); the plan is unusable afterwards.
