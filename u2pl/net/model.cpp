@@ -55,13 +55,22 @@ MemoryMode parse_memory_mode(const std::string& s, const std::string& what) {
 void U2plNet::set_memory_mode(MemoryMode m) {
   if (m == memory_) return;
   memory_ = m;
-  for (auto it = plans_.begin(); it != plans_.end();)  // Train plans of the old mode
-    if (it->second->act.backward()) {
-      if (it->second.get() == last_train_) last_train_ = nullptr;
-      it = plans_.erase(it);
-    } else {
+  drop_train_plans();  // those of the old mode
+}
+
+Buffer U2plNet::drop_train_plans() {
+  Buffer largest;
+  for (auto it = plans_.begin(); it != plans_.end();) {
+    if (!it->second->act.backward()) {
       ++it;
+      continue;
     }
+    if (it->second.get() == last_train_) last_train_ = nullptr;
+    Buffer b = it->second->act.release();
+    if (b.bytes() > largest.bytes()) largest = std::move(b);
+    it = plans_.erase(it);
+  }
+  return largest;
 }
 
 std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory) const {
@@ -81,33 +90,25 @@ std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, M
 U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) {
   U2PL_CHECK(ps_.allocated(), "network: forward before allocate()");
   const std::string key = image.str() + (backward ? std::string("/train/") + memory_mode_name(memory_) : "/no-backward");
+  const auto fits = [&](const ActPlan& a) {
+    return memory.defined() && size_t(memory.numel()) * sizeof(float) >= a.bytes();
+  };
   auto it = plans_.find(key);
   if (it != plans_.end()) {
     Plan& p = *it->second;
     p.last_use = ++uses_;
     // Laid out in the memory given when it is large enough (its own block freed), else its own.
-    const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= p.act.bytes();
     // Its saved state (the dropout scales dropout_scale() set) goes along.
-    if (fits) {
+    if (fits(p.act)) {
       if (p.act.owns() || p.act.base() != memory.data) p.act.move_to(memory);
     } else if (!p.act.owns()) {
       p.act.move_to(TensorView());
     }
     return p;
   }
-  Buffer spare;  // the evicted plan's memory, reused when it is large enough
-  if (backward) {  // one Train plan at a time (a run's warm start and semi phase differ in shape)
-    for (auto it = plans_.begin(); it != plans_.end();) {
-      if (!it->second->act.backward()) {
-        ++it;
-        continue;
-      }
-      if (it->second.get() == last_train_) last_train_ = nullptr;
-      Buffer b = it->second->act.release();
-      if (b.bytes() > spare.bytes()) spare = std::move(b);
-      it = plans_.erase(it);
-    }
-  }
+  // The evicted plans' memory, the largest block reused when it is large enough. One Train plan
+  // at a time (a run's warm start and semi phase differ in shape).
+  Buffer spare = backward ? drop_train_plans() : Buffer();
   if (plans_.size() >= kMaxPlans) {
     auto oldest = plans_.end();
     for (auto p = plans_.begin(); p != plans_.end(); ++p)
@@ -121,14 +122,14 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) 
   }
   std::unique_ptr<Plan> plan = build_plan(image, backward, memory_);
   plan->last_use = ++uses_;
-  const bool fits = memory.defined() && size_t(memory.numel()) * sizeof(float) >= plan->act.bytes();
-  if (fits)
+  const bool placed = fits(plan->act);
+  if (placed)
     plan->act.place(memory);
   else  // a Train plan's shape stays for the run: no room to grow
     plan->act.allocate(dev_, std::move(spare), /*grow=*/!backward);
   U2PL_LOG("network: activation plan for " << key << ": " << format_bytes(double(plan->act.bytes()))
            << (backward ? " (kept for backward: " + format_bytes(double(plan->act.kept_bytes())) + ")" : "")
-           << (fits ? ", in another plan's idle memory" : ""));
+           << (placed ? ", in another plan's idle memory" : ""));
   return *plans_.emplace(key, std::move(plan)).first->second;
 }
 

@@ -99,6 +99,7 @@ class U2plNet {
   };
   std::unique_ptr<Plan> build_plan(Shape image, bool backward, MemoryMode memory) const;  // laid out, not allocated
   Plan& plan_for(Shape image, bool backward, TensorView memory = TensorView());
+  Buffer drop_train_plans();  // frees every Train plan; returns the largest block they held
 
   NetConfig cfg_;
   ParamSet ps_;
