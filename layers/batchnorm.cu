@@ -271,6 +271,20 @@ void batchnorm_apply_cuda(Context& ctx, TensorView x, TensorView stat, TensorVie
   CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+
+// channel_partials_kernel<V> over each of `local` replicas: part sums of functor make(g) into
+// partial + g·P (P doubles a replica).
+template <int V, class Make>
+void replica_partials(Context& ctx, const ChannelSplit& s, int64_t local, int64_t P, Make make, double* partial) {
+  for (int64_t g = 0; g < local; ++g) {
+    channel_partials_kernel<V><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(s, make(g), partial + g * P);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace
+
 void batchnorm_forward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorView x, TensorView gamma,
                                  TensorView beta, TensorView run_mean, TensorView run_var, TensorView y,
                                  TensorView save_mean, TensorView save_invstd) {
@@ -288,18 +302,11 @@ void batchnorm_forward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorVi
   double* partial = reinterpret_cast<double*>(ws + at_partial);
   double* st = reinterpret_cast<double*>(ws + at_st);
   double* mine = st + sync.first * C * 3;  // this process's replicas' rows of st
-  for (int64_t g = 0; g < local; ++g) {
-    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
-        s, SumX{x.data + g * floats}, partial + g * P);
-    CUDA_CHECK_LAUNCH();
-  }
+  replica_partials<1>(ctx, s, local, P, [&](int64_t g) { return SumX{x.data + g * floats}; }, partial);
   bn_replica_mean_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mean);
   CUDA_CHECK_LAUNCH();
-  for (int64_t g = 0; g < local; ++g) {
-    channel_partials_kernel<1><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
-        s, SumSquaredDeviation{x.data + g * floats, mean + g * C}, partial + g * P);
-    CUDA_CHECK_LAUNCH();
-  }
+  replica_partials<1>(
+      ctx, s, local, P, [&](int64_t g) { return SumSquaredDeviation{x.data + g * floats, mean + g * C}; }, partial);
   bn_replica_moments_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mean,
                                                                                        mine);
   CUDA_CHECK_LAUNCH();
@@ -328,11 +335,10 @@ void batchnorm_backward_cuda_sync(Context& ctx, const ReplicaSync& sync, TensorV
   double* partial = reinterpret_cast<double*>(ws + at_partial);
   double* sums = reinterpret_cast<double*>(ws + at_sums);
   double* mine = sums + sync.first * C * 2;
-  for (int64_t g = 0; g < local; ++g) {
-    channel_partials_kernel<2><<<channel_partials_grid(s), kBlock, 0, stream_of(ctx)>>>(
-        s, SumDy{x.data + g * floats, dy.data + g * floats, save_mean.data, save_invstd.data}, partial + g * P);
-    CUDA_CHECK_LAUNCH();
-  }
+  replica_partials<2>(
+      ctx, s, local, P,
+      [&](int64_t g) { return SumDy{x.data + g * floats, dy.data + g * floats, save_mean.data, save_invstd.data}; },
+      partial);
   bn_replica_grad_sums_kernel<<<blocks_for(ctx, local * C), kBlock, 0, stream_of(ctx)>>>(s, partial, local, mine);
   CUDA_CHECK_LAUNCH();
   if (sync.device_comm) sync.device_comm->allgather(ctx, mine, local * C * 2, sums);
