@@ -37,6 +37,23 @@ void copy_state(U2plNet& dst, U2plNet& src) {
   copy_tensor(dst.params().buffers().all(), src.params().buffers().all());
 }
 
+// Iteration `it`'s batch of `images` labeled and unlabeled images at 33 px in host memory: random
+// images, labels in blobs of 4 classes with a tenth ignored.
+struct StepBatch {
+  Tensor img_l, img_u;
+  Labels lab;
+};
+StepBatch step_batch(int64_t it, int64_t images) {
+  const Shape is{images, 3, 33, 33}, ls{images, 33, 33};
+  const size_t n = size_t(is.numel());
+  std::vector<int32_t> lv(size_t(ls.numel()));
+  for (size_t i = 0; i < lv.size(); ++i)
+    lv[i] = philox_uniform(uint64_t(70 + it), 1, i) < 0.1f ? 255 : int32_t((i / 97 + size_t(it)) % 4);
+  return {Tensor::from_host(is, random_floats(n, uint64_t(10 + it), -2.f, 2.f), Device::CPU),
+          Tensor::from_host(is, random_floats(n, uint64_t(40 + it), -2.f, 2.f), Device::CPU),
+          Labels::from_host(ls, lv, Device::CPU)};
+}
+
 // `iterations` CUDA iterations of `method` against the CPU's from the same state, batches and
 // draws, with `per_epoch` iterations an epoch (epoch 0 the warm start, epoch 1 the handover, then
 // the EMA), `replicas` replicas of 2 + 2 images in the one process (SyncBN over them, each its
@@ -53,19 +70,11 @@ void follow_cpu(const std::string& method, int64_t iterations, int64_t per_epoch
   const bool close = method == "cutmix";
   for (int64_t it = 0; it < iterations; ++it) {
     INFO("iteration " << it);
-    const Shape is{2 * replicas, 3, 33, 33}, ls{2 * replicas, 33, 33};
-    const Tensor img_l =
-        Tensor::from_host(is, random_floats(size_t(is.numel()), uint64_t(10 + it), -2.f, 2.f), Device::CPU);
-    const Tensor img_u =
-        Tensor::from_host(is, random_floats(size_t(is.numel()), uint64_t(40 + it), -2.f, 2.f), Device::CPU);
-    std::vector<int32_t> lv(size_t(ls.numel()));
-    for (size_t i = 0; i < lv.size(); ++i)  // blobs of 4 classes, a tenth ignored
-      lv[i] = philox_uniform(uint64_t(70 + it), 1, i) < 0.1f ? 255 : int32_t((i / 97 + size_t(it)) % 4);
-    const Labels lab = Labels::from_host(ls, lv, Device::CPU);
+    const StepBatch sb = step_batch(it, 2 * replicas);
     const int epoch = int(it / per_epoch);
     PhiloxStepDraws dc(cfg.seed, it, replicas), dg(cfg.seed, it, replicas);
-    const StepResult rc = cpu_step.step(cpu, img_l, lab, img_u, it, epoch, dc);
-    const StepResult rg = gpu_step.step(gpu, img_l, lab, img_u, it, epoch, dg);
+    const StepResult rc = cpu_step.step(cpu, sb.img_l, sb.lab, sb.img_u, it, epoch, dc);
+    const StepResult rg = gpu_step.step(gpu, sb.img_l, sb.lab, sb.img_u, it, epoch, dg);
     CHECK(rg.semi == rc.semi);
     CHECK(rg.ema == rc.ema);
     CHECK(rg.sup == doctest::Approx(rc.sup).epsilon(close ? 1e-3 : 2e-2));
@@ -102,16 +111,10 @@ void same_in_mode(MemoryMode m) {
   for (TrainStep* s : {&keep, &other}) s->set_iters_per_epoch(2);
   Context ctx(Device::CUDA, true);  // one context: the same convolution algorithms for both
   for (int64_t it = 0; it < 4; ++it) {
-    const Shape is{2, 3, 33, 33}, ls{2, 33, 33};
-    const size_t n = size_t(is.numel());
-    const Tensor img_l = Tensor::from_host(is, random_floats(n, uint64_t(10 + it), -2.f, 2.f), Device::CPU);
-    const Tensor img_u = Tensor::from_host(is, random_floats(n, uint64_t(40 + it), -2.f, 2.f), Device::CPU);
-    std::vector<int32_t> lv(size_t(ls.numel()));
-    for (size_t i = 0; i < lv.size(); ++i) lv[i] = int32_t((i / 97 + size_t(it)) % 4);
-    const Labels lab = Labels::from_host(ls, lv, Device::CPU);
+    const StepBatch sb = step_batch(it, 2);
     PhiloxStepDraws dk(cfg.seed, it), d_o(cfg.seed, it);
-    const StepResult rk = keep.step(ctx, img_l, lab, img_u, it, int(it / 2), dk);
-    const StepResult ro = other.step(ctx, img_l, lab, img_u, it, int(it / 2), d_o);
+    const StepResult rk = keep.step(ctx, sb.img_l, sb.lab, sb.img_u, it, int(it / 2), dk);
+    const StepResult ro = other.step(ctx, sb.img_l, sb.lab, sb.img_u, it, int(it / 2), d_o);
     CHECK(ro.total == rk.total);
   }
   CHECK(to_host(other.student().params().values().all()) == to_host(keep.student().params().values().all()));
