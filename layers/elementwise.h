@@ -10,7 +10,8 @@ namespace u2pl {
 
 // y = max(x, 0); y may alias x.
 void relu_forward(Context& ctx, TensorView x, TensorView y);
-// dx = beta*dx + dy·[y > 0], from the output y (so the in-place forward is backward-safe).
+// dx = beta*dx + dy·[y > 0], from the output y (so the in-place forward is backward-safe); dx
+// may alias dy.
 void relu_backward(Context& ctx, TensorView y, TensorView dy, TensorView dx, float beta);
 
 // y = a + b; y may alias a or b. The backward of a fan-in is beta = 1 accumulation upstream.
@@ -25,7 +26,7 @@ void dropout2d_make_scale(Context& ctx, float p, uint64_t seed, uint64_t offset,
                           uint64_t first = 0);
 // y = x · scale[n, c]; y may alias x.
 void dropout2d_forward(Context& ctx, TensorView x, TensorView scale, TensorView y);
-// dx = beta*dx + dy · scale[n, c].
+// dx = beta*dx + dy · scale[n, c]; dx may alias dy.
 void dropout2d_backward(Context& ctx, TensorView scale, TensorView dy, TensorView dx, float beta);
 
 // The EMA teacher update over a whole parameter arena: t = ema·t + (1 − ema)·s (views of equal

@@ -14,16 +14,19 @@
 #include "data/synth.h"
 #include "engine/safetensors.h"
 #include "tests/config_test_util.h"
+#include "tests/gradcheck.h"
 #include "tests/temp_dir.h"
 #include "tests/trainer_test_util.h"
 #include "u2pl/net/weights.h"
 #include "u2pl/train/checkpoint.h"
 #include "u2pl/train/grad_reduce.h"
 #include "u2pl/train/train_log.h"
+#include "u2pl/train/train_step.h"
 #include "u2pl/train/trainer.h"
 
 using namespace u2pl;
 using u2pl::test::error_of;
+using u2pl::test::random_floats;
 using u2pl::test::TempDir;
 using u2pl::test::quiet;
 using u2pl::test::run;
@@ -120,6 +123,31 @@ TEST_CASE("trainer: every memory mode trains bit for bit as keep (warm start, ha
       REQUIRE(la.iters.size() == lb.iters.size());
       for (size_t i = 0; i < la.iters.size(); ++i) CHECK(la.iters[i].terms == lb.iters[i].terms);
     }
+  }
+}
+
+TEST_CASE("train step: the teacher's plans and the losses' buffers live in the student's plan, as step_memory counts") {
+  const TrainConfig cfg = load_train_config(
+      test::write_yaml("step_memory", test::tiny_train_config("/nonexistent", 4, "u2pl")), {"trainer.seed=5"}, nullptr);
+  const Shape labeled{cfg.data.batch_size, 3, 33, 33}, both{2 * labeled.n(), 3, 33, 33};
+  const size_t n = size_t(labeled.numel());
+  const Tensor img_l = Tensor::from_host(labeled, random_floats(n, 1, -2.f, 2.f), Device::CPU);
+  const Tensor img_u = Tensor::from_host(labeled, random_floats(n, 2, -2.f, 2.f), Device::CPU);
+  std::vector<int32_t> lv(size_t(labeled.n() * 33 * 33));
+  for (size_t i = 0; i < lv.size(); ++i) lv[i] = int32_t(i / 97 % 4);
+  const Labels lab = Labels::from_host(Shape{labeled.n(), 33, 33}, lv, Device::CPU);
+  for (const MemoryMode m : kMemoryModes) {
+    INFO(memory_mode_name(m));
+    TrainStep ts(cfg, Device::CPU);
+    ts.student().set_memory_mode(m);
+    ts.set_iters_per_epoch(1);  // iteration 0: the warm start; 1: the handover, every U2PL term
+    Context ctx(Device::CPU);
+    for (int64_t it = 0; it < 2; ++it) {
+      PhiloxStepDraws d(cfg.seed, it);
+      ts.step(ctx, img_l, lab, img_u, it, int(it), d);
+    }
+    CHECK(ts.student().plan_bytes(both, NetMode::Train) == step_memory(cfg, ts.student(), labeled, m).activations);
+    CHECK(ts.teacher()->owned_plan_bytes() == 0);
   }
 }
 

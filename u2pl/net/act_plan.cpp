@@ -12,6 +12,12 @@ constexpr int64_t kAlignFloats = 64;  // 256-byte segments
 int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 }  // namespace
 
+Slot alias(const Slot& s, Shape shape) {
+  U2PL_CHECK(shape.numel() <= s.shape.numel(),
+             "activation plan: " << shape.str() << " does not fit a slot of " << s.shape.str());
+  return Slot{s.region, s.offset, shape};
+}
+
 ActPlan::ActPlan(bool backward, bool rebuild, bool replay)
     : backward_(backward), rebuild_(rebuild), replay_(replay) {}
 
@@ -73,6 +79,21 @@ Slot ActPlan::state(Shape s) { return take(kState, s); }
 void ActPlan::layout(int64_t* at) const {
   at[0] = 0;
   for (int r = 0; r < kRegions; ++r) at[r + 1] = at[r] + size_[r];
+  if (!backward_) return;
+  const int64_t before = at[kKept] + idle_floor_[int(Idle::BeforeForward)];
+  const int64_t between = at[kOutRebuilt] + idle_floor_[int(Idle::BetweenForwardAndBackward)];
+  at[kRegions] = std::max({at[kRegions], before, between});
+}
+
+void ActPlan::reserve_idle(Idle when, size_t bytes) {
+  U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
+  U2PL_CHECK(!laid_ || owns(), "activation plan: reserve_idle() on a plan laid out in memory it does not own");
+  idle_floor_[int(when)] = padded(int64_t((bytes + sizeof(float) - 1) / sizeof(float)));
+  if (!laid_) return;
+  if (own_.bytes() < this->bytes())
+    move_to(TensorView());  // a larger block, the saved state along
+  else
+    layout(start_);
 }
 
 void ActPlan::allocate(Device dev, Buffer spare, bool grow) {
@@ -154,9 +175,9 @@ void ActPlan::poison(Idle when) {
 }
 
 size_t ActPlan::bytes() const {
-  size_t n = 0;
-  for (int r = 0; r < kRegions; ++r) n += static_cast<size_t>(size_[r]) * sizeof(float);
-  return n;
+  int64_t at[kRegions + 1];
+  layout(at);
+  return static_cast<size_t>(at[kRegions]) * sizeof(float);
 }
 
 size_t ActPlan::kept_bytes() const {

@@ -24,6 +24,9 @@ struct Slot {
   bool defined() const { return region >= 0; }
 };
 
+// The memory of `s` seen as `shape`, no larger: tensors that are never alive at once share it.
+Slot alias(const Slot& s, Shape shape);
+
 // A module output and, with backward, the gradient buffer for it.
 struct OutSlot {
   Slot value, grad;
@@ -60,6 +63,7 @@ class ActPlan {
   // the plan's views are used on): another plan's idle memory. It may be placed again elsewhere.
   void place(TensorView block);
   bool owns() const { return laid_ && own_.data() != nullptr; }
+  size_t owned_bytes() const { return owns() ? own_.bytes() : 0; }  // the block of its own
   const float* base() const { return base_; }  // where it is laid out
   // Hands the plan's own block out (for the next plan's allocate); the plan is unusable afterwards.
   Buffer release();
@@ -77,6 +81,10 @@ class ActPlan {
   // backward, the rebuilt outputs, the module scratch and the gradient regions (backward writes
   // them before reading).
   enum class Idle { BeforeForward, BetweenForwardAndBackward };
+  // The plan lends at least `bytes` of idle memory `when`, its block growing at the end, so that
+  // what the caller places there need not be allocated beside it. After allocate(), a block too
+  // small is replaced (the saved state copied along).
+  void reserve_idle(Idle when, size_t bytes);
   size_t idle_bytes(Idle when) const;
   TensorView idle(Idle when) const;  // after allocate() or place()
   // Fills that memory with NaN (synchronously): nothing may read it before writing it (tests).
@@ -87,7 +95,8 @@ class ActPlan {
   enum Region { kState, kKept, kPingA, kPingB, kOutRebuilt, kScratch, kGradPingA, kGradPingB, kGradTemp, kRegions };
   Slot take(int region, Shape s);
   Slot shared(int region, Shape s);
-  void layout(int64_t* at) const;  // at[r]: float offset of region r in the block, at[kRegions]: the end
+  // at[r]: float offset of region r in the block, at[kRegions]: the end (after the reserved idle memory)
+  void layout(int64_t* at) const;
   int64_t start(int region) const { return start_[region]; }  // after allocate() or place()
   std::pair<int64_t, int64_t> idle_range(Idle when) const;  // [first, end) floats
   bool backward_, rebuild_, replay_;
@@ -95,6 +104,7 @@ class ActPlan {
   int64_t cursor_[kRegions] = {};  // next free float in each region (scoped regions reset)
   int64_t size_[kRegions] = {};    // floats each region needs
   int64_t start_[kRegions + 1] = {};
+  int64_t idle_floor_[2] = {};     // reserve_idle(), floats, by Idle
   Buffer own_;                     // allocate(): the plan's block
   float* base_ = nullptr;          // the block in use (own_ or placed)
   bool laid_ = false;

@@ -9,14 +9,13 @@ ConvBn::ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn
                const Conv2dSpec& spec, bool relu, int group, ConvInit init)
     : conv_(ps, conv_name, spec, group, init), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
 
-ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x, bool replayed) const {
+ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x, const Slot& gc, bool replayed) const {
   const Shape y = out_shape(x);
   Bufs b;
   b.c = replayed ? p.replayed(y) : p.internal(y);
   if (p.backward()) {
     b.stats = p.state(bn_.saved_shape());
-    if (relu_) b.gy = p.grad_temp(y);
-    b.gc = p.grad_temp(y);
+    b.gc = alias(gc, y);
   }
   return b;
 }
@@ -30,13 +29,9 @@ void ConvBn::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x
 
 void ConvBn::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y,
                       TensorView dy, TensorView dx, float beta) const {
-  TensorView g = dy;
-  if (relu_) {
-    g = p.view(b.gy);
-    relu_backward(ctx, y, dy, g, 0.f);
-  }
+  if (relu_) relu_backward(ctx, y, dy, dy, 0.f);
   const TensorView gc = p.view(b.gc);
-  bn_.backward(ctx, p.view(b.c), p.view(b.stats), true, g, gc, 0.f);
+  bn_.backward(ctx, p.view(b.c), p.view(b.stats), true, dy, gc, 0.f);
   conv_.backward(ctx, x, gc, dx, beta);
 }
 
@@ -77,22 +72,31 @@ Shape ResBlock::out_shape(Shape x) const {
 ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out) const {
   p.begin_module();
   Bufs b;
-  Shape s = x;
   const int n = static_cast<int>(units_.size());
+  Shape outs[3];
+  for (int i = 0; i < n; ++i) outs[i] = units_[i]->out_shape(i > 0 ? outs[i - 1] : x);
+  const Shape s = outs[n - 1];
+  // Gradient temporaries: every unit's conv-output gradient in one slot (the last unit's and the
+  // shortcut's are the largest); a[]'s gradients in one more, unit i's written by unit i + 1's
+  // backward once the gradient it read is done with.
+  Slot gc, ga;
+  if (p.backward()) {
+    gc = p.grad_temp(s);
+    if (n > 1) ga = p.grad_temp(outs[0].numel() > outs[n - 2].numel() ? outs[0] : outs[n - 2]);
+  }
   for (int i = 0; i < n; ++i) {
-    b.u[i] = units_[i]->plan(p, s, p.replay());
-    s = units_[i]->out_shape(s);
-    if (i < n - 1) b.a[i] = p.rebuilt(s);
+    b.u[i] = units_[i]->plan(p, i > 0 ? outs[i - 1] : x, gc, p.replay());
+    if (i < n - 1) b.a[i] = p.rebuilt(outs[i]);
   }
   if (down_) {
-    b.ds = down_->plan(p, x, p.replay());
+    b.ds = down_->plan(p, x, gc, p.replay());
     b.dsa = p.rebuilt(down_->out_shape(x));  // backward reads it not at all (no ReLU)
   }
   b.out_rebuilt = rebuilt_out && !tapped && p.rebuild() && !p.replay();  // replay: the output is the next input
   b.out = b.out_rebuilt ? p.rebuilt_output(s) : p.output(s, tapped);
   if (p.backward()) {
     b.gsum = p.grad_temp(s);
-    for (int i = 0; i < n - 1; ++i) b.ga[i] = p.grad_temp(b.a[i].shape);
+    for (int i = 0; i < n - 1; ++i) b.ga[i] = alias(ga, outs[i]);
   }
   return b;
 }

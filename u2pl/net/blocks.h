@@ -27,17 +27,20 @@ class ConvBn {
          bool relu, int group, ConvInit init = ConvInit::KaimingFanOut);
   struct Bufs {
     Slot c, stats;   // conv output (BN input), BN statistics
-    Slot gy, gc;     // backward: gradient after the ReLU, gradient of the conv output
+    Slot gc;         // backward: gradient of the conv output, alive only inside backward()
   };
   Shape out_shape(Shape x) const { return conv_.out_shape(x); }
   int out_channels() const { return conv_.spec().cout; }
   int bn_weight_id() const { return bn_.weight_id(); }
-  // replayed: the conv output is formed again in backward (a block of a replaying plan).
-  Bufs plan(ActPlan& p, Shape x, bool replayed = false) const;
+  // replayed: the conv output is formed again in backward (a block of a replaying plan). gc: the
+  // gradient temporary the units of a module share (backward calls never overlap), at least as
+  // large as this unit's output.
+  Bufs plan(ActPlan& p, Shape x, const Slot& gc, bool replayed = false) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, RunMode m) const;
   // The conv output again, from the same input (a replaying plan's backward; bit for bit).
   void replay_conv(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
-  // dx = beta*dx + dL/dx (dx may be undefined: only parameter gradients).
+  // dx = beta*dx + dL/dx (dx may be undefined: only parameter gradients). dy is used as scratch
+  // (the ReLU's gradient is formed in place) and dx may be the same memory.
   void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, TensorView dy,
                 TensorView dx, float beta) const;
   // y = the output the train forward wrote, formed again from the kept conv output and BN state.

@@ -58,8 +58,16 @@ Head::Bufs Head::plan(ActPlan& p, Shape x) const {
   // Rebuilding plans form each unit's outputs just before its backward needs them: the units'
   // BN outputs take two slots in turn and their dropout outputs one (see backward).
   Slot a_slot[2], drop_slot;
+  // Backward's gradients: the units' conv-output gradients in one slot, and those of a[] and
+  // drop[] in turns in another (each is done with when the next is written; see backward). The
+  // units' outputs all have the first one's shape.
+  Slot gc, g;
+  if (p.backward()) {
+    gc = p.grad_temp(units_[0]->out_shape(x));
+    g = p.grad_temp(units_[0]->out_shape(x));
+  }
   for (size_t i = 0; i < units_.size(); ++i) {
-    b.u.push_back(units_[i]->plan(p, x));
+    b.u.push_back(units_[i]->plan(p, x, gc));
     x = units_[i]->out_shape(x);
     if (p.rebuild()) {
       if (i < 2) a_slot[i] = p.rebuilt(x);
@@ -72,8 +80,8 @@ Head::Bufs Head::plan(ActPlan& p, Shape x) const {
     }
     b.scale.push_back(p.state(Shape{x.n(), x.c()}));
     if (p.backward()) {
-      b.ga.push_back(p.grad_temp(x));
-      b.gd.push_back(p.grad_temp(x));
+      b.ga.push_back(alias(g, x));
+      b.gd.push_back(alias(g, x));
     }
   }
   b.out = p.output(final_->out_shape(x), true).value;
@@ -146,23 +154,31 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   p.begin_module();
   Bufs b;
   const Shape pooled = Shape::nchw(x4.n(), x4.c(), 1, 1);
+  const Shape asp = Shape::nchw(x4.n(), 5 * branch_[1]->out_channels(), x4.h(), x4.w());
+  const Shape hs = head_->out_shape(asp);
+  // The conv-output gradient of every ConvBn unit, one slot: the largest of their outputs.
+  Slot gc;
+  if (p.backward()) {
+    Shape largest = branch_[1]->out_shape(x4);
+    for (const Shape o : {hs, low_->out_shape(x1)})
+      if (o.numel() > largest.numel()) largest = o;
+    gc = p.grad_temp(largest);
+  }
   b.pooled = p.internal(pooled);
-  b.branch[0] = branch_[0]->plan(p, pooled);
+  b.branch[0] = branch_[0]->plan(p, pooled, gc);
   b.b1small = p.rebuilt(branch_[0]->out_shape(pooled));
   for (int k = 0; k < 5; ++k) {
-    if (k > 0) b.branch[k] = branch_[k]->plan(p, x4);
+    if (k > 0) b.branch[k] = branch_[k]->plan(p, x4, gc);
     b.branch_out[k] = p.rebuilt(branch_[k]->out_shape(x4));
   }
-  const Shape asp = Shape::nchw(x4.n(), 5 * branch_[1]->out_channels(), x4.h(), x4.w());
   b.aspp = p.internal(asp);
-  b.head = head_->plan(p, asp);
-  const Shape hs = head_->out_shape(asp);
+  b.head = head_->plan(p, asp, gc);
   b.head_a = p.rebuilt(hs);
   b.head_drop = p.rebuilt(hs);  // backward reads neither it nor `up` (bilinear backward needs no input)
   b.head_scale = p.state(Shape{hs.n(), hs.c()});
   const Shape ups = Shape::nchw(hs.n(), hs.c(), x1.h(), x1.w());
   b.up = p.rebuilt(ups);
-  b.low = low_->plan(p, x1);
+  b.low = low_->plan(p, x1, gc);
   const Shape ls = low_->out_shape(x1);
   b.low_a = p.rebuilt(ls);
   // The decoder's own gradient temporaries, in its scope beside those of its ConvBn units (the

@@ -24,7 +24,7 @@ class Head {
     std::vector<ConvBn::Bufs> u;
     std::vector<Slot> a, drop, scale;  // unit outputs, dropout outputs, channel scales
     Slot out;                          // final output (kept: the model's result)
-    std::vector<Slot> ga, gd;          // backward: gradients of a[], drop[]
+    std::vector<Slot> ga, gd;          // backward: gradients of a[], drop[] (one slot in turns)
   };
   Bufs plan(ActPlan& p, Shape x) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, RunMode m, Rng* rng) const;

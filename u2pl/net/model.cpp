@@ -73,7 +73,23 @@ Buffer U2plNet::drop_train_plans() {
   return largest;
 }
 
-std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory) const {
+IdleFloor U2plNet::floor_for(Shape image) const {
+  const auto it = floors_.find(image.str());
+  return it == floors_.end() ? IdleFloor() : it->second;
+}
+
+void U2plNet::reserve_idle(Shape image, IdleFloor floor) {
+  if (floor_for(image) == floor) return;
+  floors_[image.str()] = floor;
+  for (auto& [key, p] : plans_)  // made with the old floors (their saved state stays)
+    if (p->act.backward() && key.rfind(image.str() + "/train/", 0) == 0) {
+      p->act.reserve_idle(ActPlan::Idle::BeforeForward, floor.before_forward);
+      p->act.reserve_idle(ActPlan::Idle::BetweenForwardAndBackward, floor.between);
+    }
+}
+
+std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory,
+                                                   IdleFloor floor) const {
   auto plan = std::make_unique<Plan>(backward, memory != MemoryMode::Keep, memory == MemoryMode::RecomputeBlocks);
   plan->enc = encoder_.plan(plan->act, image);
   const Shape x1 = encoder_.layer_out(plan->enc, 1).value.shape;
@@ -83,6 +99,10 @@ std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, M
   if (aux_) {
     plan->act.begin_module();
     plan->aux = aux_->plan(plan->act, x3);
+  }
+  if (backward) {
+    plan->act.reserve_idle(ActPlan::Idle::BeforeForward, floor.before_forward);
+    plan->act.reserve_idle(ActPlan::Idle::BetweenForwardAndBackward, floor.between);
   }
   return plan;
 }
@@ -120,7 +140,7 @@ U2plNet::Plan& U2plNet::plan_for(Shape image, bool backward, TensorView memory) 
       plans_.erase(oldest);
     }
   }
-  std::unique_ptr<Plan> plan = build_plan(image, backward, memory_);
+  std::unique_ptr<Plan> plan = build_plan(image, backward, memory_, floor_for(image));
   plan->last_use = ++uses_;
   const bool placed = fits(plan->act);
   if (placed)
@@ -195,8 +215,8 @@ TensorView U2plNet::idle_train_memory(Shape image, ActPlan::Idle when) {
   return plan_for(image, true).act.idle(when);
 }
 
-size_t U2plNet::estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory) const {
-  return build_plan(image, true, memory)->act.idle_bytes(when);
+size_t U2plNet::estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory, IdleFloor floor) const {
+  return build_plan(image, true, memory, floor)->act.idle_bytes(when);
 }
 
 void U2plNet::poison_idle(Shape image, ActPlan::Idle when) { plan_for(image, true).act.poison(when); }
@@ -218,12 +238,18 @@ TensorView U2plNet::dropout_scale(Shape image, NetMode mode, const std::string& 
 
 size_t U2plNet::plan_bytes(Shape image, NetMode mode) { return plan_for(image, run_mode(mode).backward).act.bytes(); }
 
-size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode) const {
-  return estimate_plan_bytes(image, mode, memory_);
+size_t U2plNet::owned_plan_bytes() const {
+  size_t n = 0;
+  for (const auto& [key, p] : plans_) n += p->act.owned_bytes();
+  return n;
 }
 
-size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory) const {
-  return build_plan(image, run_mode(mode).backward, memory)->act.bytes();
+size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode) const {
+  return estimate_plan_bytes(image, mode, memory_, floor_for(image));
+}
+
+size_t U2plNet::estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory, IdleFloor floor) const {
+  return build_plan(image, run_mode(mode).backward, memory, floor)->act.bytes();
 }
 
 }  // namespace u2pl

@@ -35,6 +35,12 @@ constexpr double kAutoMemoryShare = 0.9;
 // Throws naming `what` (a config key, an option) and the choices.
 MemoryMode parse_memory_mode(const std::string& s, const std::string& what);
 
+// The idle memory a Train plan lends at least (U2plNet::reserve_idle), in bytes, by ActPlan::Idle.
+struct IdleFloor {
+  size_t before_forward = 0, between = 0;
+  bool operator==(const IdleFloor& o) const { return before_forward == o.before_forward && between == o.between; }
+};
+
 struct NetOutputs {
   TensorView pred;  // (N, C, H/4, W/4) logits before upsampling
   TensorView rep;   // (N, 256/div, H/4, W/4), undefined without the rep head
@@ -70,7 +76,11 @@ class U2plNet {
   // before its forward, or between its forward and its backward (u2pl/net/act_plan.h); the
   // teacher's forwards run there in a U2PL step.
   TensorView idle_train_memory(Shape image, ActPlan::Idle when);
-  size_t estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory) const;
+  // Train plans for `image` lend at least this much idle memory (ActPlan::reserve_idle): what the
+  // caller places there (a U2PL step: the teacher's plans and the losses' buffers). A plan made
+  // before gets a larger block if it needs one, its saved state (dropout scales) kept.
+  void reserve_idle(Shape image, IdleFloor floor);
+  size_t estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory, IdleFloor floor = {}) const;
   // Fills that memory with NaN: nothing may read it before writing it (tests).
   void poison_idle(Shape image, ActPlan::Idle when);
 
@@ -80,10 +90,12 @@ class U2plNet {
   TensorView dropout_scale(Shape image, NetMode mode, const std::string& site);
   std::vector<std::string> dropout_sites() const;
   size_t plan_bytes(Shape image, NetMode mode);  // activation memory of that plan
-  // The same figure without allocating anything (sizes that do not fit this machine's memory),
-  // under this network's memory mode or another.
+  // The memory this network's plans hold of their own (those laid out in another's count nothing).
+  size_t owned_plan_bytes() const;
+  // The same figure without allocating anything (sizes that do not fit this machine's memory):
+  // under this network's memory mode and idle floors, or another mode and floor.
   size_t estimate_plan_bytes(Shape image, NetMode mode) const;
-  size_t estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory) const;
+  size_t estimate_plan_bytes(Shape image, NetMode mode, MemoryMode memory, IdleFloor floor = {}) const;
   // The memory mode of Train plans (default keep); plans made under another are dropped.
   void set_memory_mode(MemoryMode m);
   MemoryMode memory_mode() const { return memory_; }
@@ -97,7 +109,9 @@ class U2plNet {
     Decoder::Bufs dec;
     Head::Bufs aux;
   };
-  std::unique_ptr<Plan> build_plan(Shape image, bool backward, MemoryMode memory) const;  // laid out, not allocated
+  // Laid out, not allocated.
+  std::unique_ptr<Plan> build_plan(Shape image, bool backward, MemoryMode memory, IdleFloor floor = {}) const;
+  IdleFloor floor_for(Shape image) const;
   Plan& plan_for(Shape image, bool backward, TensorView memory = TensorView());
   Buffer drop_train_plans();  // frees every Train plan; returns the largest block they held
 
@@ -114,6 +128,7 @@ class U2plNet {
   // memory goes to the new plan, so evaluation stops allocating once its buffers have grown.
   static constexpr size_t kMaxPlans = 4;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
+  std::map<std::string, IdleFloor> floors_;  // reserve_idle(), by image shape
   uint64_t uses_ = 0;
   Plan* last_train_ = nullptr;
   TensorView last_image_;

@@ -78,9 +78,24 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   Shape s = image;
   std::vector<Shape> outs;
   for (const auto& u : stem_) {
-    b.stem.push_back(u->plan(p, s));
     s = u->out_shape(s);
     outs.push_back(s);
+  }
+  // Backward's gradients: the conv-output gradient of every unit in one slot, and the gradient of
+  // each unit's output (the pool's input, then the earlier units' outputs) in turns in another:
+  // a unit writes its input's gradient once its own is done with.
+  Slot gc, gout;
+  if (p.backward()) {
+    Shape largest = outs[0];
+    for (const Shape& o : outs)
+      if (o.numel() > largest.numel()) largest = o;
+    gc = p.grad_temp(largest);
+    gout = p.grad_temp(largest);
+  }
+  s = image;
+  for (size_t i = 0; i < stem_.size(); ++i) {
+    b.stem.push_back(stem_[i]->plan(p, s, gc));
+    s = outs[i];
   }
   if (p.rebuild() && outs.size() == 3) {
     // Rebuilt in turns: the first unit's output is dead once the second's is made (forward) and
@@ -92,8 +107,8 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
     for (const Shape& o : outs) b.stem_out.push_back(p.rebuilt(o));
   }
   if (p.backward()) {
-    b.gpool_in = p.grad_temp(s);
-    for (size_t i = 0; i + 1 < b.stem_out.size(); ++i) b.stem_gin.push_back(p.grad_temp(b.stem_out[i].shape));
+    b.gpool_in = alias(gout, s);
+    for (size_t i = 0; i + 1 < b.stem_out.size(); ++i) b.stem_gin.push_back(alias(gout, b.stem_out[i].shape));
   }
   b.pool = p.output(maxpool_out_shape(pool_, s));
   s = b.pool.value.shape;

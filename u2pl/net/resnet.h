@@ -24,7 +24,7 @@ class ResNet {
     std::vector<Slot> stem_out;       // outputs of the stem units
     OutSlot pool;                     // after the max-pool
     Slot gpool_in;                    // backward: gradient of the pool input
-    std::vector<Slot> stem_gin;       // backward: gradients of the earlier stem unit outputs
+    std::vector<Slot> stem_gin;       // backward: gradients of the earlier stem unit outputs (one slot in turns)
     std::vector<ResBlock::Bufs> blocks;
     int last[4] = {0, 0, 0, 0};       // index of each layer's last block
   };

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "engine/log.h"
 #include "engine/nccl.h"
@@ -57,23 +58,42 @@ View<T> on_device(View<T> v, Owned<T>& buf, Device dev) {
 }
 
 // Front-to-back use of memory lent by the student's train plan (ActPlan::idle): a teacher plan
-// at its start (where U2plNet::forward places one that fits), then loss buffers, 256-byte
-// aligned; what does not fit is the step's own. The step and its memory figure (step_memory)
-// use the spans alike.
+// at its start (where U2plNet::forward places it), then loss buffers, 256-byte aligned. The
+// student's plan reserves what a step puts there (step_idle_floor), so everything fits.
 struct SpanUse {
-  int64_t size = 0, used = 0;  // floats
-  // Where `floats` more go (floats from the start), or -1 when they do not fit.
+  int64_t size = std::numeric_limits<int64_t>::max(), used = 0;  // floats
+  // Where `floats` more go (floats from the start).
   int64_t take(int64_t floats) {
     const int64_t at = (used + 63) / 64 * 64;
-    if (at + floats > size) return -1;
+    U2PL_CHECK(at + floats <= size, "train step: " << at + floats << " floats placed in " << size
+                                                   << " of the student's idle memory (reserved too little)");
     used = at + floats;
     return at;
   }
+  TensorView view(TensorView span, Shape s) { return TensorView(span.data + take(s.numel()), s, span.device); }
 };
 
-// A view of `s` at `at` in `span`, or (at < 0) the step's own buffer.
-TensorView lent_or_own(TensorView span, int64_t at, Shape s, Tensor& own, Device dev) {
-  return at >= 0 ? TensorView(span.data + at, s, span.device) : scratch(own, s, dev);
+// What a step places in the student's idle memory (ActPlan::reserve_idle) for `labeled` images
+// (this process's replicas'): before the student's forward (past the warm start), the teacher's
+// Eval plan on as many unlabeled images and its upsampled logits; between the forward and the
+// backward, the supervised loss's logits and gradient (SupLossBuffers::lend), then in the same
+// memory the teacher's TrainStats plan and, past the warm start, the unsupervised loss's buffers.
+IdleFloor step_idle_floor(const TrainConfig& cfg, const U2plNet& net, Shape labeled, bool semi) {
+  const int64_t BR = labeled.n(), H = labeled.h(), W = labeled.w(), C = cfg.net.num_classes;
+  const Shape crop{cfg.data.batch_size, C, H, W}, image{semi ? 2 * BR : BR, 3, H, W};
+  const bool teacher = cfg.unsup.enabled;
+  const auto plan = [&](Shape s, NetMode m) { return int64_t(net.estimate_plan_bytes(s, m) / sizeof(float)); };
+  SpanUse before, sup, rest;
+  if (semi) {
+    before.take(plan(labeled, NetMode::Eval));
+    before.take(Shape{BR, C, H, W}.numel());
+  }
+  sup.take(crop.numel());
+  sup.take(crop.numel());
+  if (teacher) rest.take(plan(image, NetMode::TrainStats));
+  if (semi)
+    for (int k = 0; k < 3; ++k) rest.take(crop.numel());
+  return {size_t(before.used) * sizeof(float), size_t(std::max(sup.used, rest.used)) * sizeof(float)};
 }
 
 // One replica's figures, as they cross between processes (plain data).
@@ -86,36 +106,16 @@ struct ReplicaFigures {
 
 StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, MemoryMode memory) {
   const bool semi = cfg.unsup.enabled, contra = semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0;
-  const int64_t BR = batch.n(), b = cfg.data.batch_size, H = batch.h(), W = batch.w(), C = cfg.net.num_classes;
+  const int64_t BR = batch.n(), b = cfg.data.batch_size, H = batch.h(), W = batch.w();
   const Shape both{semi ? 2 * BR : BR, 3, H, W};
   const U2plNet::OutputShapes out = net.output_shapes(both);
-  const int64_t pixels = BR * H * W, crop = b * C * H * W, small = BR * out.pred.h() * out.pred.w();
+  const int64_t pixels = BR * H * W, small = BR * out.pred.h() * out.pred.w();
   StepMemory m;
-  m.activations = net.estimate_plan_bytes(both, NetMode::Train, memory);
-  // The step's own buffers (floats); those it puts in the student's idle memory count where they
-  // do not fit, as TrainStep::step places them (a teacher plan at a span's start when it fits).
+  // The teacher's plans and the losses' large buffers are in the student's plan (step_idle_floor).
+  m.activations = net.estimate_plan_bytes(both, NetMode::Train, memory, step_idle_floor(cfg, net, batch, semi));
   int64_t own = 2 * (2 * BR * 3 * H * W + pixels);  // the two upload slots' batches (labeled, unlabeled)
   own += b * H * W + out.pred.numel() + out.aux.numel();  // OHEM's labels, the gradients handed to backward
-  const auto idle_floats = [&](ActPlan::Idle when) {
-    return int64_t(net.estimate_idle_bytes(both, when, memory) / sizeof(float));
-  };
-  const auto plan_floats = [&](Shape s, NetMode mode) { return int64_t(net.estimate_plan_bytes(s, mode) / sizeof(float)); };
-  const auto place_plan = [&](SpanUse& span, int64_t floats) {
-    if (span.take(floats) < 0) m.activations += size_t(floats) * sizeof(float);
-  };
-  const auto place_buffer = [&](SpanUse& span, int64_t floats) {
-    if (span.take(floats) < 0) own += floats;
-  };
-  SpanUse sup{idle_floats(ActPlan::Idle::BetweenForwardAndBackward)};
-  if (sup.take(crop) < 0 || sup.take(crop) < 0) own += 2 * crop;  // the supervised loss's logits and gradient
-  if (semi) {
-    SpanUse before{idle_floats(ActPlan::Idle::BeforeForward)}, between{sup.size};
-    place_plan(before, plan_floats(batch, NetMode::Eval));
-    place_buffer(before, BR * C * H * W);  // the teacher's upsampled logits
-    place_plan(between, plan_floats(both, NetMode::TrainStats));
-    for (int k = 0; k < 3; ++k) place_buffer(between, crop);  // the unsupervised loss's
-    own += 2 * BR * 3 * H * W + 4 * pixels;  // the mixed batch; pseudo-labels, mixed labels, entropy, filtered
-  }
+  if (semi) own += 2 * BR * 3 * H * W + 4 * pixels;  // the mixed batch; pseudo-labels, mixed labels, entropy, filtered
   if (contra) own += out.pred.numel() + out.rep.numel() + 3 * small;  // probabilities, rep gradient, labels, masks
   m.buffers = size_t(own) * sizeof(float);
   return m;
@@ -305,6 +305,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   o.semi = semi_phase(epoch);
   U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
              "iteration " << it << ": the unlabeled batch must match the labeled one " << img_l_in.shape.str());
+  student_.reserve_idle(Shape{o.semi ? 2 * BR : BR, 3, H, W}, step_idle_floor(cfg_, student_, img_l_in.shape, o.semi));
 
   const double f = poly_lr(1.0, it, total_iters(), cfg_.lr_power);
   std::vector<float> lrs;
@@ -344,8 +345,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     use.take(int64_t(teacher_->estimate_plan_bytes(img_u.shape, NetMode::Eval) / sizeof(float)));
     const NetOutputs te = teacher_->forward(ctx, img_u, NetMode::Eval, nullptr, before);
     phase.next("pseudo-labels");
-    const Shape up_shape{BR, C, H, W};
-    const TensorView up = lent_or_own(before, use.take(up_shape.numel()), up_shape, up_eval_, dev_);
+    const TensorView up = use.view(before, Shape{BR, C, H, W});
     bilinear_forward(ctx, te.pred, up);
     const LabelView lab_u = scratch(lab_u_, Shape{BR, H, W}, dev_);
     argmax_channels(ctx, up, lab_u);
@@ -407,9 +407,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const NetOutputs tt = teacher_->forward(ctx, image, NetMode::TrainStats, draws.teacher_dropout(), idle);
     phase.next("unsupervised loss");
     const Shape crop{b, C, H, W};
-    const TensorView up_t = lent_or_own(idle, use.take(crop.numel()), crop, up_t_, dev_);
-    const TensorView up_s = lent_or_own(idle, use.take(crop.numel()), crop, up_s_, dev_);
-    const TensorView dup_s = lent_or_own(idle, use.take(crop.numel()), crop, dup_s_, dev_);
+    const TensorView up_t = use.view(idle, crop), up_s = use.view(idle, crop), dup_s = use.view(idle, crop);
     const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
     const LabelView filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
     const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));

@@ -41,12 +41,11 @@ class StepDraws {
 
 // The memory of one iteration past the warm start for this process's `batch` labeled (and as
 // many unlabeled) images in `memory` mode. Activations: the student's Train plan on [labeled |
-// unlabeled] (the labeled alone without a teacher), and the teacher's Eval plan on the unlabeled
-// images and its TrainStats plan on both where they do not fit in the student's memory idle at
-// that time (before its forward; between its forward and backward). Buffers: the step's own (the
-// upload slots, the mixed batch, the labels, the losses' upsampled logits and gradients, the
-// gradients handed to backward, the contrastive masks) but those that fit in that idle memory
-// after the teacher's plans (CUDA libraries' scratch comes on top).
+// unlabeled] (the labeled alone without a teacher), which reserves room in the memory it leaves
+// idle before its forward and between its forward and backward for the teacher's Eval plan on the
+// unlabeled images and its TrainStats plan on both, and for the losses' upsampled logits and
+// gradients. Buffers: the step's own (the upload slots, the mixed batch, the labels, the
+// gradients handed to backward, the contrastive masks; CUDA libraries' scratch comes on top).
 struct StepMemory {
   size_t activations = 0, buffers = 0;
 };
@@ -160,7 +159,7 @@ class TrainStep {
   SupLossBuffers sup_buf_;
   // Device scratch, sized on first use.
   Buffer neg_rows_;  // several processes on CUDA: every replica's new negatives
-  Tensor img_l_, img_u_, img_all_, up_eval_, up_s_, up_t_, dup_s_, entropy_, prob_, dpred_, drep_, daux_;
+  Tensor img_l_, img_u_, img_all_, entropy_, prob_, dpred_, drep_, daux_;
   Labels lab_l_, lab_u_, lab_mix_, filtered_, lab_l_small_, lab_u_small_;
   Mask low_, high_;
   // The losses' figures per replica, in ctx's device memory until read.
