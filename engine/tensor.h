@@ -62,6 +62,13 @@ struct View {
 };
 using TensorView = View<float>;
 using LabelView = View<int32_t>;
+
+// Whether two defined views share memory (ops that may not run in place check it).
+template <class T>
+bool overlaps(const View<T>& a, const View<T>& b) {
+  return a.defined() && b.defined() && a.device == b.device && a.data < b.data + b.numel() &&
+         b.data < a.data + a.numel();
+}
 using MaskView = View<uint8_t>;
 
 // Owning, move-only memory on the CPU (256-byte aligned) or a CUDA device.

@@ -135,6 +135,7 @@ void Conv2d::forward(Context& ctx, TensorView x, TensorView y) const {
   check_shape(y, out_shape(x.shape), "conv2d output");
   check_device(x, ctx.device(), "conv2d input");
   check_device(y, ctx.device(), "conv2d output");
+  U2PL_CHECK(!overlaps(x, y), "conv2d: the output " << y.shape.str() << " shares memory with the input");
   const ProfileScope prof(ctx, "convolution forward", ctx.profiler() ? conv2d_flops(spec_, x.shape) : 0);
   const TensorView w = ps_->value(w_);
   const TensorView b = b_ >= 0 ? ps_->value(b_) : TensorView();
@@ -148,6 +149,8 @@ void Conv2d::backward(Context& ctx, TensorView x, TensorView dy, TensorView dx, 
   if (dx.defined()) check_shape(dx, x.shape, "conv2d input gradient");
   check_device(x, ctx.device(), "conv2d input");
   check_device(dy, ctx.device(), "conv2d output gradient");
+  U2PL_CHECK(!overlaps(dx, dy) && !overlaps(dx, x), "conv2d: the input gradient " << dx.shape.str()
+                                                         << " shares memory with the output gradient or the input");
   const ProfileScope prof(ctx, "convolution backward",
                           ctx.profiler() ? (dx.defined() ? 2 : 1) * conv2d_flops(spec_, x.shape) : 0);
   const TensorView w = ps_->value(w_), dw = ps_->grad(w_);

@@ -70,6 +70,24 @@ TEST_CASE("conv2d rejects bad shapes") {
   CHECK_THROWS_AS(conv2d_out_shape({3, 4, 3, 3, 0}, Shape{1, 3, 5, 5}), Error);
 }
 
+// The activation plans share memory between tensors never alive at once; a convolution that read
+// and wrote the same memory would be wrong on cuDNN even where oneDNN's reorders hide it.
+TEST_CASE("conv2d refuses an output that shares memory with its input (or an input gradient with dy or x)") {
+  ParamSet ps;
+  const Conv2d conv(ps, "conv", Conv2dSpec{2, 2, 3, 3, 1, 1, 1, false});
+  ps.allocate(Device::CPU);
+  Context ctx(Device::CPU);
+  Tensor buf(Shape{3, 2, 4, 4}, Device::CPU);
+  const TensorView a = buf.view().batch_slice(0, 1), b = buf.view().batch_slice(1, 1);
+  const TensorView half = TensorView(a.data + 16, a.shape, Device::CPU);  // overlaps a and b
+  CHECK_NOTHROW(conv.forward(ctx, a, b));
+  CHECK_THROWS_WITH_AS(conv.forward(ctx, a, a), doctest::Contains("shares memory with the input"), Error);
+  CHECK_THROWS_WITH_AS(conv.forward(ctx, a, half), doctest::Contains("shares memory with the input"), Error);
+  CHECK_NOTHROW(conv.backward(ctx, a, b, buf.view().batch_slice(2, 1), 0.f));
+  CHECK_THROWS_WITH_AS(conv.backward(ctx, a, b, half, 0.f), doctest::Contains("shares memory"), Error);
+  CHECK_THROWS_WITH_AS(conv.backward(ctx, a, b, b, 0.f), doctest::Contains("shares memory"), Error);
+}
+
 static void bn_case(Shape xs, bool batch_stats) {
   const int64_t C = xs.c();
   auto x = random_vec(xs.numel(), 11, -2, 2);

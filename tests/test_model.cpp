@@ -201,7 +201,9 @@ TEST_CASE("decoder plan: the gradient temporaries its backward keeps at once nev
     temps.emplace_back("g_low", b.g_low);
     // The units' conv-output gradients share one slot on purpose: each lives inside one unit's
     // backward call.
-    const auto unit_temp = [](const std::string& name) { return name.size() > 3 && name.substr(name.size() - 3) == ".gc"; };
+    const auto unit_temp = [](const std::string& name) {
+      return name.size() > 3 && name.substr(name.size() - 3) == ".gc";
+    };
     for (size_t i = 0; i < temps.size(); ++i)
       for (size_t j = i + 1; j < temps.size(); ++j) {
         const Slot &a = temps[i].second, &c = temps[j].second;

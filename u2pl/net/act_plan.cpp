@@ -12,10 +12,12 @@ constexpr int64_t kAlignFloats = 64;  // 256-byte segments
 int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 }  // namespace
 
-Slot alias(const Slot& s, Shape shape) {
-  U2PL_CHECK(shape.numel() <= s.shape.numel(),
-             "activation plan: " << shape.str() << " does not fit a slot of " << s.shape.str());
-  return Slot{s.region, s.offset, shape};
+int64_t slot_floats(Shape s) { return padded(s.numel()); }
+
+Slot alias(const Slot& s, Shape shape, int64_t at) {
+  U2PL_CHECK(at >= 0 && at % kAlignFloats == 0 && at + shape.numel() <= s.shape.numel(),
+             "activation plan: " << shape.str() << " at " << at << " does not fit a slot of " << s.shape.str());
+  return Slot{s.region, s.offset + at, shape};
 }
 
 ActPlan::ActPlan(bool backward, bool rebuild, bool replay)

@@ -24,8 +24,11 @@ struct Slot {
   bool defined() const { return region >= 0; }
 };
 
-// The memory of `s` seen as `shape`, no larger: tensors that are never alive at once share it.
-Slot alias(const Slot& s, Shape shape);
+// The floats a slot of `s` takes (its size rounded up to 256-byte segments).
+int64_t slot_floats(Shape s);
+// The memory of `s` from float `at` (a multiple of 64) seen as `shape`, within it: tensors that
+// are never alive at once share it.
+Slot alias(const Slot& s, Shape shape, int64_t at = 0);
 
 // A module output and, with backward, the gradient buffer for it.
 struct OutSlot {

@@ -9,10 +9,10 @@ ConvBn::ConvBn(ParamSet& ps, const std::string& conv_name, const std::string& bn
                const Conv2dSpec& spec, bool relu, int group, ConvInit init)
     : conv_(ps, conv_name, spec, group, init), bn_(ps, bn_name, spec.cout, group), relu_(relu) {}
 
-ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x, const Slot& gc, bool replayed) const {
+ConvBn::Bufs ConvBn::plan(ActPlan& p, Shape x, const Slot& gc, bool replayed, const Slot& c) const {
   const Shape y = out_shape(x);
   Bufs b;
-  b.c = replayed ? p.replayed(y) : p.internal(y);
+  b.c = c.defined() ? alias(c, y) : replayed ? p.replayed(y) : p.internal(y);
   if (p.backward()) {
     b.stats = p.state(bn_.saved_shape());
     b.gc = alias(gc, y);
@@ -79,18 +79,30 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out
   // Gradient temporaries: every unit's conv-output gradient in one slot (the last unit's and the
   // shortcut's are the largest); a[]'s gradients in one more, unit i's written by unit i + 1's
   // backward once the gradient it read is done with.
+  const Shape inner = outs[0].numel() > outs[n - 2].numel() ? outs[0] : outs[n - 2];  // the largest of a[]
   Slot gc, ga;
   if (p.backward()) {
     gc = p.grad_temp(s);
-    if (n > 1) ga = p.grad_temp(outs[0].numel() > outs[n - 2].numel() ? outs[0] : outs[n - 2]);
+    if (n > 1) ga = p.grad_temp(inner);
+  }
+  // Without backward, the conv outputs take one slot in turns and the BN outputs a[] and the
+  // shortcut's another: each is dead once the next conv (or the add) has read it.
+  Slot c, a;
+  if (!p.backward()) {
+    Shape conv = s;  // the largest conv output (a strided block's first unit's may be)
+    for (int i = 0; i < n; ++i)
+      if (outs[i].numel() > conv.numel()) conv = outs[i];
+    c = p.internal(conv);
+    a = p.internal(down_ && s.numel() > inner.numel() ? s : inner);
   }
   for (int i = 0; i < n; ++i) {
-    b.u[i] = units_[i]->plan(p, i > 0 ? outs[i - 1] : x, gc, p.replay());
-    if (i < n - 1) b.a[i] = p.rebuilt(outs[i]);
+    b.u[i] = units_[i]->plan(p, i > 0 ? outs[i - 1] : x, gc, p.replay(), c);
+    if (i < n - 1) b.a[i] = a.defined() ? alias(a, outs[i]) : p.rebuilt(outs[i]);
   }
   if (down_) {
-    b.ds = down_->plan(p, x, gc, p.replay());
-    b.dsa = p.rebuilt(down_->out_shape(x));  // backward reads it not at all (no ReLU)
+    b.ds = down_->plan(p, x, gc, p.replay(), c);
+    const Shape ds = down_->out_shape(x);
+    b.dsa = a.defined() ? alias(a, ds) : p.rebuilt(ds);  // backward reads it not at all (no ReLU)
   }
   b.out_rebuilt = rebuilt_out && !tapped && p.rebuild() && !p.replay();  // replay: the output is the next input
   b.out = b.out_rebuilt ? p.rebuilt_output(s) : p.output(s, tapped);

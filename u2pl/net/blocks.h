@@ -34,8 +34,9 @@ class ConvBn {
   int bn_weight_id() const { return bn_.weight_id(); }
   // replayed: the conv output is formed again in backward (a block of a replaying plan). gc: the
   // gradient temporary the units of a module share (backward calls never overlap), at least as
-  // large as this unit's output.
-  Bufs plan(ActPlan& p, Shape x, const Slot& gc, bool replayed = false) const;
+  // large as this unit's output. c, when defined: where the conv output goes (a plan without
+  // backward: a slot the module's units take in turns).
+  Bufs plan(ActPlan& p, Shape x, const Slot& gc, bool replayed = false, const Slot& c = Slot()) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView y, RunMode m) const;
   // The conv output again, from the same input (a replaying plan's backward; bit for bit).
   void replay_conv(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;

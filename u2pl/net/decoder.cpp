@@ -1,6 +1,8 @@
 // DeepLabv3+ decoder, heads and dropout sites (u2pl/net/decoder.h).
 #include "u2pl/net/decoder.h"
 
+#include <algorithm>
+
 #include "layers/concat.h"
 #include "layers/elementwise.h"
 #include "layers/pool.h"
@@ -12,7 +14,10 @@ namespace u2pl {
 constexpr ConvInit kInit = ConvInit::TorchDefault;
 
 void dropout_site_forward(Context& ctx, TensorView x, TensorView scale, TensorView y, bool active, Rng* rng) {
-  if (!active) return copy_tensor(y, x);
+  if (!active) {
+    if (y.data != x.data) copy_tensor(y, x);
+    return;
+  }
   if (rng) {
     const int64_t n = scale.shape[0], per_image = scale.numel() / n;
     const int64_t total = rng->image_total() > 0 ? rng->image_total() : n;
@@ -66,10 +71,20 @@ Head::Bufs Head::plan(ActPlan& p, Shape x) const {
     gc = p.grad_temp(units_[0]->out_shape(x));
     g = p.grad_temp(units_[0]->out_shape(x));
   }
+  // Without backward, the conv outputs take one slot in turns, and the BN and dropout outputs
+  // (dropout in place) another: each is dead once the next conv has read it.
+  Slot c, y;
+  if (!p.backward()) {
+    c = p.internal(units_[0]->out_shape(x));
+    y = p.internal(units_[0]->out_shape(x));
+  }
   for (size_t i = 0; i < units_.size(); ++i) {
-    b.u.push_back(units_[i]->plan(p, x, gc));
+    b.u.push_back(units_[i]->plan(p, x, gc, false, c));
     x = units_[i]->out_shape(x);
-    if (p.rebuild()) {
+    if (y.defined()) {
+      b.a.push_back(y);
+      b.drop.push_back(y);
+    } else if (p.rebuild()) {
       if (i < 2) a_slot[i] = p.rebuilt(x);
       if (i == 0) drop_slot = p.rebuilt(x);
       b.a.push_back(a_slot[i % 2]);
@@ -156,31 +171,39 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   const Shape pooled = Shape::nchw(x4.n(), x4.c(), 1, 1);
   const Shape asp = Shape::nchw(x4.n(), 5 * branch_[1]->out_channels(), x4.h(), x4.w());
   const Shape hs = head_->out_shape(asp);
-  // The conv-output gradient of every ConvBn unit, one slot: the largest of their outputs.
-  Slot gc;
-  if (p.backward()) {
-    Shape largest = branch_[1]->out_shape(x4);
-    for (const Shape o : {hs, low_->out_shape(x1)})
-      if (o.numel() > largest.numel()) largest = o;
+  const Shape ups = Shape::nchw(hs.n(), hs.c(), x1.h(), x1.w()), ls = low_->out_shape(x1);
+  const Shape bs = branch_[1]->out_shape(x4);
+  // The conv-output gradient of every ConvBn unit, one slot: the largest of their outputs; and
+  // without backward, the conv outputs themselves, in turns (each dead once its BN has read it).
+  Shape largest = bs;
+  for (const Shape o : {hs, ls})
+    if (o.numel() > largest.numel()) largest = o;
+  Slot gc, c;
+  if (p.backward())
     gc = p.grad_temp(largest);
-  }
+  else
+    c = p.internal(largest);
+  // Without backward, the branches' outputs are dead once concatenated: the upsampled head output
+  // and the low-level features take their memory after them.
+  Slot parts;
+  if (!p.backward()) parts = p.internal(Shape{std::max(5 * slot_floats(bs), slot_floats(ups) + ls.numel())});
   b.pooled = p.internal(pooled);
-  b.branch[0] = branch_[0]->plan(p, pooled, gc);
+  b.branch[0] = branch_[0]->plan(p, pooled, gc, false, c);
   b.b1small = p.rebuilt(branch_[0]->out_shape(pooled));
   for (int k = 0; k < 5; ++k) {
-    if (k > 0) b.branch[k] = branch_[k]->plan(p, x4, gc);
-    b.branch_out[k] = p.rebuilt(branch_[k]->out_shape(x4));
+    if (k > 0) b.branch[k] = branch_[k]->plan(p, x4, gc, false, c);
+    b.branch_out[k] = parts.defined() ? alias(parts, bs, k * slot_floats(bs)) : p.rebuilt(bs);
   }
   b.aspp = p.internal(asp);
-  b.head = head_->plan(p, asp, gc);
+  b.head = head_->plan(p, asp, gc, false, c);
   b.head_a = p.rebuilt(hs);
-  b.head_drop = p.rebuilt(hs);  // backward reads neither it nor `up` (bilinear backward needs no input)
+  // Backward reads neither the dropout output nor `up` (bilinear backward needs no input); without
+  // backward, dropout runs in place.
+  b.head_drop = parts.defined() ? b.head_a : p.rebuilt(hs);
   b.head_scale = p.state(Shape{hs.n(), hs.c()});
-  const Shape ups = Shape::nchw(hs.n(), hs.c(), x1.h(), x1.w());
-  b.up = p.rebuilt(ups);
-  b.low = low_->plan(p, x1, gc);
-  const Shape ls = low_->out_shape(x1);
-  b.low_a = p.rebuilt(ls);
+  b.up = parts.defined() ? alias(parts, ups) : p.rebuilt(ups);
+  b.low = low_->plan(p, x1, gc, false, c);
+  b.low_a = parts.defined() ? alias(parts, ls, slot_floats(ups)) : p.rebuilt(ls);
   // The decoder's own gradient temporaries, in its scope beside those of its ConvBn units (the
   // ASPP branches' gradients must outlive the other branches' backward). The heads' scopes come
   // after and reuse this memory: their backward runs first, before any of these is written.

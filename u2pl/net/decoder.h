@@ -39,7 +39,8 @@ class Head {
   std::unique_ptr<Conv2d> final_;
 };
 
-// Draws (or, with rng null, keeps) a Dropout2d channel scale and applies it (identity when off).
+// Draws (or, with rng null, keeps) a Dropout2d channel scale and applies it (identity when off);
+// y may be x.
 void dropout_site_forward(Context& ctx, TensorView x, TensorView scale, TensorView y, bool active, Rng* rng);
 
 class Decoder {

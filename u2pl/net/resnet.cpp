@@ -84,20 +84,28 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   // Backward's gradients: the conv-output gradient of every unit in one slot, and the gradient of
   // each unit's output (the pool's input, then the earlier units' outputs) in turns in another:
   // a unit writes its input's gradient once its own is done with.
+  Shape largest = outs[0];
+  for (const Shape& o : outs)
+    if (o.numel() > largest.numel()) largest = o;
   Slot gc, gout;
   if (p.backward()) {
-    Shape largest = outs[0];
-    for (const Shape& o : outs)
-      if (o.numel() > largest.numel()) largest = o;
     gc = p.grad_temp(largest);
     gout = p.grad_temp(largest);
   }
+  // Without backward, the units' conv outputs take one slot in turns and their outputs another.
+  Slot c, a;
+  if (!p.backward()) {
+    c = p.internal(largest);
+    a = p.internal(largest);
+  }
   s = image;
   for (size_t i = 0; i < stem_.size(); ++i) {
-    b.stem.push_back(stem_[i]->plan(p, s, gc));
+    b.stem.push_back(stem_[i]->plan(p, s, gc, false, c));
     s = outs[i];
   }
-  if (p.rebuild() && outs.size() == 3) {
+  if (a.defined()) {
+    for (const Shape& o : outs) b.stem_out.push_back(alias(a, o));
+  } else if (p.rebuild() && outs.size() == 3) {
     // Rebuilt in turns: the first unit's output is dead once the second's is made (forward) and
     // is formed again only after the third unit's backward (backward), so the third's shares it.
     const Slot shared = p.rebuilt(outs[0].numel() > outs[2].numel() ? outs[0] : outs[2]);
