@@ -173,6 +173,41 @@ TEST_CASE("network: the initialisation of the public code: kaiming fan-out encod
   CHECK(values("decoder.low_conv.0.bias") != std::vector<float>(values("decoder.low_conv.0.bias").size(), 0.f));
 }
 
+TEST_CASE("resnet plan: replaying keeps the tapped outputs and the ends of runs of replayed blocks") {
+  // recompute_blocks forms runs of block outputs again in backward from the kept output before
+  // them. The parity tests (network memory modes, trainer) must see runs of several blocks, and
+  // layer3 of ResNet-101 runs of about √23.
+  NetConfig r101;  // the public VOC network at a width the test can declare fast
+  r101.width_divisor = 8;
+  const SafeTensorsFile small(kSmall);
+  const std::pair<NetConfig, Shape> cases[] = {{config_of(small), tensor_of(small, "in.x").shape()},
+                                               {r101, Shape{2, 3, 513, 513}}};
+  for (const auto& [cfg, image] : cases) {
+    INFO("ResNet-" << cfg.depth << ", " << image.str());
+    ParamSet ps;
+    const ResNet enc(ps, cfg);
+    ActPlan p(true, true, true);
+    const ResNet::Bufs b = enc.plan(p, image);
+    std::string pattern;  // per block: k kept, t tapped, r replayed
+    int longest = 0, run = 0;
+    for (size_t i = 0; i < b.blocks.size(); ++i) {
+      const bool tapped = int(i) == b.last[0] || int(i) == b.last[2] || int(i) == b.last[3];
+      const bool replayed = b.blocks[i].out_rebuilt;
+      CHECK_FALSE((tapped && replayed));
+      pattern += tapped ? 't' : replayed ? 'r' : 'k';
+      run = replayed ? run + 1 : 0;
+      longest = std::max(longest, run);
+    }
+    MESSAGE("blocks: " << pattern);
+    CHECK(longest >= 2);
+    if (cfg.depth == 101) {
+      const std::string layer3 = pattern.substr(size_t(b.last[1]) + 1, 23);
+      CHECK(std::count(layer3.begin(), layer3.end(), 'k') >= 3);
+      CHECK(std::count(layer3.begin(), layer3.end(), 'k') <= 6);
+    }
+  }
+}
+
 TEST_CASE("decoder plan: the gradient temporaries its backward keeps at once never share memory") {
   // The decoder's own gradients (ASPP branches, pooled branch, head, upsampling, low-level) and
   // those of its ConvBn units are written and read across the units' backward calls, so no two may

@@ -62,10 +62,12 @@ OutSlot ActPlan::output(Shape s, bool tapped) {
   return o;
 }
 
-OutSlot ActPlan::rebuilt_output(Shape s) {
+OutSlot ActPlan::rebuilt_output(Shape s, int64_t at) {
   if (!rebuild()) return output(s);
+  U2PL_CHECK(at >= 0 && at % kAlignFloats == 0, "activation plan: a rebuilt output at float " << at);
   OutSlot o;
-  o.value = shared(kOutRebuilt, s);
+  o.value = Slot{kOutRebuilt, at, s};
+  size_[kOutRebuilt] = std::max(size_[kOutRebuilt], at + padded(s.numel()));
   o.grad = shared(ping_ ? kGradPingB : kGradPingA, s);
   ping_ = !ping_;
   return o;

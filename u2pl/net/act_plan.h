@@ -50,9 +50,10 @@ class ActPlan {
   Slot replayed(Shape s);  // a replayed block's convolution output (replay(): module scratch)
   OutSlot output(Shape s, bool tapped = false);    // read by the next (or, tapped, a later) module
   // A module output that backward can form again (a residual block's, from its kept convolution
-  // output and its input): in rebuild() plans one region every such output shares, each read
-  // only by the next module in forward and rebuilt just before that module's backward; else output().
-  OutSlot rebuilt_output(Shape s);
+  // output and its input; or, replaying, with the blocks before it from a kept input): in
+  // rebuild() plans at float `at` of one region such outputs share, each read only by the next
+  // module in forward and formed again before that module's backward; else output().
+  OutSlot rebuilt_output(Shape s, int64_t at = 0);
   Slot grad_temp(Shape s);                         // backward scratch (module-scoped)
   Slot state(Shape s);                             // small saved state: BN statistics, dropout scales
 

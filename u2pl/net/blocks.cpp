@@ -69,7 +69,7 @@ Shape ResBlock::out_shape(Shape x) const {
   return x;
 }
 
-ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out) const {
+ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, Keep keep, int64_t at) const {
   p.begin_module();
   Bufs b;
   const int n = static_cast<int>(units_.size());
@@ -104,8 +104,10 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out
     const Shape ds = down_->out_shape(x);
     b.dsa = a.defined() ? alias(a, ds) : p.rebuilt(ds);  // backward reads it not at all (no ReLU)
   }
-  b.out_rebuilt = rebuilt_out && !tapped && p.rebuild() && !p.replay();  // replay: the output is the next input
-  b.out = b.out_rebuilt ? p.rebuilt_output(s) : p.output(s, tapped);
+  U2PL_CHECK((keep != Keep::Rebuilt || (p.rebuild() && !p.replay())) && (keep != Keep::Replayed || p.replay()),
+             "residual block: an output kept in a way its plan does not support");
+  b.out_rebuilt = keep == Keep::Rebuilt || keep == Keep::Replayed;
+  b.out = b.out_rebuilt ? p.rebuilt_output(s, at) : p.output(s, keep == Keep::Tapped);
   if (p.backward()) {
     b.gsum = p.grad_temp(s);
     for (int i = 0; i < n - 1; ++i) b.ga[i] = alias(ga, outs[i]);
@@ -144,17 +146,27 @@ void ResBlock::rebuild_output(Context& ctx, const ActPlan& p, const Bufs& b, Ten
   relu_forward(ctx, out, out);
 }
 
+void ResBlock::replay_units(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const {
+  const int n = static_cast<int>(units_.size());
+  TensorView in = x;
+  for (int i = 0; i < n; ++i) {
+    units_[i]->replay_conv(ctx, p, b.u[i], in);
+    if (i == n - 1) break;
+    units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
+    in = p.view(b.a[i]);
+  }
+  if (down_) down_->replay_conv(ctx, p, b.ds, x);
+}
+
+void ResBlock::replay_output(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const {
+  replay_units(ctx, p, b, x);
+  rebuild_output(ctx, p, b, x);
+}
+
 void ResBlock::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const {
   const int n = static_cast<int>(units_.size());
   if (p.replay()) {  // the convolutions again from the kept input, each BN output from its saved state
-    TensorView in = x;
-    for (int i = 0; i < n; ++i) {
-      units_[i]->replay_conv(ctx, p, b.u[i], in);
-      if (i == n - 1) break;
-      units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
-      in = p.view(b.a[i]);
-    }
-    if (down_) down_->replay_conv(ctx, p, b.ds, x);
+    replay_units(ctx, p, b, x);
   } else if (p.rebuild()) {
     for (int i = 0; i < n - 1; ++i) units_[i]->rebuild(ctx, p, b.u[i], p.view(b.a[i]));
   }

@@ -65,21 +65,30 @@ class ResBlock {
     Slot a[2], dsa;          // outputs of the first (two) units, of the shortcut BN
     OutSlot out;
     Slot ga[2], gsum;        // backward: gradients of a[], of the pre-ReLU sum
-    bool out_rebuilt = false;  // out is an ActPlan::rebuilt_output (rebuild_output before reading it)
+    bool out_rebuilt = false;  // out is an ActPlan::rebuilt_output (formed again before it is read)
   };
   Shape out_shape(Shape x) const;
-  // rebuilt_out: the output is formed again in backward (ActPlan::rebuilt_output), which needs
-  // the block's input x kept until then.
-  Bufs plan(ActPlan& p, Shape x, bool tapped, bool rebuilt_out = false) const;
+  // How the output is kept for backward: as a module output (tapped: a later module reads it
+  // too); rebuilt (a rebuilding plan) from the last unit's kept conv output and the input, which
+  // must stay kept; or replayed (a replaying plan) with the other blocks of its segment from the
+  // segment's kept input, at float `at` of the rebuilt outputs' region (ActPlan::rebuilt_output).
+  enum class Keep { Output, Tapped, Rebuilt, Replayed };
+  Bufs plan(ActPlan& p, Shape x, Keep keep, int64_t at = 0) const;
   void forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, RunMode m) const;
   // dy: the plan's gradient of this block's output; dx = beta*dx + dL/dx.
   void backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x, TensorView dx, float beta) const;
   // out = the train forward's output, formed again from the last unit's kept convolution output
   // and BN state and the identity (x, or the shortcut's output rebuilt), bit for bit.
   void rebuild_output(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
+  // The same in a replaying plan, the convolutions replayed from the input x first.
+  void replay_output(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
   int zero_init_bn_weight_id() const { return zero_bn_; }
 
  private:
+  // A replaying plan's convolutions again from the kept input x, and a[] from them (the units' and
+  // the shortcut's conv outputs, the earlier units' BN outputs), bit for bit.
+  void replay_units(Context& ctx, const ActPlan& p, const Bufs& b, TensorView x) const;
+
   std::vector<std::unique_ptr<ConvBn>> units_;
   std::unique_ptr<ConvBn> down_;
   int out_c_;

@@ -1,6 +1,9 @@
 // ResNet encoder (u2pl/net/resnet.h).
 #include "u2pl/net/resnet.h"
 
+#include <algorithm>
+#include <limits>
+
 namespace u2pl {
 
 namespace {
@@ -14,6 +17,41 @@ const DepthSpec kDepths[] = {{18, false, {2, 2, 2, 2}},
                              {50, true, {3, 4, 6, 3}},
                              {101, true, {3, 4, 23, 3}},
                              {152, true, {3, 8, 36, 3}}};
+// Where a replaying plan puts each block's output: -1 keeps it (the tapped ones always), else the
+// float offset in the region of replayed outputs. Runs of replayed blocks ("segments") are formed
+// again together in backward from the kept output before them, so the region is the largest
+// run's size; the budget per run is the one that minimises the kept outputs plus the region
+// (with outputs of one size, runs of about √n blocks). Greedy per budget: a block joins the run
+// while it fits, else it is kept and ends the run.
+std::vector<int64_t> replay_segments(const std::vector<int64_t>& floats, const std::vector<bool>& tapped) {
+  const size_t n = floats.size();
+  std::vector<int64_t> budgets{0};
+  for (const int64_t f : floats)
+    for (size_t k = 1; k <= n; ++k) budgets.push_back(f * int64_t(k));
+  std::sort(budgets.begin(), budgets.end());
+  std::vector<int64_t> best;
+  int64_t best_cost = std::numeric_limits<int64_t>::max();
+  for (const int64_t budget : budgets) {
+    std::vector<int64_t> at(n, -1);
+    int64_t run = 0, kept = 0, region = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (!tapped[i] && run + floats[i] <= budget) {
+        at[i] = run;
+        run += floats[i];
+        region = std::max(region, run);
+      } else {
+        kept += floats[i];
+        run = 0;
+      }
+    }
+    if (kept + region < best_cost) {  // ties: the smaller budget (fewer blocks replayed)
+      best_cost = kept + region;
+      best = at;
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 ResNet::ResNet(ParamSet& ps, const NetConfig& cfg) {
@@ -120,14 +158,30 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   }
   b.pool = p.output(maxpool_out_shape(pool_, s));
   s = b.pool.value.shape;
-  // Rebuilding plans keep every other block output (and the tapped ones): a block's output is
-  // formed again from its input, so that input must be kept.
+  // The tapped outputs (layer1, 3, 4: the heads read them) are kept. Rebuilding plans keep every
+  // other block output: a block's output is formed again from its input, so that input must be
+  // kept. Replaying plans keep the outputs that end their segments (replay_segments).
+  const size_t n = blocks_.size();
+  std::vector<bool> tapped(n);
+  std::vector<int64_t> floats(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int end = static_cast<int>(i) + 1;
+    tapped[i] = end == layer_end_[0] || end == layer_end_[2] || end == layer_end_[3];
+    s = blocks_[i]->out_shape(s);
+    floats[i] = slot_floats(s);
+  }
+  const std::vector<int64_t> at = p.replay() ? replay_segments(floats, tapped) : std::vector<int64_t>(n, -1);
+  s = b.pool.value.shape;
   bool input_kept = true;  // the pool's output
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const bool tapped = static_cast<int>(i) + 1 == layer_end_[0] || static_cast<int>(i) + 1 == layer_end_[2] ||
-                        static_cast<int>(i) + 1 == layer_end_[3];
-    b.blocks.push_back(blocks_[i]->plan(p, s, tapped, input_kept && i + 1 < blocks_.size()));
-    input_kept = !b.blocks.back().out_rebuilt;
+  for (size_t i = 0; i < n; ++i) {
+    using Keep = ResBlock::Keep;
+    Keep keep = tapped[i] ? Keep::Tapped : Keep::Output;
+    if (at[i] >= 0)
+      keep = Keep::Replayed;
+    else if (p.rebuild() && !p.replay() && !tapped[i] && input_kept && i + 1 < n)
+      keep = Keep::Rebuilt;
+    b.blocks.push_back(blocks_[i]->plan(p, s, keep, std::max<int64_t>(at[i], 0)));
+    input_kept = keep != Keep::Rebuilt;
     s = b.blocks.back().out.value.shape;
   }
   for (int l = 0; l < 4; ++l) b.last[l] = layer_end_[l] - 1;
@@ -150,10 +204,18 @@ void ResNet::forward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView i
 }
 
 void ResNet::backward(Context& ctx, const ActPlan& p, const Bufs& b, TensorView image, bool l3_has_grad) const {
+  const auto input = [&](int i) { return p.view(i > 0 ? b.blocks[i - 1].out.value : b.pool.value); };
   for (int i = static_cast<int>(blocks_.size()) - 1; i >= 0; --i) {
     const OutSlot& in = i > 0 ? b.blocks[i - 1].out : b.pool;
-    if (i > 0 && b.blocks[i - 1].out_rebuilt)  // its own input is kept
-      blocks_[i - 1]->rebuild_output(ctx, p, b.blocks[i - 1], p.view(i > 1 ? b.blocks[i - 2].out.value : b.pool.value));
+    // Its input formed again: rebuilding, from that block's own input (kept); replaying, with the
+    // segment it ends, from the kept output before the segment (this block is kept or tapped).
+    if (i > 0 && b.blocks[i - 1].out_rebuilt && !p.replay()) {
+      blocks_[i - 1]->rebuild_output(ctx, p, b.blocks[i - 1], input(i - 1));
+    } else if (i > 0 && b.blocks[i - 1].out_rebuilt && !b.blocks[i].out_rebuilt) {
+      int first = i - 1;
+      while (first > 0 && b.blocks[first - 1].out_rebuilt) --first;
+      for (int j = first; j < i; ++j) blocks_[j]->replay_output(ctx, p, b.blocks[j], input(j));
+    }
     // Tapped inputs already hold a gradient from the heads: layer1 (low_conv) and layer3 (aux).
     const bool accumulate = i == layer_end_[0] || (i == layer_end_[2] && l3_has_grad);
     blocks_[i]->backward(ctx, p, b.blocks[i], p.view(in.value), p.view(in.grad), accumulate ? 1.f : 0.f);
