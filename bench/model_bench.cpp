@@ -135,22 +135,23 @@ nlohmann::json plan_memory(const ModelBenchOptions& o) {
   const size_t bank = memory_bank_bytes(voc, ps.decls()[size_t(ps.find("decoder.representation.8.weight"))].shape[0]);
   const size_t fixed = 3 * p + g + 2 * b + bank;  // student, momentum, teacher, bank
   nlohmann::json modes = nlohmann::json::object();  // memory mode → total bytes
-  nlohmann::json buffers = nlohmann::json::object();  // memory mode → the step's buffers outside idle memory
   nlohmann::json pick;                               // what trainer.memory auto picks (null: none fits)
-  size_t total = 0;                                  // keep's
+  size_t total = 0, buffers = 0, workspace = 0;     // keep's; the step's own buffers and CUDA scratch (any mode)
   for (const MemoryMode m : kMemoryModes) {
     const StepMemory step = step_memory(voc, net, one, m);
-    const size_t bytes = fixed + step.activations + step.buffers;
+    const size_t bytes = fixed + step.activations + step.buffers + step.workspace;
     if (m == MemoryMode::Keep) total = bytes;
     modes[memory_mode_name(m)] = bytes;
-    buffers[memory_mode_name(m)] = step.buffers;
+    buffers = step.buffers;
+    workspace = step.workspace;
     if (pick.is_null() && double(bytes) <= kAutoMemoryShare * o.device_memory_gib * double(1 << 30))
       pick = memory_mode_name(m);
   }
   nlohmann::json r = {{"batch_labeled", B},       {"batch_unlabeled", B},        {"crop", o.crop},
           {"parameters", p},          {"gradients", g},              {"momentum", p},
           {"teacher_parameters", p},  {"bn_buffers", 2 * b},         {"student_activations", student_act},
-          {"teacher_activations", teacher_act}, {"memory_bank", bank}, {"step_buffers", buffers}, {"total", total},
+          {"teacher_activations", teacher_act}, {"memory_bank", bank}, {"step_buffers", buffers},
+          {"cuda_workspace", workspace}, {"total", total},
           {"total_text", format_bytes(double(total))},
           {"modes", modes}};
   if (o.device_memory_gib > 0) {

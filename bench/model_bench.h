@@ -27,9 +27,10 @@ nlohmann::json run_model_bench(const ModelBenchOptions& o);
 
 // The memory the arenas and activation plans of a U2PL step need (student parameters,
 // gradients, momentum; teacher parameters; BN buffers of both; student Train plan on 2B, teacher
-// Eval plan on B and TrainStats plan on 2B; the memory bank of the public configs' queue sizes),
-// without allocating; `modes`: the total in each memory mode; with device_memory_gib, `auto`:
-// the mode trainer.memory auto picks on it.
+// Eval plan on B and TrainStats plan on 2B; the memory bank of the public configs' queue sizes;
+// the step's buffers; the CUDA context's scratch), without allocating; `modes`: the total
+// in each memory mode (the teacher's plans in the student's idle memory); with
+// device_memory_gib, `auto`: the mode trainer.memory auto picks on it.
 nlohmann::json plan_memory(const ModelBenchOptions& o);
 
 // This process's peak resident set size so far (getrusage).

@@ -165,6 +165,7 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
               << (comm.size() > 1 ? " in " + std::to_string(comm.size()) + " processes" : "") << ", crop " << o.crop
               << ", " << C << " classes, device " << device_name(o.device) << "\n";
   Context ctx(o.device);
+  ctx.set_workspace_cap(size_t(cfg.conv_workspace_mib) << 20);
   int64_t it = int64_t(epoch) * ts.iters_per_epoch();
   StepResult last;
   auto iteration = [&] {

@@ -1,6 +1,7 @@
 // Context and Arena (engine/context.h).
 #include "engine/context.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace u2pl {
@@ -21,7 +22,8 @@ CudaHandles& Context::cuda() const {
 void* Context::workspace(size_t bytes) {
   if (bytes > ws_.bytes()) {
     synchronize();  // ops queued on the stream may still use the old block
-    const size_t grown = bytes + bytes / 4;
+    size_t grown = bytes + bytes / 4;
+    if (dev_ == Device::CUDA) grown = std::max(bytes, std::min(grown, ws_cap_));  // no slack past the cap
     ws_ = Buffer(dev_, grown);
   }
   return ws_.data();

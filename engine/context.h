@@ -32,6 +32,10 @@ struct ReplicaSync {
   NcclComm* device_comm = nullptr;  // CUDA tensors: the same processes as comm, through NCCL
 };
 
+// The CUDA workspace's default cap (trainer.conv_workspace_mib): convolution algorithms that need
+// more scratch are passed over for others.
+constexpr size_t kDefaultWorkspaceCap = size_t(256) << 20;
+
 class Context {
  public:
   // deterministic: pick deterministic cuDNN algorithms and disable TF32 (tests and parity).
@@ -45,9 +49,12 @@ class Context {
   CudaHandles& cuda() const;  // throws on a CPU context
   // The shared scratch memory, at least `bytes` long. It grows when a shape needs more than any
   // before, so after the first step of a fixed-shape loop it never reallocates. The memory is
-  // valid until the next call.
+  // valid until the next call. On CUDA convolutions choose algorithms whose scratch is within the
+  // cap, and the block grows with slack only up to it (the losses' own scratch may exceed it).
   void* workspace(size_t bytes);
   size_t workspace_bytes() const { return ws_.bytes(); }
+  void set_workspace_cap(size_t bytes) { ws_cap_ = bytes; }
+  size_t workspace_cap() const { return ws_cap_; }
   void synchronize() const;  // waits for the stream (no-op on CPU)
   // The profiler timing this context's ops, or null (engine/profile.h attaches and detaches it).
   Profiler* profiler() const { return profiler_; }
@@ -71,6 +78,7 @@ class Context {
   GradListener* grads_ = nullptr;
   CudaHandles* cuda_ = nullptr;  // owned; destroyed through destroy_cuda_handles
   Buffer ws_;
+  size_t ws_cap_ = kDefaultWorkspaceCap;
 };
 
 CudaHandles* create_cuda_handles(bool deterministic);

@@ -143,9 +143,11 @@ std::shared_ptr<ConvPlan> conv_plan(const Context& ctx, const Conv2dSpec& s, Sha
   return plan;
 }
 
-// Whether a workspace of `bytes` can be had: the context's block already holds it, or growing the
-// block (Context::workspace allocates bytes + 1/4 before freeing the old one) leaves 64 MiB free.
+// Whether a workspace of `bytes` can be had: within the context's cap, and the context's block
+// already holds it, or growing the block (Context::workspace allocates up to bytes + 1/4 before
+// freeing the old one) leaves 64 MiB free.
 bool workspace_fits(const Context& ctx, size_t bytes) {
+  if (bytes > ctx.workspace_cap()) return false;
   if (bytes <= ctx.workspace_bytes()) return true;
   size_t free_bytes = 0, total = 0;
   cuda_memory_info(&free_bytes, &total);
@@ -190,7 +192,9 @@ void run_direction(Context& ctx, ConvPlan& plan, Choice& c, const char* what, Ge
   }
   U2PL_FAIL(what << ": cuDNN offers no usable algorithm"
                  << (d.deterministic ? " (deterministic implicit GEMM, no TF32)" : "")
-                 << (too_big ? "; " + std::to_string(too_big) + " were skipped for a workspace beyond free memory"
+                 << (too_big ? "; " + std::to_string(too_big) + " were skipped for a workspace beyond free memory "
+                                   "or the cap of " + std::to_string(ctx.workspace_cap() >> 20) +
+                                   " MiB (trainer.conv_workspace_mib)"
                              : ""));
 }
 

@@ -3,8 +3,9 @@
 // handover and the EMA (one replica and two), and two at memcheck's size. CutMix (no contrastive
 // term) compares closely; U2PL compares loosely, since a float32 difference at an entropy
 // threshold moves a pixel between the contrastive candidate lists and the draws then pick other
-// rows. Also: the memory modes against keep on CUDA (bit for bit), the gradient buckets and the
-// communicator through NCCL in one process. Part of the `cuda` suite.
+// rows. Also: the memory modes against keep on CUDA (bit for bit), the workspace within its
+// figure, the gradient buckets and the communicator through NCCL in one process. Part of the
+// `cuda` suite.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -131,6 +132,28 @@ TEST_SUITE("cuda") {
   // Small enough for tools/gpu_check.sh's compute-sanitizer run: the warm start, then the
   // handover with every U2PL term and a memory-bank push.
   TEST_CASE("train step: two U2PL iterations on CUDA (warm start, handover)") { follow_cpu("u2pl", 2, 1); }
+
+  // The context's scratch after U2PL iterations (convolutions within the cap, the losses' sorts and
+  // contrastive rows) stays within the step's memory figure, at the default cap and a small one.
+  TEST_CASE("train step: the CUDA workspace stays within the memory figure's") {
+    for (const int mib : {int(kDefaultWorkspaceCap >> 20), 16}) {
+      INFO("trainer.conv_workspace_mib " << mib);
+      TrainConfig cfg = cuda_config("u2pl");
+      cfg.conv_workspace_mib = mib;
+      TrainStep ts(cfg, Device::CUDA);
+      ts.set_iters_per_epoch(1);
+      Context ctx(Device::CUDA);
+      ctx.set_workspace_cap(size_t(mib) << 20);
+      for (int64_t it = 0; it < 2; ++it) {
+        const StepBatch sb = step_batch(it, 2);
+        PhiloxStepDraws d(cfg.seed, it);
+        ts.step(ctx, sb.img_l, sb.lab, sb.img_u, it, int(it), d);
+      }
+      const StepMemory m = step_memory(cfg, ts.student(), Shape{2, 3, 33, 33}, MemoryMode::Keep);
+      CHECK(ctx.workspace_bytes() > 0);
+      CHECK(ctx.workspace_bytes() <= m.workspace);
+    }
+  }
 
   // The public 2-GPU recipe in one process: SyncBN's per-replica kernels, per-replica losses, the
   // bank's pushes of both replicas before either samples.

@@ -280,9 +280,10 @@ TEST_CASE("trainer: configs that cannot run are refused before any work, naming 
   CHECK_MESSAGE(named.find("or choose another trainer.memory") != std::string::npos, named);
   const std::string bank = refused("u2pl", {"trainer.contrastive.queue_size=2000000000"});
   CHECK(bank.find("MiB of memory bank, ") != std::string::npos);
-  CHECK(bank.find("MiB of batches and loss buffers)") != std::string::npos);
+  CHECK(bank.find("MiB of batches and buffers)") != std::string::npos);  // the CPU counts no CUDA workspace
   CHECK(bank.find(" 0 MiB of memory bank") == std::string::npos);
   CHECK(refused("u2pl", {"trainer.memory=smallest"}).find("trainer.memory") != std::string::npos);
+  CHECK(refused("u2pl", {"trainer.conv_workspace_mib=-1"}).find("trainer.conv_workspace_mib") != std::string::npos);
   // auto takes the fastest mode that fits; a named mode is taken as named.
   const RunPlan fast = check_runnable(tiny(set, "u2pl"), Device::CPU);
   CHECK(fast.memory == MemoryMode::Keep);

@@ -6,6 +6,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "engine/cuda/cuda_context.h"
+#include "engine/workspace_plan.h"
 
 namespace u2pl {
 
@@ -121,19 +122,6 @@ __device__ inline double channel_total(const ChannelSplit& s, const double* part
   return block_sum(acc);
 }
 
-// Byte offsets of 256-byte aligned pieces of one ctx.workspace() block.
-class WorkspacePlan {
- public:
-  size_t add(size_t bytes) {
-    const size_t at = total_;
-    total_ += (bytes + 255) / 256 * 256;
-    return at;
-  }
-  size_t bytes() const { return total_; }
-
- private:
-  size_t total_ = 0;
-};
 
 // The "no bad pixel" value of a first-bad-pixel index that kernels lower with atomicMin.
 constexpr unsigned long long kNoPixel = ~0ull;

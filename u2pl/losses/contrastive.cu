@@ -15,6 +15,7 @@
 #include "engine/cuda/launch.cuh"
 #include "engine/profile.h"
 #include "u2pl/losses/contrastive.h"
+#include "u2pl/losses/contrastive_scratch.h"
 
 namespace u2pl {
 namespace {
@@ -41,6 +42,7 @@ struct Plan {
   int64_t push_first[kMaxClasses], push_tail[kMaxClasses];  // ring_push of this step's negatives
   int64_t keep_start[kMaxClasses + 1];  // prefix sums of the rows each push keeps (count − first)
 };
+static_assert(sizeof(Plan) <= kContrastivePlanBound, "the memory figures' bound on the plan record");
 
 // anchor_cls, proto_cls (P): the class a pixel is an anchor / prototype pixel of (at most one:
 // both need label == c), −1 for none; neg_flag (C, P); counts (4, C) += the roles; *first_bad =
@@ -382,48 +384,41 @@ void contrastive_loss_cuda(Context& ctx, const ContrastiveParams& p, const Contr
                                              static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
                                              static_cast<int32_t*>(nullptr), items));
   const size_t sort_bytes = b;
-  WorkspacePlan w;
-  const size_t o_counts = w.add((4 * size_t(C) + 1) * sizeof(ull)), o_sel = w.add(3 * sizeof(int64_t)),
-               o_acls = w.add(size_t(P) * sizeof(int32_t)), o_pcls = w.add(size_t(P) * sizeof(int32_t)),
-               o_nflag = w.add(size_t(CP)), o_alist = w.add(size_t(P) * sizeof(int32_t)),
-               o_plist = w.add(size_t(P) * sizeof(int32_t)), o_nlist = w.add(size_t(CP) * sizeof(int32_t)),
-               o_plan = w.add(sizeof(Plan)), o_proto = w.add(size_t(C * D) * sizeof(float)),
-               o_loss = w.add(size_t(items) * sizeof(float)), o_pix = w.add(4 * size_t(items) * sizeof(int32_t)),
-               o_grad = w.add(drep.defined() ? size_t(items * D) * sizeof(float) : 0),
-               o_tmp = w.add(std::max(sel_bytes, sort_bytes)), o_z = w.add(size_t(items * D) * sizeof(float)),
-               o_rows = w.add(size_t(items * K * D) * sizeof(float)),
-               o_rowk = w.add(4 * size_t(items * K) * sizeof(float)),  // nb, dots, u, ds
-               o_nz = w.add(3 * size_t(items) * sizeof(float)), o_zeros = w.add(size_t(K * D) * sizeof(float)),
-               o_ptr = w.add(5 * size_t(items) * sizeof(float*));
-  char* ws = static_cast<char*>(ctx.workspace(w.bytes()));
-  auto* counts = reinterpret_cast<ull*>(ws + o_counts);  // (4, C) role counts, then the first bad pixel
+  const size_t cub_bytes = std::max(sel_bytes, sort_bytes);
+  U2PL_CHECK(cub_bytes <= contrastive_cub_bound(C, P, M), "contrastive loss on CUDA: CUB asks for "
+                                                              << cub_bytes << " bytes of scratch, beyond the "
+                                                              << contrastive_cub_bound(C, P, M)
+                                                              << " the memory figures count");
+  const ContrastiveScratch w(C, P, D, M, K, drep.defined(), cub_bytes, sizeof(Plan));
+  char* ws = static_cast<char*>(ctx.workspace(w.bytes));
+  auto* counts = reinterpret_cast<ull*>(ws + w.counts);  // (4, C) role counts, then the first bad pixel
   ull* first_bad = counts + 4 * C;
-  auto* selected = reinterpret_cast<int64_t*>(ws + o_sel);  // anchors, prototype pixels, negatives
-  auto* anchor_cls = reinterpret_cast<int32_t*>(ws + o_acls);
-  auto* proto_cls = reinterpret_cast<int32_t*>(ws + o_pcls);
-  auto* neg_flag = reinterpret_cast<uint8_t*>(ws + o_nflag);
-  auto* anchor_list = reinterpret_cast<int32_t*>(ws + o_alist);
-  auto* proto_list = reinterpret_cast<int32_t*>(ws + o_plist);
-  auto* neg_list = reinterpret_cast<int32_t*>(ws + o_nlist);
-  auto* plan = reinterpret_cast<Plan*>(ws + o_plan);
-  auto* proto = reinterpret_cast<float*>(ws + o_proto);
-  auto* losses = reinterpret_cast<float*>(ws + o_loss);
-  auto* pixel = reinterpret_cast<int32_t*>(ws + o_pix);  // (4, items): pixel, item, both sorted by pixel
+  auto* selected = reinterpret_cast<int64_t*>(ws + w.sel);  // anchors, prototype pixels, negatives
+  auto* anchor_cls = reinterpret_cast<int32_t*>(ws + w.acls);
+  auto* proto_cls = reinterpret_cast<int32_t*>(ws + w.pcls);
+  auto* neg_flag = reinterpret_cast<uint8_t*>(ws + w.nflag);
+  auto* anchor_list = reinterpret_cast<int32_t*>(ws + w.alist);
+  auto* proto_list = reinterpret_cast<int32_t*>(ws + w.plist);
+  auto* neg_list = reinterpret_cast<int32_t*>(ws + w.nlist);
+  auto* plan = reinterpret_cast<Plan*>(ws + w.plan);
+  auto* proto = reinterpret_cast<float*>(ws + w.proto);
+  auto* losses = reinterpret_cast<float*>(ws + w.loss);
+  auto* pixel = reinterpret_cast<int32_t*>(ws + w.pix);  // (4, items): pixel, item, both sorted by pixel
   int32_t *item_of = pixel + items, *pixel_sorted = pixel + 2 * items, *item_sorted = pixel + 3 * items;
-  float* grads = drep.defined() ? reinterpret_cast<float*>(ws + o_grad) : nullptr;
-  void* tmp = ws + o_tmp;
+  float* grads = drep.defined() ? reinterpret_cast<float*>(ws + w.grad) : nullptr;
+  void* tmp = ws + w.tmp;
   Operands o;
-  o.z = reinterpret_cast<float*>(ws + o_z);
-  o.rows = reinterpret_cast<float*>(ws + o_rows);
-  o.nb = reinterpret_cast<float*>(ws + o_rowk);
+  o.z = reinterpret_cast<float*>(ws + w.z);
+  o.rows = reinterpret_cast<float*>(ws + w.rows);
+  o.nb = reinterpret_cast<float*>(ws + w.rowk);
   o.dots = o.nb + items * K;
   o.u = o.dots + items * K;
   float* ds = o.u + items * K;
-  o.nz = reinterpret_cast<float*>(ws + o_nz);
+  o.nz = reinterpret_cast<float*>(ws + w.nz);
   o.cz = o.nz + 2 * items;
-  auto* zeros = reinterpret_cast<float*>(ws + o_zeros);
+  auto* zeros = reinterpret_cast<float*>(ws + w.zeros);
   o.zeros = zeros;
-  auto** ptrs = reinterpret_cast<float**>(ws + o_ptr);
+  auto** ptrs = reinterpret_cast<float**>(ws + w.ptr);
   o.a_ptr = const_cast<const float**>(ptrs);
   o.x_ptr = const_cast<const float**>(ptrs + items);
   o.y_ptr = ptrs + 2 * items;

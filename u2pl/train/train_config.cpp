@@ -163,7 +163,8 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   top.need("trainer");
   const Section tr = top.child("trainer", {"epochs", "sup_only_epoch", "eval_on", "start_epochs", "optimizer",
                                            "lr_scheduler", "unsupervised", "contrastive", "preset", "device",
-                                           "seed", "eval_interval", "deterministic", "replicas", "memory"});
+                                           "seed", "eval_interval", "deterministic", "replicas", "memory",
+                                           "conv_workspace_mib"});
   tr.need("epochs");
   tr.get("epochs", c.epochs, 1);
   tr.get("sup_only_epoch", c.sup_only_epoch, 0);
@@ -178,6 +179,7 @@ void read_trainer(const Section& top, TrainConfig& c, std::vector<std::string>* 
   tr.get("replicas", c.replicas, 1, 1024);
   c.replicas_given = tr.has("replicas");
   if (tr.has("memory")) get_choice(tr, "memory", c.memory, {"auto", "keep", "recompute_bn", "recompute_blocks"});
+  tr.get("conv_workspace_mib", c.conv_workspace_mib, 0, 1 << 20);
 
   tr.need("optimizer");
   const Section opt = tr.child("optimizer", {"type", "kwargs"});

@@ -111,6 +111,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(t + "deterministic", yes(c.deterministic));
   e.emplace_back(t + "replicas", Node(c.replicas));
   e.emplace_back(t + "memory", Node(c.memory));
+  e.emplace_back(t + "conv_workspace_mib", Node(c.conv_workspace_mib));
   e.emplace_back(t + "start_epochs", Node(c.start_epochs));
   e.emplace_back(t + "optimizer.type", Node("SGD"));
   e.emplace_back(t + "optimizer.kwargs.lr", Node(num(c.lr)));

@@ -19,6 +19,7 @@
 #include "layers/loss.h"
 #include "layers/resize.h"
 #include "layers/sgd.h"
+#include "u2pl/losses/contrastive_scratch.h"
 #include "u2pl/losses/unsup_loss.h"
 #include "u2pl/net/weights.h"
 #include "u2pl/train/schedule.h"
@@ -118,6 +119,18 @@ StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, 
   if (semi) own += 2 * BR * 3 * H * W + 4 * pixels;  // the mixed batch; pseudo-labels, mixed labels, entropy, filtered
   if (contra) own += out.pred.numel() + out.rep.numel() + 3 * small;  // probabilities, rep gradient, labels, masks
   m.buffers = size_t(own) * sizeof(float);
+  // The losses' CUDA scratch, per replica: OHEM's and the entropy percentile's sorts of the crop's
+  // pixels (keys, sorted keys, CUB's second copy; u2pl/losses/unsup_loss.cu, layers/loss.cu), and
+  // the contrastive loss's layout (u2pl/losses/contrastive_scratch.h).
+  size_t losses = 12 * size_t(b * H * W) + (size_t(16) << 20);
+  if (contra) {
+    const ContrastiveParams p = cfg.contrastive_params();
+    const int64_t P = 2 * b * out.rep.h() * out.rep.w(), Cc = p.num_classes, M = p.num_queries;
+    const ContrastiveScratch s(Cc, P, out.rep.c(), M, p.num_negatives + 1, true, contrastive_cub_bound(Cc, P, M),
+                               kContrastivePlanBound);
+    losses = std::max(losses, s.bytes);
+  }
+  m.workspace = std::max(size_t(cfg.conv_workspace_mib) << 20, losses);
   return m;
 }
 

@@ -45,9 +45,12 @@ class StepDraws {
 // idle before its forward and between its forward and backward for the teacher's Eval plan on the
 // unlabeled images and its TrainStats plan on both, and for the losses' upsampled logits and
 // gradients. Buffers: the step's own (the upload slots, the mixed batch, the labels, the
-// gradients handed to backward, the contrastive masks; CUDA libraries' scratch comes on top).
+// gradients handed to backward, the contrastive masks). Workspace: the CUDA context's scratch
+// block, the larger of the convolutions' cap (trainer.conv_workspace_mib) and the losses' scratch
+// (CUB sorts of a replica's crop-sized pixels, the contrastive loss's rows; the CPU's oneDNN
+// scratch is neither capped nor counted).
 struct StepMemory {
-  size_t activations = 0, buffers = 0;
+  size_t activations = 0, buffers = 0, workspace = 0;
 };
 StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, MemoryMode memory);
 

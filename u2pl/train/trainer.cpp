@@ -112,6 +112,7 @@ Trainer::Trainer(const TrainConfig& cfg, const TrainRunOptions& opt, const RunPl
       dev_(opt.device),
       ctx_(opt.device, cfg.deterministic),
       step_(cfg, opt.device, comm_) {
+  ctx_.set_workspace_cap(size_t(cfg.conv_workspace_mib) << 20);
   step_.student().set_memory_mode(plan.memory);
 }
 
@@ -536,9 +537,10 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                                            << "and entropy); add the section or set contrastive.loss_weight 0");
   for (const std::string& f : {cfg.net.weights, cfg.pretrain})
     U2PL_CHECK(f.empty() || fs::exists(f), cfg.file << ": weights file " << f << " does not exist");
-  // Memory: the activations of a step (in each memory mode; the teacher's plans in the student's
-  // idle memory where they fit); the step's batches and loss buffers; the parameters, gradients
-  // and momentum, the teacher's copy and both sets of BN buffers; the bank.
+  // Memory: the activations of a step (in each memory mode; the teacher's plans and the losses'
+  // buffers in the student's idle memory); the step's batches and other buffers; the parameters,
+  // gradients and momentum, the teacher's copy and both sets of BN buffers; the bank; on CUDA the
+  // context's scratch (StepMemory::workspace; the CPU's, oneDNN's, is left to the margin of `auto`).
   const int B = replicas_per_process(cfg, processes) * cfg.data.batch_size;  // this process's images
   const bool semi = cfg.unsup.enabled;
   U2plNet probe(cfg.net);  // declared, not allocated
@@ -551,11 +553,12 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
     bank = memory_bank_bytes(cfg, ps.decls()[size_t(rep)].shape[0]);
   if (dev == Device::CUDA && processes > 1) bank *= 2;  // and its staging copy (TrainStep::push_all_negatives)
   std::vector<std::pair<MemoryMode, size_t>> needs;  // fastest first
-  size_t buffers = 0;  // the most any mode needs (they differ in what fits in idle memory)
+  size_t buffers = 0, workspace = 0;  // the step's own (the same in every mode); the CUDA scratch
   for (const MemoryMode m : kMemoryModes) {
     const StepMemory step = step_memory(cfg, probe, batch, m);
-    buffers = std::max(buffers, step.buffers);
-    needs.emplace_back(m, step.activations + step.buffers + state + bank);
+    buffers = step.buffers;
+    workspace = dev == Device::CUDA ? step.workspace : 0;
+    needs.emplace_back(m, step.activations + step.buffers + state + bank + workspace);
   }
   size_t avail = 0;
   if (dev == Device::CUDA) {
@@ -586,8 +589,9 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                                                    : std::string("more than"))
                       << " the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
                       << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank, " << (state >> 20)
-                      << " MiB of parameters and optimiser state and up to " << (buffers >> 20)
-                      << " MiB of batches and loss buffers): lower dataset.batch_size or the "
+                      << " MiB of parameters and optimiser state, " << (buffers >> 20) << " MiB of batches and "
+                      << "buffers" << (workspace ? ", " + std::to_string(workspace >> 20) + " MiB of CUDA workspace" : "")
+                      << "): lower dataset.batch_size or the "
                       << "crop" << (automatic ? "" : ", or choose another trainer.memory") << ", or the queue sizes");
   RunPlan r;
   r.memory = chosen->first;
