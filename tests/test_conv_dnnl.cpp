@@ -25,7 +25,8 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, cons
   CHECK(err <= 1.0);
 }
 
-void dnnl_case(const Conv2dSpec& s, Shape xs) {
+// max_scratch > 0: the context's workspace after both passes stays within it.
+void dnnl_case(const Conv2dSpec& s, Shape xs, size_t max_scratch = 0) {
   Context ctx(Device::CPU);
   ParamSet ps;
   Conv2d conv(ps, "c", s);
@@ -55,6 +56,7 @@ void dnnl_case(const Conv2dSpec& s, Shape xs) {
   expect_close(dx.to_host(), dxr, "dx");
   expect_close(to_host(ps.grad(conv.weight_id())), dwr, "dw");
   if (s.bias) expect_close(to_host(ps.grad(conv.bias_id())), dbr, "db");
+  if (max_scratch > 0) CHECK(ctx.workspace_bytes() <= max_scratch);
   // No input gradient requested: weights still accumulate.
   conv.backward(ctx, x, dy, TensorView(), 0.f);
   for (float& e : dwr) e *= 1.5f;
@@ -72,4 +74,9 @@ TEST_CASE("oneDNN convolution matches the im2col oracle") {
   SUBCASE("1x1 bias") { dnnl_case({16, 32, 1, 1, 1, 0, 1, true}, Shape{2, 16, 5, 5}); }
   SUBCASE("1x1 stride 2 downsample") { dnnl_case({16, 32, 1, 1, 2, 0, 1, false}, Shape{2, 16, 9, 9}); }
   SUBCASE("stride 2 floor output") { dnnl_case({4, 4, 3, 3, 2, 0, 1, false}, Shape{1, 4, 8, 8}); }
+  // oneDNN's weight gradient of an ASPP-sized dilated conv would take about ten copies of the
+  // weights as scratch; the layer forms it by im2col and GEMM one image at a time instead.
+  SUBCASE("ASPP-sized dilation 12: weight gradient in little scratch") {
+    dnnl_case({1024, 256, 3, 3, 1, 12, 12, true}, Shape{2, 1024, 17, 17}, size_t(64) << 20);
+  }
 }

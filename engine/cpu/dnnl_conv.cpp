@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "engine/check.h"
+#include "engine/cpu/blas.h"
 
 namespace u2pl::cpu {
 
@@ -59,7 +60,16 @@ struct ConvPlan {
   dnnl::convolution_backward_data bwd_data_p;
   dnnl::convolution_backward_weights bwd_w_p;
   size_t fwd_bytes = 0, bwd_bytes = 0;
+  // The weight gradient by im2col and GEMM, one image at a time, where oneDNN's own needs more
+  // than kWeightsScratchCap (its gemm path for large dilations holds many images' columns).
+  bool gemm_weights = false;
 };
+
+constexpr size_t kWeightsScratchCap = size_t(64) << 20;
+
+ConvGeom geom_of(const ConvDims& d) {
+  return {d.cin, d.h, d.w, d.kh, d.kw, d.stride, d.pad, d.dilation, d.oh, d.ow};
+}
 
 dnnl::reorder make_reorder(const memory::desc& from, const memory::desc& to, float sum_beta) {
   dnnl::primitive_attr attr;
@@ -106,9 +116,14 @@ std::unique_ptr<ConvPlan> build_plan(const ConvDims& d) {
   const size_t data = staged(p->y, p->bwd_data.diff_dst_desc()) + staged(p->w, p->bwd_data.weights_desc()) +
                       aligned(p->bwd_data.diff_src_desc().get_size()) +
                       aligned(p->bwd_data.scratchpad_desc().get_size());
-  const size_t wts = staged(p->x, p->bwd_w.src_desc()) + staged(p->y, p->bwd_w.diff_dst_desc()) +
-                     aligned(p->bwd_w.diff_weights_desc().get_size()) + aligned(d.cout * sizeof(float)) +
-                     aligned(p->bwd_w.scratchpad_desc().get_size());
+  size_t wts = staged(p->x, p->bwd_w.src_desc()) + staged(p->y, p->bwd_w.diff_dst_desc()) +
+               aligned(p->bwd_w.diff_weights_desc().get_size()) + aligned(d.cout * sizeof(float)) +
+               aligned(p->bwd_w.scratchpad_desc().get_size());
+  const size_t columns = aligned(size_t(d.cin * d.kh * d.kw * d.oh * d.ow) * sizeof(float));  // one image's
+  if (wts > kWeightsScratchCap && columns < wts) {
+    p->gemm_weights = true;
+    wts = columns;
+  }
   p->bwd_bytes = data > wts ? data : wts;
   return p;
 }
@@ -177,6 +192,23 @@ void dnnl_conv_backward(const ConvDims& d, const float* x, const float* w, const
     p.bwd_data_p.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}, {DNNL_ARG_SCRATCHPAD, sp}});
     if (!direct) make_reorder(p.bwd_data.diff_src_desc(), p.x, beta).execute(s, dxm, dxu);
     s.wait();
+  }
+  if (p.gemm_weights) {  // dw += Σ_n dy_n · col(x_n)ᵀ, db += Σ_n Σ_p dy_n
+    const ConvGeom g = geom_of(d);
+    const int64_t K = d.cin * d.kh * d.kw, P = d.oh * d.ow;
+    auto* col = static_cast<float*>(scratch);
+    for (int64_t n = 0; n < d.n; ++n) {
+      const float* dyn = dy + n * d.cout * P;
+      im2col(g, x + n * d.cin * d.h * d.w, col);
+      gemm<float>(false, true, d.cout, K, P, 1.f, dyn, col, 1.f, dw);
+      if (db)
+        for (int64_t co = 0; co < d.cout; ++co) {
+          float acc = 0;
+          for (int64_t i = 0; i < P; ++i) acc += dyn[co * P + i];
+          db[co] += acc;
+        }
+    }
+    return;
   }
   Carver c{static_cast<char*>(scratch)};
   memory xm = stage_in(s, c, p.x, p.bwd_w.src_desc(), x);

@@ -590,7 +590,8 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
                       << " the " << free_text.str() << " (trainer.memory " << cfg.memory << "; per mode: "
                       << figures.str() << ", of which " << (bank >> 20) << " MiB of memory bank, " << (state >> 20)
                       << " MiB of parameters and optimiser state, " << (buffers >> 20) << " MiB of batches and "
-                      << "buffers" << (workspace ? ", " + std::to_string(workspace >> 20) + " MiB of CUDA workspace" : "")
+                      << "buffers"
+                      << (workspace ? ", " + std::to_string(workspace >> 20) + " MiB of CUDA workspace" : "")
                       << "): lower dataset.batch_size or the "
                       << "crop" << (automatic ? "" : ", or choose another trainer.memory") << ", or the queue sizes");
   RunPlan r;
