@@ -1,6 +1,7 @@
 // oneDNN convolution (engine/cpu/dnnl_conv.h).
 #include "engine/cpu/dnnl_conv.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,12 +61,12 @@ struct ConvPlan {
   dnnl::convolution_backward_data bwd_data_p;
   dnnl::convolution_backward_weights bwd_w_p;
   size_t fwd_bytes = 0, bwd_bytes = 0;
-  // The weight gradient by im2col and GEMM, one image at a time, where oneDNN's own needs more
-  // than kWeightsScratchCap (its gemm path for large dilations holds many images' columns).
-  bool gemm_weights = false;
+  // The input or weight gradient by im2col and GEMM, one image at a time, where oneDNN's own needs
+  // more than kBackwardScratchCap (its gemm path for large dilations holds many images' columns).
+  bool gemm_data = false, gemm_weights = false;
 };
 
-constexpr size_t kWeightsScratchCap = size_t(64) << 20;
+constexpr size_t kBackwardScratchCap = size_t(32) << 20;
 
 ConvGeom geom_of(const ConvDims& d) {
   return {d.cin, d.h, d.w, d.kh, d.kw, d.stride, d.pad, d.dilation, d.oh, d.ow};
@@ -113,14 +114,17 @@ std::unique_ptr<ConvPlan> build_plan(const ConvDims& d) {
   auto staged = [](const memory::desc& u, const memory::desc& w) { return aligned(Staged{u, w}.bytes()); };
   p->fwd_bytes = staged(p->x, p->fwd.src_desc()) + staged(p->w, p->fwd.weights_desc()) +
                  staged(p->y, p->fwd.dst_desc()) + aligned(p->fwd.scratchpad_desc().get_size());
-  const size_t data = staged(p->y, p->bwd_data.diff_dst_desc()) + staged(p->w, p->bwd_data.weights_desc()) +
-                      aligned(p->bwd_data.diff_src_desc().get_size()) +
-                      aligned(p->bwd_data.scratchpad_desc().get_size());
+  size_t data = staged(p->y, p->bwd_data.diff_dst_desc()) + staged(p->w, p->bwd_data.weights_desc()) +
+                aligned(p->bwd_data.diff_src_desc().get_size()) + aligned(p->bwd_data.scratchpad_desc().get_size());
   size_t wts = staged(p->x, p->bwd_w.src_desc()) + staged(p->y, p->bwd_w.diff_dst_desc()) +
                aligned(p->bwd_w.diff_weights_desc().get_size()) + aligned(d.cout * sizeof(float)) +
                aligned(p->bwd_w.scratchpad_desc().get_size());
   const size_t columns = aligned(size_t(d.cin * d.kh * d.kw * d.oh * d.ow) * sizeof(float));  // one image's
-  if (wts > kWeightsScratchCap && columns < wts) {
+  if (data > kBackwardScratchCap && columns < data) {
+    p->gemm_data = true;
+    data = columns;
+  }
+  if (wts > kBackwardScratchCap && columns < wts) {
     p->gemm_weights = true;
     wts = columns;
   }
@@ -181,7 +185,20 @@ void dnnl_conv_backward(const ConvDims& d, const float* x, const float* w, const
                         float beta, float* dw, float* db, void* scratch) {
   ConvPlan& p = plan_for(d);
   dnnl::stream s(cpu_engine());
-  if (dx) {
+  const ConvGeom g = geom_of(d);
+  const int64_t K = d.cin * d.kh * d.kw, P = d.oh * d.ow, X = d.cin * d.h * d.w;
+  auto* col = static_cast<float*>(scratch);
+  if (dx && p.gemm_data) {  // dx = beta·dx + Σ col2im(wᵀ dy_n)
+    for (int64_t n = 0; n < d.n; ++n) {
+      float* dxn = dx + n * X;
+      gemm<float>(true, false, K, P, d.cout, 1.f, w, dy + n * d.cout * P, 0.f, col);
+      if (beta == 0.f)
+        std::fill(dxn, dxn + X, 0.f);
+      else if (beta != 1.f)
+        for (int64_t i = 0; i < X; ++i) dxn[i] *= beta;
+      col2im(g, col, dxn);
+    }
+  } else if (dx) {
     Carver c{static_cast<char*>(scratch)};
     memory dym = stage_in(s, c, p.y, p.bwd_data.diff_dst_desc(), dy);
     memory wm = stage_in(s, c, p.w, p.bwd_data.weights_desc(), w);
@@ -194,12 +211,9 @@ void dnnl_conv_backward(const ConvDims& d, const float* x, const float* w, const
     s.wait();
   }
   if (p.gemm_weights) {  // dw += Σ_n dy_n · col(x_n)ᵀ, db += Σ_n Σ_p dy_n
-    const ConvGeom g = geom_of(d);
-    const int64_t K = d.cin * d.kh * d.kw, P = d.oh * d.ow;
-    auto* col = static_cast<float*>(scratch);
     for (int64_t n = 0; n < d.n; ++n) {
       const float* dyn = dy + n * d.cout * P;
-      im2col(g, x + n * d.cin * d.h * d.w, col);
+      im2col(g, x + n * X, col);
       gemm<float>(false, true, d.cout, K, P, 1.f, dyn, col, 1.f, dw);
       if (db)
         for (int64_t co = 0; co < d.cout; ++co) {

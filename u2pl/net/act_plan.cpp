@@ -57,10 +57,12 @@ OutSlot ActPlan::output(Shape s, bool tapped) {
     o.value = take(kKept, s);
   else
     o.value = shared(ping_ ? kPingB : kPingA, s);
-  if (backward_) o.grad = tapped ? take(kKept, s) : shared(ping_ ? kGradPingB : kGradPingA, s);
+  if (backward_) o.grad = tapped ? take(kGradTapped, s) : shared(ping_ ? kGradPingB : kGradPingA, s);
   if (!tapped) ping_ = !ping_;
   return o;
 }
+
+Slot ActPlan::result(Shape s) { return take(kKept, s); }
 
 OutSlot ActPlan::rebuilt_output(Shape s, int64_t at) {
   if (!rebuild()) return output(s);

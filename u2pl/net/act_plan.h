@@ -48,7 +48,10 @@ class ActPlan {
   Slot internal(Shape s);                          // read by this module's backward
   Slot rebuilt(Shape s);  // read by backward, which can form it again (rebuild(): module scratch)
   Slot replayed(Shape s);  // a replayed block's convolution output (replay(): module scratch)
-  OutSlot output(Shape s, bool tapped = false);    // read by the next (or, tapped, a later) module
+  // Read by the next (or, tapped, a later) module. A tapped output's gradient takes memory of its
+  // own that only backward uses (written there before it is read).
+  OutSlot output(Shape s, bool tapped = false);
+  Slot result(Shape s);  // the network's result (pred, rep, aux): kept, no gradient slot
   // A module output that backward can form again (a residual block's, from its kept convolution
   // output and its input; or, replaying, with the blocks before it from a kept input): in
   // rebuild() plans at float `at` of one region such outputs share, each read only by the next
@@ -96,7 +99,9 @@ class ActPlan {
 
  private:
   // Layout order: the saved state first, the backward-only regions last (idle spans are contiguous).
-  enum Region { kState, kKept, kPingA, kPingB, kOutRebuilt, kScratch, kGradPingA, kGradPingB, kGradTemp, kRegions };
+  enum Region {
+    kState, kKept, kPingA, kPingB, kOutRebuilt, kScratch, kGradPingA, kGradPingB, kGradTemp, kGradTapped, kRegions
+  };
   Slot take(int region, Shape s);
   Slot shared(int region, Shape s);
   // at[r]: float offset of region r in the block, at[kRegions]: the end (after the reserved idle memory)

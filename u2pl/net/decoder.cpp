@@ -99,7 +99,7 @@ Head::Bufs Head::plan(ActPlan& p, Shape x) const {
       b.gd.push_back(alias(g, x));
     }
   }
-  b.out = p.output(final_->out_shape(x), true).value;
+  b.out = p.result(final_->out_shape(x));
   return b;
 }
 
