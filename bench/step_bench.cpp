@@ -244,8 +244,9 @@ nlohmann::json run_step_bench(const StepBenchOptions& o) {
       {"momentum", size_t(ts.momentum().numel()) * sizeof(float)},
       {"bn_buffers", s.params().buffers().bytes() + te.params().buffers().bytes()},
       {"teacher_parameters", te.params().values().bytes()},
+      // the student's plan, with the idle memory it reserves for the teacher's plans and the losses'
+      // buffers; the teacher's plans (laid out there, not allocated: not to be added)
       {"student_activations", s.estimate_plan_bytes(two, NetMode::Train)},
-      // the teacher's plans, laid out in the student's idle memory where they fit (not allocated)
       {"teacher_activations",
        te.estimate_plan_bytes(image, NetMode::Eval) + te.estimate_plan_bytes(two, NetMode::TrainStats)},
       {"memory_bank", size_t(bank.total_capacity() * bank.dim()) * sizeof(float)},

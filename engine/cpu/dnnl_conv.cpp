@@ -61,12 +61,16 @@ struct ConvPlan {
   dnnl::convolution_backward_data bwd_data_p;
   dnnl::convolution_backward_weights bwd_w_p;
   size_t fwd_bytes = 0, bwd_bytes = 0;
-  // The input or weight gradient by im2col and GEMM, one image at a time, where oneDNN's own needs
-  // more than kBackwardScratchCap (its gemm path for large dilations holds many images' columns).
+  // The input or weight gradient by im2col and GEMM, one image at a time, where oneDNN's algorithm
+  // needs more than kBackwardScratchCap of scratchpad (its gemm path for large dilations, the
+  // ASPP's and layer4's at stride 8, holds many images' columns).
   bool gemm_data = false, gemm_weights = false;
 };
 
 constexpr size_t kBackwardScratchCap = size_t(32) << 20;
+
+// 1x1, stride 1, no padding: the input is its own column matrix.
+bool pointwise(const ConvDims& d) { return d.kh == 1 && d.kw == 1 && d.stride == 1 && d.pad == 0; }
 
 ConvGeom geom_of(const ConvDims& d) {
   return {d.cin, d.h, d.w, d.kh, d.kw, d.stride, d.pad, d.dilation, d.oh, d.ow};
@@ -119,12 +123,15 @@ std::unique_ptr<ConvPlan> build_plan(const ConvDims& d) {
   size_t wts = staged(p->x, p->bwd_w.src_desc()) + staged(p->y, p->bwd_w.diff_dst_desc()) +
                aligned(p->bwd_w.diff_weights_desc().get_size()) + aligned(d.cout * sizeof(float)) +
                aligned(p->bwd_w.scratchpad_desc().get_size());
+  // The scratchpads alone decide (the layout copies are the batch's size whatever the algorithm);
+  // 1x1 convolutions stay with oneDNN (their columns would be a copy of the input).
   const size_t columns = aligned(size_t(d.cin * d.kh * d.kw * d.oh * d.ow) * sizeof(float));  // one image's
-  if (data > kBackwardScratchCap && columns < data) {
+  const bool may = !pointwise(d);
+  if (may && p->bwd_data.scratchpad_desc().get_size() > kBackwardScratchCap && columns < data) {
     p->gemm_data = true;
     data = columns;
   }
-  if (wts > kBackwardScratchCap && columns < wts) {
+  if (may && p->bwd_w.scratchpad_desc().get_size() > kBackwardScratchCap && columns < wts) {
     p->gemm_weights = true;
     wts = columns;
   }

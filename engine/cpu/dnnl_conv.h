@@ -1,8 +1,9 @@
 // The float32 CPU convolution fast path through oneDNN (the library PyTorch itself runs on CPU):
 // forward, backward data and backward weights on plain NCHW/OIHW buffers, with reorders to the
 // blocked layouts oneDNN prefers carried out in caller-provided scratch. Primitives are cached
-// per shape. Where oneDNN's input or weight gradient would need more than 32 MiB of scratch (its
-// GEMM path for large dilations, the ASPP's), it is formed by im2col and GEMM one image at a time.
+// per shape. Where oneDNN's input or weight gradient algorithm would need more than 32 MiB of
+// scratchpad (its GEMM path for large dilations: the ASPP's, layer4's at stride 8), it is formed
+// by im2col and GEMM one image at a time.
 // Checked against the im2col oracle in tests/test_conv_dnnl.cpp.
 #pragma once
 #include <cstddef>

@@ -91,10 +91,12 @@ void ActPlan::layout(int64_t* at) const {
   at[kRegions] = std::max({at[kRegions], before, between});
 }
 
-void ActPlan::reserve_idle(Idle when, size_t bytes) {
+void ActPlan::reserve_idle(size_t before_forward, size_t between) {
   U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
   U2PL_CHECK(!laid_ || owns(), "activation plan: reserve_idle() on a plan laid out in memory it does not own");
-  idle_floor_[int(when)] = padded(int64_t((bytes + sizeof(float) - 1) / sizeof(float)));
+  const auto floats = [](size_t bytes) { return padded(int64_t((bytes + sizeof(float) - 1) / sizeof(float))); };
+  idle_floor_[int(Idle::BeforeForward)] = floats(before_forward);
+  idle_floor_[int(Idle::BetweenForwardAndBackward)] = floats(between);
   if (!laid_) return;
   if (own_.bytes() < this->bytes())
     move_to(TensorView());  // a larger block, the saved state along

@@ -88,10 +88,11 @@ class ActPlan {
   // backward, the rebuilt outputs, the module scratch and the gradient regions (backward writes
   // them before reading).
   enum class Idle { BeforeForward, BetweenForwardAndBackward };
-  // The plan lends at least `bytes` of idle memory `when`, its block growing at the end, so that
-  // what the caller places there need not be allocated beside it. After allocate(), a block too
-  // small is replaced (the saved state copied along).
-  void reserve_idle(Idle when, size_t bytes);
+  // The plan lends at least `before_forward` bytes of idle memory before its forward and `between`
+  // between its forward and backward, its block growing at the end, so that what the caller
+  // places there need not be allocated beside it. After allocate(), a block too small is replaced
+  // (the saved state copied along).
+  void reserve_idle(size_t before_forward, size_t between);
   size_t idle_bytes(Idle when) const;
   TensorView idle(Idle when) const;  // after allocate() or place()
   // Fills that memory with NaN (synchronously): nothing may read it before writing it (tests).

@@ -82,10 +82,8 @@ void U2plNet::reserve_idle(Shape image, IdleFloor floor) {
   if (floor_for(image) == floor) return;
   floors_[image.str()] = floor;
   for (auto& [key, p] : plans_)  // made with the old floors (their saved state stays)
-    if (p->act.backward() && key.rfind(image.str() + "/train/", 0) == 0) {
-      p->act.reserve_idle(ActPlan::Idle::BeforeForward, floor.before_forward);
-      p->act.reserve_idle(ActPlan::Idle::BetweenForwardAndBackward, floor.between);
-    }
+    if (p->act.backward() && key.rfind(image.str() + "/train/", 0) == 0)
+      p->act.reserve_idle(floor.before_forward, floor.between);
 }
 
 std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, MemoryMode memory,
@@ -100,10 +98,7 @@ std::unique_ptr<U2plNet::Plan> U2plNet::build_plan(Shape image, bool backward, M
     plan->act.begin_module();
     plan->aux = aux_->plan(plan->act, x3);
   }
-  if (backward) {
-    plan->act.reserve_idle(ActPlan::Idle::BeforeForward, floor.before_forward);
-    plan->act.reserve_idle(ActPlan::Idle::BetweenForwardAndBackward, floor.between);
-  }
+  if (backward) plan->act.reserve_idle(floor.before_forward, floor.between);
   return plan;
 }
 

@@ -66,8 +66,8 @@ struct TrainConfig {
   // MemoryMode): auto (the fastest mode that fits, chosen by check_runnable), keep, recompute_bn,
   // recompute_blocks.
   std::string memory = "auto";
-  // trainer.conv_workspace_mib (ours): the most scratch memory, in MiB, the CUDA ops of a step may
-  // use (cuDNN's convolution algorithms choose within it); the memory figures count it.
+  // trainer.conv_workspace_mib (ours): the most scratch memory, in MiB, cuDNN's convolution
+  // algorithms may use (the losses' own CUDA scratch may exceed it); the memory figures count it.
   int conv_workspace_mib = int(kDefaultWorkspaceCap >> 20);
   float lr = 0.001f, momentum = 0, weight_decay = 0;  // optimizer SGD (PyTorch defaults for the last two)
   float lr_power = 0.9f;                             // lr_scheduler poly

@@ -75,13 +75,13 @@ struct SpanUse {
 };
 
 // What a step places in the student's idle memory (ActPlan::reserve_idle) for `labeled` images
-// (this process's replicas'): before the student's forward (past the warm start), the teacher's
+// (this process's replicas', b a replica): before the student's forward (past the warm start), the teacher's
 // Eval plan on as many unlabeled images and its upsampled logits; between the forward and the
 // backward, the supervised loss's logits and gradient (SupLossBuffers::lend), then in the same
 // memory the teacher's TrainStats plan and, past the warm start, the unsupervised loss's buffers.
-IdleFloor step_idle_floor(const TrainConfig& cfg, const U2plNet& net, Shape labeled, bool semi) {
+IdleFloor step_idle_floor(const TrainConfig& cfg, const U2plNet& net, Shape labeled, int64_t b, bool semi) {
   const int64_t BR = labeled.n(), H = labeled.h(), W = labeled.w(), C = cfg.net.num_classes;
-  const Shape crop{cfg.data.batch_size, C, H, W}, image{semi ? 2 * BR : BR, 3, H, W};
+  const Shape crop{b, C, H, W}, image{semi ? 2 * BR : BR, 3, H, W};
   const bool teacher = cfg.unsup.enabled;
   const auto plan = [&](Shape s, NetMode m) { return int64_t(net.estimate_plan_bytes(s, m) / sizeof(float)); };
   SpanUse before, sup, rest;
@@ -113,7 +113,7 @@ StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, 
   const int64_t pixels = BR * H * W, small = BR * out.pred.h() * out.pred.w();
   StepMemory m;
   // The teacher's plans and the losses' large buffers are in the student's plan (step_idle_floor).
-  m.activations = net.estimate_plan_bytes(both, NetMode::Train, memory, step_idle_floor(cfg, net, batch, semi));
+  m.activations = net.estimate_plan_bytes(both, NetMode::Train, memory, step_idle_floor(cfg, net, batch, b, semi));
   int64_t own = 2 * (2 * BR * 3 * H * W + pixels);  // the two upload slots' batches (labeled, unlabeled)
   own += b * H * W + out.pred.numel() + out.aux.numel();  // OHEM's labels, the gradients handed to backward
   if (semi) own += 2 * BR * 3 * H * W + 4 * pixels;  // the mixed batch; pseudo-labels, mixed labels, entropy, filtered
@@ -318,7 +318,8 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   o.semi = semi_phase(epoch);
   U2PL_CHECK(!o.semi || (img_u_in.defined() && img_u_in.shape == img_l_in.shape),
              "iteration " << it << ": the unlabeled batch must match the labeled one " << img_l_in.shape.str());
-  student_.reserve_idle(Shape{o.semi ? 2 * BR : BR, 3, H, W}, step_idle_floor(cfg_, student_, img_l_in.shape, o.semi));
+  student_.reserve_idle(Shape{o.semi ? 2 * BR : BR, 3, H, W},
+                        step_idle_floor(cfg_, student_, img_l_in.shape, b, o.semi));
 
   const double f = poly_lr(1.0, it, total_iters(), cfg_.lr_power);
   std::vector<float> lrs;
