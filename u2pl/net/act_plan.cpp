@@ -14,6 +14,14 @@ int64_t padded(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlig
 
 int64_t slot_floats(Shape s) { return padded(s.numel()); }
 
+Shape largest(const std::vector<Shape>& shapes) {
+  U2PL_CHECK(!shapes.empty(), "activation plan: the largest of no shapes");
+  Shape l = shapes[0];
+  for (const Shape& s : shapes)
+    if (s.numel() > l.numel()) l = s;
+  return l;
+}
+
 Slot alias(const Slot& s, Shape shape, int64_t at) {
   U2PL_CHECK(at >= 0 && at % kAlignFloats == 0 && at + shape.numel() <= s.shape.numel(),
              "activation plan: " << shape.str() << " at " << at << " does not fit a slot of " << s.shape.str());
@@ -157,21 +165,10 @@ TensorView ActPlan::view(const Slot& s) const {
   return TensorView(base_ + start(s.region) + s.offset, s.shape, dev_);
 }
 
-std::pair<int64_t, int64_t> ActPlan::idle_range(Idle when) const {
-  U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
-  int64_t at[kRegions + 1];  // also before allocate() or place(), for estimates
-  layout(at);
-  return {when == Idle::BeforeForward ? at[kKept] : at[kOutRebuilt], at[kRegions]};
-}
-
-size_t ActPlan::idle_bytes(Idle when) const {
-  const auto [lo, hi] = idle_range(when);
-  return size_t(hi - lo) * sizeof(float);
-}
-
 TensorView ActPlan::idle(Idle when) const {
+  U2PL_CHECK(backward_, "activation plan: only a train plan lends idle memory");
   U2PL_CHECK(laid_, "activation plan: idle() before allocate() or place()");
-  const auto [lo, hi] = idle_range(when);
+  const int64_t lo = start(when == Idle::BeforeForward ? kKept : kOutRebuilt), hi = start_[kRegions];
   return TensorView(base_ + lo, Shape{hi - lo}, dev_);
 }
 

@@ -11,7 +11,7 @@
 // Covered by tests/test_model.cpp (memory figures and the parity of every mode).
 #pragma once
 #include <cstdint>
-#include <utility>
+#include <vector>
 
 #include "engine/context.h"
 
@@ -26,6 +26,8 @@ struct Slot {
 
 // The floats a slot of `s` takes (its size rounded up to 256-byte segments).
 int64_t slot_floats(Shape s);
+// The shape of most elements (the first of equals): what a slot tensors take in turns must hold.
+Shape largest(const std::vector<Shape>& shapes);
 // The memory of `s` from float `at` (a multiple of 64) seen as `shape`, within it: tensors that
 // are never alive at once share it.
 Slot alias(const Slot& s, Shape shape, int64_t at = 0);
@@ -93,7 +95,6 @@ class ActPlan {
   // places there need not be allocated beside it. After allocate(), a block too small is replaced
   // (the saved state copied along).
   void reserve_idle(size_t before_forward, size_t between);
-  size_t idle_bytes(Idle when) const;
   TensorView idle(Idle when) const;  // after allocate() or place()
   // Fills that memory with NaN (synchronously): nothing may read it before writing it (tests).
   void poison(Idle when);
@@ -108,7 +109,6 @@ class ActPlan {
   // at[r]: float offset of region r in the block, at[kRegions]: the end (after the reserved idle memory)
   void layout(int64_t* at) const;
   int64_t start(int region) const { return start_[region]; }  // after allocate() or place()
-  std::pair<int64_t, int64_t> idle_range(Idle when) const;  // [first, end) floats
   bool backward_, rebuild_, replay_;
   bool ping_ = false;
   int64_t cursor_[kRegions] = {};  // next free float in each region (scoped regions reset)

@@ -79,7 +79,7 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, Keep keep, int64_t at) const 
   // Gradient temporaries: every unit's conv-output gradient in one slot (the last unit's and the
   // shortcut's are the largest); a[]'s gradients in one more, unit i's written by unit i + 1's
   // backward once the gradient it read is done with.
-  const Shape inner = outs[0].numel() > outs[n - 2].numel() ? outs[0] : outs[n - 2];  // the largest of a[]
+  const Shape inner = largest({outs[0], outs[n - 2]});  // the largest of a[]
   Slot gc, ga;
   if (p.backward()) {
     gc = p.grad_temp(s);
@@ -89,11 +89,9 @@ ResBlock::Bufs ResBlock::plan(ActPlan& p, Shape x, Keep keep, int64_t at) const 
   // shortcut's another: each is dead once the next conv (or the add) has read it.
   Slot c, a;
   if (!p.backward()) {
-    Shape conv = s;  // the largest conv output (a strided block's first unit's may be)
-    for (int i = 0; i < n; ++i)
-      if (outs[i].numel() > conv.numel()) conv = outs[i];
-    c = p.internal(conv);
-    a = p.internal(down_ && s.numel() > inner.numel() ? s : inner);
+    // The largest conv output (a strided block's first unit's may be).
+    c = p.internal(largest(std::vector<Shape>(outs, outs + n)));
+    a = p.internal(down_ ? largest({inner, s}) : inner);
   }
   for (int i = 0; i < n; ++i) {
     b.u[i] = units_[i]->plan(p, i > 0 ? outs[i - 1] : x, gc, p.replay(), c);

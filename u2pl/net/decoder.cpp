@@ -175,14 +175,12 @@ Decoder::Bufs Decoder::plan(ActPlan& p, Shape x1, Shape x4) const {
   const Shape bs = branch_[1]->out_shape(x4);
   // The conv-output gradient of every ConvBn unit, one slot: the largest of their outputs; and
   // without backward, the conv outputs themselves, in turns (each dead once its BN has read it).
-  Shape largest = bs;
-  for (const Shape o : {hs, ls})
-    if (o.numel() > largest.numel()) largest = o;
+  const Shape widest = largest({bs, hs, ls});
   Slot gc, c;
   if (p.backward())
-    gc = p.grad_temp(largest);
+    gc = p.grad_temp(widest);
   else
-    c = p.internal(largest);
+    c = p.internal(widest);
   // Without backward, the branches' outputs are dead once concatenated: the upsampled head output
   // and the low-level features take their memory after them.
   Slot parts;

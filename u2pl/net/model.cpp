@@ -210,10 +210,6 @@ TensorView U2plNet::idle_train_memory(Shape image, ActPlan::Idle when) {
   return plan_for(image, true).act.idle(when);
 }
 
-size_t U2plNet::estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory, IdleFloor floor) const {
-  return build_plan(image, true, memory, floor)->act.idle_bytes(when);
-}
-
 void U2plNet::poison_idle(Shape image, ActPlan::Idle when) { plan_for(image, true).act.poison(when); }
 
 std::vector<std::string> U2plNet::dropout_sites() const {

@@ -80,7 +80,6 @@ class U2plNet {
   // caller places there (a U2PL step: the teacher's plans and the losses' buffers). A plan made
   // before gets a larger block if it needs one, its saved state (dropout scales) kept.
   void reserve_idle(Shape image, IdleFloor floor);
-  size_t estimate_idle_bytes(Shape image, ActPlan::Idle when, MemoryMode memory, IdleFloor floor = {}) const;
   // Fills that memory with NaN: nothing may read it before writing it (tests).
   void poison_idle(Shape image, ActPlan::Idle when);
 

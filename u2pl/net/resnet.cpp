@@ -122,19 +122,17 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   // Backward's gradients: the conv-output gradient of every unit in one slot, and the gradient of
   // each unit's output (the pool's input, then the earlier units' outputs) in turns in another:
   // a unit writes its input's gradient once its own is done with.
-  Shape largest = outs[0];
-  for (const Shape& o : outs)
-    if (o.numel() > largest.numel()) largest = o;
+  const Shape widest = largest(outs);
   Slot gc, gout;
   if (p.backward()) {
-    gc = p.grad_temp(largest);
-    gout = p.grad_temp(largest);
+    gc = p.grad_temp(widest);
+    gout = p.grad_temp(widest);
   }
   // Without backward, the units' conv outputs take one slot in turns and their outputs another.
   Slot c, a;
   if (!p.backward()) {
-    c = p.internal(largest);
-    a = p.internal(largest);
+    c = p.internal(widest);
+    a = p.internal(widest);
   }
   s = image;
   for (size_t i = 0; i < stem_.size(); ++i) {
@@ -146,7 +144,7 @@ ResNet::Bufs ResNet::plan(ActPlan& p, Shape image) const {
   } else if (p.rebuild() && outs.size() == 3) {
     // Rebuilt in turns: the first unit's output is dead once the second's is made (forward) and
     // is formed again only after the third unit's backward (backward), so the third's shares it.
-    const Slot shared = p.rebuilt(outs[0].numel() > outs[2].numel() ? outs[0] : outs[2]);
+    const Slot shared = p.rebuilt(largest({outs[0], outs[2]}));
     b.stem_out = {Slot{shared.region, shared.offset, outs[0]}, p.rebuilt(outs[1]),
                   Slot{shared.region, shared.offset, outs[2]}};
   } else {
