@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 
@@ -32,6 +33,17 @@ WHAT = {
 }
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+
+
+def schedule(config):
+    """The trainer's epochs, sup_only_epoch and eval_interval as a run's config.yaml gives them."""
+    keys = {"epochs": "?", "sup_only_epoch": "0", "eval_interval": "?"}
+    with open(config) as f:
+        for line in f:
+            m = re.match(r"\s+(epochs|sup_only_epoch|eval_interval):\s*(\d+)\s*$", line)
+            if m:
+                keys[m.group(1)] = m.group(2)
+    return keys
 
 
 def read_run(path):
@@ -151,11 +163,13 @@ def main():
             d = os.path.join(a.out, "runs", r, f"seed{s}")
             vals, stats = read_run(os.path.join(d, "log.jsonl"))
             data[r].append({"seed": s, "vals": vals, "stats": stats})
+    sched = schedule(os.path.join(a.out, "runs", rows[-1], "seed1", "config.yaml"))
     lines = [f"# U2PL study: {len(rows)} rows × {a.seeds} seeds on the synthetic set", "",
              f"`{a.command.strip()}` on {platform.node()} ({os.cpu_count()} cores, {a.jobs} runs at a time with "
              f"{a.threads} thread(s) each); u2pl_synth --classes 4, 16 labeled + 384 unlabeled images, "
-             f"100 val images; configs/synth_*.yaml (ResNet-18 / 8, 40 epochs of which 10 warm start). "
-             f"Final: the last validation (epoch 40); best: the best of the validations every 5 epochs. "
+             f"100 val images; configs/synth_*.yaml (ResNet-18 / 8, {sched['epochs']} epochs of which "
+             f"{sched['sup_only_epoch']} warm start). Final: the last validation (epoch {sched['epochs']}); "
+             f"best: the best of the validations every {sched['eval_interval']} epochs. "
              f"Mean ± standard deviation over seeds 1..{a.seeds} (trainer.seed).", "",
              "| row | what | final val mIoU | best val mIoU | final per seed | best per seed |",
              "| --- | --- | --- | --- | --- | --- |"]
