@@ -10,9 +10,14 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
 
 #include "data/synth.h"
 #include "engine/safetensors.h"
+#include "layers/loss.h"
+#include "layers/resize.h"
 #include "tests/config_test_util.h"
 #include "tests/gradcheck.h"
 #include "tests/temp_dir.h"
@@ -151,6 +156,48 @@ TEST_CASE("train step: the teacher's plans and the losses' buffers live in the s
   }
 }
 
+TEST_CASE("train step: pseudo-labels scored against themselves are all right, the truth mixed as CutMix mixes them") {
+  const std::string yaml = test::write_yaml("step_score", test::tiny_train_config("/nonexistent", 4, "u2pl"));
+  const int64_t S = 33;
+  uint64_t seed = 1;  // one whose iteration 2 mixes (CutMix mixes an iteration with probability 1/2)
+  while (!PhiloxStepDraws(seed, 2).cutmix(0, load_train_config(yaml, {}, nullptr).data.batch_size, S, S)) ++seed;
+  const TrainConfig cfg = load_train_config(yaml, {"trainer.seed=" + std::to_string(seed)}, nullptr);
+  REQUIRE(cfg.unsup.apply_aug == "cutmix");
+  const Shape batch{cfg.data.batch_size, 3, S, S}, labels{batch.n(), S, S};
+  const size_t n = size_t(batch.numel());
+  const Tensor img_l = Tensor::from_host(batch, random_floats(n, 1, -2.f, 2.f), Device::CPU);
+  std::vector<float> u = random_floats(n, 2, -0.5f, 0.5f);  // each unlabeled image of its own brightness
+  for (size_t i = 0; i < n; ++i) u[i] += 3.f * float(int64_t(i) / (3 * S * S) % 2) - 1.5f;
+  const Tensor img_u = Tensor::from_host(batch, u, Device::CPU);
+  std::vector<int32_t> lv(size_t(labels.numel()));
+  for (size_t i = 0; i < lv.size(); ++i) lv[i] = int32_t(i / 97 % 4);
+  const Labels lab = Labels::from_host(labels, lv, Device::CPU);
+  TrainStep ts(cfg, Device::CPU);
+  ts.set_iters_per_epoch(1);  // iteration 0: the warm start; 1: the handover; 2: the EMA teacher
+  Context ctx(Device::CPU);
+  for (int64_t it = 0; it < 2; ++it) {
+    PhiloxStepDraws d(cfg.seed, it);
+    const StepResult o = ts.step(ctx, img_l, lab, img_u, it, int(it), d);
+    CHECK(o.pseudo.pixels == 0);  // not asked for
+  }
+  // The truth: the pseudo-labels iteration 2 makes (eval forward, upsampled, argmax).
+  const NetOutputs te = ts.teacher()->forward(ctx, img_u, NetMode::Eval, nullptr);
+  const Tensor up(Shape{batch.n(), cfg.net.num_classes, S, S}, Device::CPU);
+  bilinear_forward(ctx, te.pred, up);
+  const Labels truth(labels, Device::CPU);
+  argmax_channels(ctx, up, truth);
+  const std::vector<int32_t> t = truth.to_host();
+  const int64_t hw = S * S;  // images 0 and 1 have other pseudo-labels: the mixing matters
+  REQUIRE(std::inner_product(t.begin(), t.begin() + hw, t.begin() + hw, int64_t(0), std::plus<>(),
+                             std::not_equal_to<>()) > hw / 10);
+  PhiloxStepDraws d2(cfg.seed, 2);
+  const StepResult o = ts.step(ctx, img_l, lab, img_u, 2, 2, d2, {}, truth);
+  CHECK(o.pseudo.pixels == labels.numel());
+  CHECK(o.pseudo.correct == o.pseudo.pixels);
+  CHECK(o.pseudo.reliable_correct == o.pseudo.reliable);
+  CHECK(double(o.pseudo.reliable) / double(o.pseudo.pixels) == doctest::Approx(o.reliable));
+}
+
 TEST_CASE("trainer: two replicas take twice the images an iteration, log their mean and resume bit for bit") {
   TinySet set;
   TempDir runs("trainer_replicas");
@@ -243,6 +290,67 @@ TEST_CASE("trainer: SupOnly, MT and CutMix log their terms; evaluation reads the
     const int id = net.params().find("decoder.classifier.8.weight");
     CHECK(to_host(net.params().value(id)) == ck.floats(model + ".decoder.classifier.8.weight"));
   }
+}
+
+TEST_CASE("pseudo-label counts: pixels with a label, right pseudo-labels, reliable ones among them") {
+  // truth 255 is unknown; filtered 255 is an unreliable pseudo-label.
+  const std::vector<int32_t> truth{0, 1, 2, 255, 1, 3, 0, 2};
+  const std::vector<int32_t> pseudo{0, 2, 2, 1, 1, 3, 1, 0};
+  const std::vector<int32_t> filtered{0, 255, 255, 1, 1, 255, 1, 0};
+  const PseudoLabelCounts c = count_pseudo_labels(truth.data(), pseudo.data(), filtered.data(), 8, 255);
+  CHECK(c.pixels == 7);
+  CHECK(c.correct == 4);           // pixels 0, 2, 4, 5
+  CHECK(c.reliable == 4);          // pixels 0, 4, 6, 7
+  CHECK(c.reliable_correct == 2);  // pixels 0, 4
+  PseudoLabelCounts sum = c;
+  sum += c;
+  CHECK(sum.reliable_correct == 4);
+  CHECK(count_pseudo_labels(truth.data(), pseudo.data(), filtered.data(), 8, 0).pixels == 6);
+}
+
+TEST_CASE("trainer: score_pseudo_labels logs the pseudo-labels' accuracy and changes no number of the training") {
+  TinySet set;
+  TempDir runs("trainer_score_pl");
+  const std::string plain = runs.path + "/plain", scored = runs.path + "/scored";
+  const TrainConfig cfg = tiny(set, "u2pl");
+  run(cfg, quiet(plain));
+  run(tiny(set, "u2pl", {"trainer.unsupervised.score_pseudo_labels=True"}), quiet(scored));
+  expect_same_checkpoints(plain + "/ckpt_latest.safetensors", scored + "/ckpt_latest.safetensors");
+  const LogRecords la = read_log(plain + "/log.jsonl"), lb = read_log(scored + "/log.jsonl");
+  REQUIRE(la.iters.size() == lb.iters.size());
+  int scored_iters = 0;
+  for (size_t i = 0; i < la.iters.size(); ++i) {
+    INFO("iteration " << i);
+    CHECK(la.iters[i].terms == lb.iters[i].terms);
+    std::map<std::string, double> st(lb.iters[i].stats.begin(), lb.iters[i].stats.end());
+    const bool semi = st.count("reliable") > 0;
+    CHECK(st.count("pl_acc") == (semi ? 1u : 0u));
+    if (!semi) continue;
+    ++scored_iters;
+    const double all = st["pl_acc"], rel = st.count("pl_acc_reliable") ? st["pl_acc_reliable"] : all;
+    const double unrel = st.count("pl_acc_unreliable") ? st["pl_acc_unreliable"] : all;
+    CHECK(all >= 0.0);
+    CHECK(all <= 1.0);
+    CHECK(all >= std::min(rel, unrel) - 1e-12);  // a mean of the two
+    CHECK(all <= std::max(rel, unrel) + 1e-12);
+  }
+  CHECK(scored_iters > 0);
+  // The diagnostic needs the unsupervised loss, and a label for every unlabeled image.
+  CHECK(error_of([&] { check_runnable(tiny(set, "suponly", {"trainer.unsupervised.score_pseudo_labels=True"}),
+                                      Device::CPU); })
+            .find("score_pseudo_labels scores pseudo-labels, which only the unsupervised loss makes") !=
+        std::string::npos);
+  TinySet holed;
+  std::ifstream unl(holed.dir.path + "/splits/4/unlabeled.txt");
+  std::string first;
+  REQUIRE(std::getline(unl, first));
+  fs::remove(holed.dir.path + "/SegmentationClassAug/" + first + ".png");
+  const std::string missing = error_of(
+      [&] { run(tiny(holed, "u2pl", {"trainer.unsupervised.score_pseudo_labels=True"}), quiet(runs.path + "/holed")); });
+  CHECK_MESSAGE(missing.find("missing label") != std::string::npos, missing);
+  CHECK_MESSAGE(missing.find("score_pseudo_labels needs a label for every unlabeled image") != std::string::npos,
+                missing);
+  run(tiny(holed, "u2pl"), quiet(runs.path + "/holed_plain", 1));  // without it, no label is needed
 }
 
 TEST_CASE("trainer: a non-finite loss stops the run naming the iteration and term, the last good checkpoint stays") {

@@ -95,6 +95,9 @@ run() {
   local -a ov=()
   [ "$spec" = "$config" ] || read -r -a ov <<< "${spec#* }"
   ov=("${ov[@]/DATA/$data}")
+  # Rows with pseudo-labels also score them against the unlabeled images' own labels (a diagnostic
+  # that changes no number of the run) for the report's figures.
+  [ "$config" = suponly ] || ov+=(trainer.unsupervised.score_pseudo_labels=True)
   local resume=()
   [ -f "$dir/ckpt_latest.safetensors" ] && resume=(--resume)
   [ ${#resume[@]} -gt 0 ] || rm -rf "$dir"

@@ -20,7 +20,8 @@ using YAML::Node;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Our keys in the public sections: alone they do not turn the loss on.
-const char* const kUnsupSwitches[] = {"scale_by_valid", "scale_mode", "label_pad", "teacher_copy_bn", "dpa"};
+const char* const kUnsupSwitches[] = {"scale_by_valid", "scale_mode", "label_pad", "teacher_copy_bn", "dpa",
+                                      "score_pseudo_labels"};
 const char* const kContraSwitches[] = {"anchor_rule", "prototype_low_valid", "negatives_label_mask", "queue_index_bug",
                                        "normalise_valid_classes", "memory_bank", "prt", "negative_source",
                                        "divide_by_replicas"};
@@ -91,7 +92,8 @@ void apply_preset(TrainConfig& c) {
 void read_unsup(const Section& tr, TrainConfig& c, std::vector<std::string>* log) {
   if (!tr.has("unsupervised")) return;
   const Section u = tr.child("unsupervised", {"TTA", "drop_percent", "apply_aug", "loss_weight", "scale_by_valid",
-                                              "scale_mode", "label_pad", "teacher_copy_bn", "dpa"});
+                                              "scale_mode", "label_pad", "teacher_copy_bn", "dpa",
+                                              "score_pseudo_labels"});
   c.unsup.enabled = has_public_key(tr.at("unsupervised"), kUnsupSwitches);
   bool tta = false;
   u.get("TTA", tta);
@@ -108,6 +110,7 @@ void read_unsup(const Section& tr, TrainConfig& c, std::vector<std::string>* log
   u.get("label_pad", c.switches.label_pad, 0, 255);
   u.get("teacher_copy_bn", c.switches.teacher_copy_bn);
   u.get("dpa", c.unsup.dpa);
+  u.get("score_pseudo_labels", c.unsup.score_pseudo_labels);
 }
 
 void read_contrastive(const Section& tr, TrainConfig& c, std::vector<std::string>* log) {

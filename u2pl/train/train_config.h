@@ -77,6 +77,11 @@ struct TrainConfig {
     std::string apply_aug = "cutmix";  // cutmix | none
     float loss_weight = 1;
     bool dpa = true;  // ours, trainer.unsupervised.dpa: False keeps α_t at α0 (no DPA ablation)
+    // ours, trainer.unsupervised.score_pseudo_labels: a diagnostic that changes no number of the
+    // training: the unlabeled images' own labels (which must exist) are loaded, mixed as the
+    // pseudo-labels are, and the log's stats get the pseudo-labels' accuracy against them (all,
+    // reliable, unreliable pixels).
+    bool score_pseudo_labels = false;
   } unsup;
   struct Contrastive {
     bool enabled = false;  // trainer.contrastive present

@@ -131,6 +131,7 @@ ConfigEntries config_entries(const TrainConfig& c) {
   e.emplace_back(u + "label_pad", Node(s.label_pad));
   e.emplace_back(u + "teacher_copy_bn", yes(s.teacher_copy_bn));
   e.emplace_back(u + "dpa", yes(c.unsup.dpa));
+  e.emplace_back(u + "score_pseudo_labels", yes(c.unsup.score_pseudo_labels));
   const auto& q = c.contrastive;
   if (q.enabled) {
     e.emplace_back(k + "negative_high_entropy", yes(q.negative_high_entropy));

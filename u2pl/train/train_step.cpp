@@ -8,6 +8,7 @@
 // tests/test_trainer.cpp and tests/test_train_e2e.cpp.
 #include "u2pl/train/train_step.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -101,9 +102,32 @@ IdleFloor step_idle_floor(const TrainConfig& cfg, const U2plNet& net, Shape labe
 struct ReplicaFigures {
   double sup = 0, unsup = 0, thresh = 0, contra_low = 0, contra_high = 0, contra = 0;
   int64_t valid = 0, terms = 0;
+  PseudoLabelCounts pseudo;
 };
 
 }  // namespace
+
+PseudoLabelCounts& PseudoLabelCounts::operator+=(const PseudoLabelCounts& o) {
+  pixels += o.pixels;
+  correct += o.correct;
+  reliable += o.reliable;
+  reliable_correct += o.reliable_correct;
+  return *this;
+}
+
+PseudoLabelCounts count_pseudo_labels(const int32_t* truth, const int32_t* pseudo, const int32_t* filtered, int64_t n,
+                                      int ignore_label) {
+  PseudoLabelCounts c;
+  for (int64_t i = 0; i < n; ++i) {
+    if (truth[i] == ignore_label) continue;
+    const bool right = pseudo[i] == truth[i], kept = filtered[i] != 255;
+    c.pixels += 1;
+    c.correct += right;
+    c.reliable += kept;
+    c.reliable_correct += kept && right;
+  }
+  return c;
+}
 
 StepMemory step_memory(const TrainConfig& cfg, const U2plNet& net, Shape batch, MemoryMode memory) {
   const bool semi = cfg.unsup.enabled, contra = semi && cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0;
@@ -300,7 +324,8 @@ void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveIn
 double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
 
 StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
-                           int epoch, StepDraws& draws, const std::function<void()>& while_running) {
+                           int epoch, StepDraws& draws, const std::function<void()>& while_running,
+                           LabelView truth_u) {
   StepResult o;
   const int R = local_;  // this process's replicas (all of them in one process)
   const int64_t BR = img_l_in.shape.n(), b = BR / R;  // this process's replicas' images; one replica's
@@ -346,8 +371,17 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   const int64_t per = o.semi ? 2 * b : b;
   for (Rng* rng : {draws.student_dropout(), draws.teacher_dropout()})
     if (rng) rng->set_images(first_ * per, int64_t(cfg_.replicas) * per);
-  LabelView lab_mix;
+  LabelView lab_mix, filtered;
   TensorView image = img_l;
+  // The unlabeled images' labels, mixed as the pseudo-labels are (the score_pseudo_labels diagnostic).
+  std::vector<int32_t> truth_mix;
+  if (o.semi && truth_u.defined()) {
+    const Shape want{BR, H, W};
+    U2PL_CHECK(truth_u.device == Device::CPU && truth_u.shape == want,
+               "iteration " << it << ": the unlabeled images' labels must be a CPU view of shape " << want.str()
+                            << ", got " << truth_u.shape.str());
+    truth_mix.resize(size_t(BR * H * W));
+  }
   if (o.semi) {
     const TensorView img_u = on_device(img_u_in, img_u_, dev_);
     // Pseudo-labels: argmax of the eval-mode teacher's logits, upsampled to the crop.
@@ -378,6 +412,14 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       } else {
         copy_tensor(mixed, u);
         copy_tensor(lm, lu);
+      }
+      if (!truth_mix.empty()) {
+        const int32_t* t = truth_u.data + r * b * H * W;
+        int32_t* m = truth_mix.data() + r * b * H * W;
+        if (boxes)
+          box_mix_cpu(*boxes, b, 1, H, W, t, m);
+        else
+          std::copy(t, t + b * H * W, m);
       }
     }
   }
@@ -423,7 +465,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const Shape crop{b, C, H, W};
     const TensorView up_t = use.view(idle, crop), up_s = use.view(idle, crop), dup_s = use.view(idle, crop);
     const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
-    const LabelView filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
+    filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
     const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));
     for (int r = 0; r < R; ++r) {
       bilinear_forward(ctx, tt.pred.batch_slice(r * per + b, b), up_t);
@@ -534,6 +576,12 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     f.unsup = ur.loss;
     f.thresh = ur.thresh;
     f.valid = ur.valid;
+    if (!truth_mix.empty()) {
+      const std::vector<int32_t> pseudo = to_host(lab_mix.batch_slice(r * b, b));
+      const std::vector<int32_t> kept = to_host(filtered.batch_slice(r * b, b));
+      f.pseudo = count_pseudo_labels(truth_mix.data() + r * b * H * W, pseudo.data(), kept.data(), b * H * W,
+                                     cfg_.data.ignore_label);
+    }
     if (bank_) {
       const EntropyThresholds th = masks_out_[size_t(r)].read(ctx);
       const ContrastiveResult cr = contra_out_[size_t(r)].read(ctx);
@@ -557,6 +605,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     o.contra += f.contra / Rall;
     o.contra_terms += int(f.terms);
     valid += f.valid;
+    o.pseudo += f.pseudo;
   }
   if (o.semi) o.reliable = double(valid) / double(int64_t(Rall) * b * H * W);
   o.total = o.sup + cfg_.unsup.loss_weight * o.unsup + (bank_ ? cfg_.contrastive_weight() * o.contra : 0.0);

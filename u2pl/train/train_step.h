@@ -81,6 +81,18 @@ int replicas_per_process(const TrainConfig& cfg, int processes);
 // The Philox key of replica r's own draws: the seed itself for replica 0, distinct for each other.
 uint64_t replica_key(uint64_t seed, int replica);
 
+// The pseudo-labels of unlabeled pixels scored against their own labels (the diagnostic
+// trainer.unsupervised.score_pseudo_labels): pixels with a label (not ignore_label), those whose
+// pseudo-label is right, and of them the reliable ones (kept by the entropy filter).
+struct PseudoLabelCounts {
+  int64_t pixels = 0, correct = 0, reliable = 0, reliable_correct = 0;
+  PseudoLabelCounts& operator+=(const PseudoLabelCounts& o);
+};
+// Counts over n pixels: truth (labels, ignore_label where unknown), pseudo (the pseudo-labels),
+// filtered (the pseudo-labels with the unreliable ones set to 255, as unsup_loss writes them).
+PseudoLabelCounts count_pseudo_labels(const int32_t* truth, const int32_t* pseudo, const int32_t* filtered, int64_t n,
+                                      int ignore_label);
+
 struct StepResult {
   double sup = 0, unsup = 0, contra = 0, total = 0;  // loss terms and Σ with the weights
   double thresh = 0;    // γ_t, the entropy percentile of the unsupervised filter
@@ -89,6 +101,7 @@ struct StepResult {
   int contra_terms = 0;                    // classes (loop entries) that formed a contrastive term
   double ema = -1;                         // the EMA decay applied; 0 at the handover; -1 none
   bool semi = false;                       // the semi-supervised terms ran (past the warm start)
+  PseudoLabelCounts pseudo;                // all replicas'; pixels 0 unless step() had truth_u
 };
 
 class TrainStep {
@@ -133,9 +146,10 @@ class TrainStep {
   // same iteration: the BN statistics, the bank's new rows, the gradient and the figures cross
   // between them, and the figures returned are those of all replicas, on every process. An
   // exception on one process leaves the others waiting in a collective: a caller over several
-  // processes ends the run on any error (Comm::abort), as u2pl_train does.
+  // processes ends the run on any error (Comm::abort), as u2pl_train does. truth_u, when defined
+  // (a CPU view of img_u's labels), is scored against the pseudo-labels in StepResult::pseudo.
   StepResult step(Context& ctx, TensorView img_l, LabelView lab_l, TensorView img_u, int64_t it, int epoch,
-                  StepDraws& draws, const std::function<void()>& while_running = {});
+                  StepDraws& draws, const std::function<void()>& while_running = {}, LabelView truth_u = {});
 
  private:
   // Over several processes: every replica's new negatives into the bank, in replica order (each

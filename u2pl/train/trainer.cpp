@@ -130,7 +130,13 @@ void Trainer::setup() {
   if (cfg_.data.semi) {
     DatasetSpec us = cfg_.data.train_spec();
     us.data_list = unlabeled_list_for(us.data_list);
-    unlabeled_ = std::make_unique<Dataset>(us, false);
+    try {  // the diagnostic scores the pseudo-labels against the unlabeled images' own labels
+      unlabeled_ = std::make_unique<Dataset>(us, cfg_.unsup.score_pseudo_labels);
+    } catch (const Error& e) {
+      if (!cfg_.unsup.score_pseudo_labels) throw;
+      throw Error(std::string(e.what()) + " (trainer.unsupervised.score_pseudo_labels needs a label for every " +
+                  "unlabeled image)");
+    }
   }
   if (cfg_.eval_on) val_ = std::make_unique<Dataset>(cfg_.data.val_spec(), true);
   for (const Dataset* d : {labeled_.get(), unlabeled_.get(), val_.get()})
@@ -427,9 +433,13 @@ TrainResult Trainer::run() {
     StepResult o;
     try {
       uploads.ready(slot);
-      o = step_.step(ctx_, cur.img_l, cur.lab_l, cur.img_u, it, epoch, draws, [&] {
-        if (it + 1 < step_.total_iters()) stage(it + 1, next);
-      });
+      const LabelView truth_u = cfg_.unsup.score_pseudo_labels && cur.ub ? cur.ub->labels.view() : LabelView();
+      o = step_.step(
+          ctx_, cur.img_l, cur.lab_l, cur.img_u, it, epoch, draws,
+          [&] {
+            if (it + 1 < step_.total_iters()) stage(it + 1, next);
+          },
+          truth_u);
       uploads.done(slot);
     } catch (const Error& e) {
       throw Error(std::string(e.what()) + "; the run stops here, ckpt_latest.safetensors keeps the last good state " +
@@ -456,6 +466,14 @@ TrainResult Trainer::run() {
                  {"thresh", o.thresh},
                  {"reliable", o.reliable},
                  {"ema", o.ema}};
+      if (o.pseudo.pixels > 0) {
+        const PseudoLabelCounts& p = o.pseudo;
+        r.stats.emplace_back("pl_acc", double(p.correct) / double(p.pixels));
+        if (p.reliable > 0) r.stats.emplace_back("pl_acc_reliable", double(p.reliable_correct) / double(p.reliable));
+        if (p.pixels > p.reliable)
+          r.stats.emplace_back("pl_acc_unreliable",
+                               double(p.correct - p.reliable_correct) / double(p.pixels - p.reliable));
+      }
       if (contra) {
         const MemoryBank& bank = *step_.bank();
         r.stats.emplace_back("contra_low", o.contra_low);
@@ -532,6 +550,10 @@ RunPlan check_runnable(const TrainConfig& cfg, Device dev, int processes) {
   if (cfg.unsup.enabled)
     U2PL_CHECK(cfg.data.semi, cfg.file << ": trainer.unsupervised needs unlabeled images: dataset.type "
                                        << cfg.data.type << " has none (use " << cfg.data.type << "_semi)");
+  U2PL_CHECK(!cfg.unsup.score_pseudo_labels || cfg.unsup.enabled,
+             cfg.file << ": trainer.unsupervised.score_pseudo_labels scores pseudo-labels, which only the "
+                      << "unsupervised loss makes; this config has no trainer.unsupervised.drop_percent or other "
+                      << "key of that loss");
   if (cfg.contrastive.enabled && cfg.contrastive.loss_weight > 0)
     U2PL_CHECK(cfg.unsup.enabled, cfg.file << ": trainer.contrastive needs trainer.unsupervised (its pseudo-labels "
                                            << "and entropy); add the section or set contrastive.loss_weight 0");
