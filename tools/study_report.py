@@ -47,8 +47,14 @@ def schedule(config):
 
 
 def read_run(path):
-    """Validations [(epoch, miou)] and the semi phase's mean stats of one run's log.jsonl."""
-    vals, sums, counts = [], {}, {}
+    """Validations [(epoch, miou)] and the semi phase's mean terms and stats of one run's log.jsonl
+    (the iterations that log stats), with pl_acc also over the first and the last of its epochs."""
+    vals, sums, counts, pl_by_epoch = [], {}, {}, {}
+
+    def add(k, v):
+        sums[k] = sums.get(k, 0) + v
+        counts[k] = counts.get(k, 0) + 1
+
     with open(path) as f:
         for n, line in enumerate(f, 1):
             try:
@@ -57,17 +63,21 @@ def read_run(path):
                 sys.exit(f"study_report.py: {path}:{n}: not JSON ({e})")
             if r.get("type") == "val":
                 vals.append((r["epoch"], 100 * r["miou"]))
-            elif r.get("type") == "iter" and "unsup" in r:
+            elif r.get("type") == "iter" and r.get("stats"):
                 for k in ("sup", "unsup", "contra"):
                     if k in r:
-                        sums[k] = sums.get(k, 0) + r[k]
-                        counts[k] = counts.get(k, 0) + 1
-                for k, v in r.get("stats", {}).items():
-                    sums[k] = sums.get(k, 0) + v
-                    counts[k] = counts.get(k, 0) + 1
+                        add(k, r[k])
+                for k, v in r["stats"].items():
+                    add(k, v)
+                if "pl_acc" in r["stats"]:
+                    pl_by_epoch.setdefault(r["epoch"], []).append(r["stats"]["pl_acc"])
     if not vals:
         sys.exit(f"study_report.py: {path}: no validation in the log")
-    return vals, {k: sums[k] / counts[k] for k in sums}
+    stats = {k: sums[k] / counts[k] for k in sums}
+    if pl_by_epoch:
+        stats["pl_acc_first"] = statistics.mean(pl_by_epoch[min(pl_by_epoch)])
+        stats["pl_acc_last"] = statistics.mean(pl_by_epoch[max(pl_by_epoch)])
+    return vals, stats
 
 
 def mean_sd(xs):
@@ -180,9 +190,12 @@ def main():
                      f"{' / '.join(f'{v:.2f}' for v in fin)} | {' / '.join(f'{v:.2f}' for v in best)} |")
     semi = [r for r in rows if data[r][0]["stats"]]
     if semi:
-        keys = ["sup", "unsup", "contra", "reliable", "thresh", "contra_terms", "queue_fill"]
+        keys = ["sup", "unsup", "contra", "reliable", "thresh", "contra_terms", "queue_fill", "pl_acc_first",
+                "pl_acc_last", "pl_acc", "pl_acc_reliable", "pl_acc_unreliable"]
         present = [k for k in keys if any(k in run["stats"] for r in semi for run in data[r])]
-        lines += ["", "Past the warm start, means over the iterations and seeds (the log's terms and stats):", "",
+        lines += ["", "Past the warm start, means over the iterations and seeds (the log's terms and stats; "
+                  "pl_acc_first and pl_acc_last: the pseudo-labels' accuracy over the first and the last "
+                  "epoch of that phase, pl_acc over all of it, and over the reliable and unreliable pixels):", "",
                   "| row | " + " | ".join(present) + " |", "| --- |" + " --- |" * len(present)]
         for r in semi:
             cells = []
