@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -20,6 +19,7 @@
 #include "bench/model_bench.h"
 #include "bench/step_bench.h"
 #include "engine/comm.h"
+#include "engine/file_io.h"
 #include "engine/device_memory.h"
 #include "engine/nccl.h"
 
@@ -132,24 +132,14 @@ int run_layers(const Options& o) {
               << std::defaultfloat;
   }
   print_table(std::cout, rows);
-  if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    U2PL_CHECK(f, "cannot open '" << o.json << "' for writing");
-    f << rows_json(rows).dump(1) << "\n";
-    U2PL_CHECK(f.good(), "failed writing '" << o.json << "'");
-  }
+  if (!o.json.empty()) u2pl::write_file_atomic(o.json, rows_json(rows).dump(1) + "\n");
   return 0;
 }
 
 // Prints a model or step result and writes it to `json` when given.
 int print_result(const nlohmann::json& r, const std::string& json) {
   std::cout << r.dump(1) << "\n";
-  if (!json.empty()) {
-    std::ofstream f(json);
-    U2PL_CHECK(f, "cannot open '" << json << "' for writing");
-    f << r.dump(1) << "\n";
-    U2PL_CHECK(f.good(), "failed writing '" << json << "'");
-  }
+  if (!json.empty()) u2pl::write_file_atomic(json, r.dump(1) + "\n");
   return 0;
 }
 

@@ -4,6 +4,7 @@
 // reports.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -62,6 +63,9 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write past the file size limit (ulimit -f) fails with its error, named, instead of killing
+  // the process with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   Comm* comm = nullptr;
   try {
     comm = &world();  // the processes of an mpirun / srun launch, else this one

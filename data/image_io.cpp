@@ -11,7 +11,17 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
+#include "engine/file_io.h"
+
 namespace u2pl {
+namespace {
+
+// stb's write callback: the encoded bytes into a std::string.
+void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data), size_t(size));
+}
+
+}  // namespace
 
 Image read_image(const std::string& path, int want_channels) {
   U2PL_CHECK(want_channels == 1 || want_channels == 3, "read_image: channels must be 1 or 3");
@@ -30,13 +40,11 @@ void write_png(const std::string& path, const Image& img) {
   U2PL_CHECK(img.channels == 1 || img.channels == 3, path << ": PNG output needs 1 or 3 channels");
   U2PL_CHECK(img.pixels.size() == size_t(img.width) * img.height * img.channels,
              path << ": image buffer does not match " << img.width << "x" << img.height);
-  const std::string tmp = path + ".tmp";
-  const int ok = stbi_write_png(tmp.c_str(), img.width, img.height, img.channels, img.pixels.data(),
-                                img.width * img.channels);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    U2PL_FAIL(path << ": cannot write PNG");
-  }
+  std::string bytes;
+  U2PL_CHECK(stbi_write_png_to_func(append_bytes, &bytes, img.width, img.height, img.channels, img.pixels.data(),
+                                    img.width * img.channels),
+             path << ": cannot encode the PNG");
+  write_file_atomic(path, bytes);
 }
 
 void write_jpeg(const std::string& path, const Image& img, int quality) {
@@ -44,12 +52,11 @@ void write_jpeg(const std::string& path, const Image& img, int quality) {
   U2PL_CHECK(quality >= 1 && quality <= 100, path << ": JPEG quality must be in [1, 100], got " << quality);
   U2PL_CHECK(img.pixels.size() == size_t(img.width) * img.height * img.channels,
              path << ": image buffer does not match " << img.width << "x" << img.height);
-  const std::string tmp = path + ".tmp";
-  const int ok = stbi_write_jpg(tmp.c_str(), img.width, img.height, img.channels, img.pixels.data(), quality);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    U2PL_FAIL(path << ": cannot write JPEG");
-  }
+  std::string bytes;
+  U2PL_CHECK(stbi_write_jpg_to_func(append_bytes, &bytes, img.width, img.height, img.channels, img.pixels.data(),
+                                    quality),
+             path << ": cannot encode the JPEG");
+  write_file_atomic(path, bytes);
 }
 
 std::vector<std::array<uint8_t, 3>> class_palette(int num_classes) {
@@ -116,23 +123,10 @@ void write_npy(const std::string& path, const TensorView& t) {
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
   header.append(63 - (10 + header.size()) % 64, ' ');  // magic (6) + version (2) + length (2), 64-aligned
   header += '\n';
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    U2PL_CHECK(f.good(), tmp << ": cannot open for writing");
-    f.write("\x93NUMPY\x01\x00", 8);
-    const uint16_t n = static_cast<uint16_t>(header.size());
-    const char len[2] = {char(n & 0xff), char(n >> 8)};
-    f.write(len, 2);
-    f << header;
-    f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-    if (!f.good()) {
-      f.close();
-      std::remove(tmp.c_str());
-      U2PL_FAIL(path << ": write failed");
-    }
-  }
-  U2PL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path << ": cannot rename the temporary file into place");
+  const uint16_t n = static_cast<uint16_t>(header.size());
+  const char len[2] = {char(n & 0xff), char(n >> 8)};
+  write_file_atomic(path, {{"\x93NUMPY\x01\x00", 8}, {len, 2}, {header.data(), header.size()},
+                           {v.data(), v.size() * sizeof(float)}});
 }
 
 }  // namespace u2pl

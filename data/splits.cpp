@@ -5,13 +5,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <unordered_map>
 
 #include "engine/check.h"
+#include "engine/file_io.h"
 #include "engine/rng.h"
 
 namespace fs = std::filesystem;
@@ -59,22 +59,9 @@ std::vector<SplitEntry> read_split(const std::string& path, const std::string& w
 }
 
 void write_split(const std::string& path, const std::vector<std::string>& entries) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error(tmp + ": cannot open for writing");
-    for (const auto& e : entries) f << e << '\n';
-    f.flush();
-    if (!f.good()) {
-      f.close();
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename the temporary file into place");
-  }
+  std::string text;
+  for (const auto& e : entries) text += e + '\n';
+  write_file_atomic(path, text);
 }
 
 SplitDraw draw_split(const std::vector<std::string>& entries, long long n, uint64_t seed) {

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "engine/check.h"
+#include "engine/file_io.h"
 #include "engine/rng.h"
 
 namespace fs = std::filesystem;
@@ -21,19 +21,9 @@ constexpr uint64_t kSplitOffset = uint64_t(1) << 63;
 constexpr int kMaxSplitDraws = 100;
 
 void write_lines(const fs::path& path, const std::vector<std::string>& lines) {
-  const std::string tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    U2PL_CHECK(f.good(), tmp << ": cannot open for writing");
-    for (const auto& l : lines) f << l << '\n';
-    f.flush();
-    if (!f.good()) {
-      f.close();
-      std::remove(tmp.c_str());
-      U2PL_FAIL(path.string() << ": write failed");
-    }
-  }
-  U2PL_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path.string() << ": cannot rename the temporary file into place");
+  std::string text;
+  for (const auto& l : lines) text += l + '\n';
+  write_file_atomic(path.string(), text);
 }
 
 std::vector<std::string> ids(int64_t first, int64_t count) {

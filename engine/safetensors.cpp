@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/file_io.h"
+
 namespace u2pl {
 
 namespace {
@@ -198,7 +200,7 @@ void SafeTensorsWriter::add(const std::string& name, const TensorView& t) {
   add(name, DType::F32, std::vector<int64_t>(t.shape.d, t.shape.d + t.shape.ndim), host.data());
 }
 
-void SafeTensorsWriter::write(const std::string& path) const {
+void SafeTensorsWriter::write(const std::string& path, const char* kind) const {
   nlohmann::json j = nlohmann::json::object();
   if (!meta_.empty()) j["__metadata__"] = meta_;
   size_t off = 0;
@@ -208,28 +210,12 @@ void SafeTensorsWriter::write(const std::string& path) const {
   }
   std::string header = j.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // pad so the data section is 8-byte aligned
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    U2PL_CHECK(f.good(), tmp << ": cannot open for writing");
-    uint8_t len[8];
-    uint64_t h = header.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(h >> (8 * i));
-    f.write(reinterpret_cast<const char*>(len), 8);
-    f.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& kv : items_)
-      f.write(reinterpret_cast<const char*>(kv.second.bytes.data()), static_cast<std::streamsize>(kv.second.bytes.size()));
-    f.flush();
-    if (!f.good()) {
-      f.close();
-      std::remove(tmp.c_str());
-      U2PL_FAIL(tmp << ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    U2PL_FAIL(path << ": cannot rename the temporary file into place");
-  }
+  uint8_t len[8];
+  const uint64_t h = header.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(h >> (8 * i));
+  std::vector<std::pair<const void*, size_t>> parts{{len, 8}, {header.data(), header.size()}};
+  for (const auto& kv : items_) parts.emplace_back(kv.second.bytes.data(), kv.second.bytes.size());
+  write_file_atomic(path, parts, kind);
 }
 
 }  // namespace u2pl

@@ -46,13 +46,14 @@ class SafeTensorsFile {
   std::vector<uint8_t> data_;
 };
 
-// Writes tensors (host memory) atomically: to `path`.tmp, then renamed into place.
+// Writes tensors (host memory) atomically (engine/file_io.h: to `path`.tmp, then renamed into place).
 class SafeTensorsWriter {
  public:
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data);
   void add(const std::string& name, const TensorView& t);  // F32, any device
   void set_metadata(const std::string& key, const std::string& value) { meta_[key] = value; }
-  void write(const std::string& path) const;
+  // `kind`: the write's name for the fault hook of engine/file_io.h ("checkpoint"), or none.
+  void write(const std::string& path, const char* kind = nullptr) const;
 
  private:
   struct Item {

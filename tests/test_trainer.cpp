@@ -15,10 +15,12 @@
 #include <numeric>
 
 #include "data/synth.h"
+#include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "layers/loss.h"
 #include "layers/resize.h"
 #include "tests/config_test_util.h"
+#include "tests/file_limit.h"
 #include "tests/gradcheck.h"
 #include "tests/temp_dir.h"
 #include "tests/trainer_test_util.h"
@@ -403,6 +405,39 @@ TEST_CASE("trainer: configs that cannot run are refused before any work, naming 
             .empty());  // no contrastive loss, no bank
   CHECK(refused("u2pl", {"net.encoder.kwargs.weights=/nonexistent/r18.safetensors"}).find("does not exist") !=
         std::string::npos);
+}
+
+TEST_CASE("trainer: a checkpoint that cannot be written stops the run naming it; the previous one stays") {
+  TinySet set;
+  TempDir runs("trainer_write_fail");
+  const TrainConfig cfg = tiny(set, "u2pl");
+  const std::string dir = runs.path + "/run", latest = dir + "/ckpt_latest.safetensors";
+  run(cfg, quiet(dir, 4));  // a checkpoint at iteration 4
+  const auto ckpt_bytes = fs::file_size(latest);
+  REQUIRE(ckpt_bytes > 300000);
+  std::string e;
+  {
+    test::FileSizeLimit limit(200000);  // the log, config and pictures fit; a checkpoint does not
+    e = error_of([&] { run(cfg, quiet(dir, -1, true)); });
+  }
+  CHECK_MESSAGE(e.find(latest + ": cannot write: File too large") != std::string::npos, e);
+  CHECK(SafeTensorsFile(latest).meta("iter") == "4");
+  CHECK(fs::file_size(latest) == ckpt_bytes);
+  for (const fs::directory_entry& f : fs::directory_iterator(dir)) CHECK(f.path().extension() != ".tmp");
+  // The log holds whole records only, and resuming again finishes the run.
+  const LogRecords log = read_log(dir + "/log.jsonl");
+  CHECK(log.iters.size() >= 4);
+  write_file_atomic(dir + "/stale.tmp", "left by a killed write");
+  CHECK(run(cfg, quiet(dir, -1, true)).iterations == 12);
+  CHECK_FALSE(fs::exists(dir + "/stale.tmp"));
+  // A run directory that cannot be made or written is refused before any work.
+  write_file_atomic(runs.path + "/file", "x");
+  const std::string not_dir = error_of([&] { run(cfg, quiet(runs.path + "/file")); });
+  CHECK_MESSAGE(not_dir.find(runs.path + "/file: cannot make the run directory") != std::string::npos, not_dir);
+  const std::string under = error_of([&] { run(cfg, quiet(runs.path + "/file/run")); });
+  CHECK_MESSAGE(under.find(runs.path + "/file/run: cannot make the run directory: Not a directory") !=
+                    std::string::npos,
+                under);
 }
 
 TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another network, is refused") {

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "data/cityscapes.h"
+#include "engine/file_io.h"
 
 namespace fs = std::filesystem;
 
@@ -194,14 +195,7 @@ void write_scores_json(const std::string& path, const Scores& s, const std::vect
   U2PL_CHECK(classes.size() == s.iou.size(), classes.size() << " class names for " << s.iou.size() << " classes");
   const nlohmann::json j = {{"miou", s.miou}, {"iou", s.iou}, {"pixel_acc", s.pixel_acc},
                             {"mean_acc", s.mean_acc}, {"classes", classes}};
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    U2PL_CHECK(f, tmp << ": cannot write");
-    f << j.dump(2) << "\n";
-    U2PL_CHECK(f.good(), tmp << ": write failed");
-  }
-  fs::rename(tmp, path);
+  write_file_atomic(path, j.dump(2) + "\n");
 }
 
 void Progress::update(size_t done, size_t total, const ConfusionMatrix& cm) {

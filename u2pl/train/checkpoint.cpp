@@ -57,7 +57,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& st, const U
   w.set_metadata("bank", bank ? "yes" : "no");
   w.set_metadata("config", st.config_yaml);
   w.set_metadata("source", "u2pl_train");
-  w.write(path);
+  w.write(path, "checkpoint");
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2plNet* teacher,

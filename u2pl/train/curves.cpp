@@ -8,6 +8,8 @@
 #include <iterator>
 #include <sstream>
 
+#include "engine/file_io.h"
+
 namespace u2pl {
 namespace {
 
@@ -307,7 +309,7 @@ std::string curves_svg(const std::vector<IterRecord>& iters, const std::vector<V
 
 void write_curves_svg(const std::string& path, const std::vector<IterRecord>& iters,
                       const std::vector<ValRecord>& vals, const std::string& title) {
-  write_text_atomic(path, curves_svg(iters, vals, title));
+  write_file_atomic(path, curves_svg(iters, vals, title));
 }
 
 }  // namespace u2pl

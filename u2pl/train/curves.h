@@ -19,7 +19,7 @@ namespace u2pl {
 // point is drawn as a dot; a panel without data shows a message instead.
 std::string curves_svg(const std::vector<IterRecord>& iters, const std::vector<ValRecord>& vals,
                        const std::string& title);
-// curves_svg written atomically (write_text_atomic).
+// curves_svg written atomically (write_file_atomic).
 void write_curves_svg(const std::string& path, const std::vector<IterRecord>& iters,
                       const std::vector<ValRecord>& vals, const std::string& title);
 

@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <limits>
 #include <sstream>
 
 #include "engine/check.h"
+#include "engine/file_io.h"
 #include "engine/log.h"
 
 namespace fs = std::filesystem;
@@ -168,17 +170,6 @@ LogRecords read_log(const std::string& path) {
   return out;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    U2PL_CHECK(f, tmp << ": cannot write");
-    f << text;
-    U2PL_CHECK(f.good(), tmp << ": write failed");
-  }
-  fs::rename(tmp, path);
-}
-
 TrainLog::TrainLog(const std::string& path, std::optional<int64_t> resume_iter) : path_(path) {
   const bool fresh = resume_iter && *resume_iter <= 0;  // nothing to keep: the old log is not read
   if (resume_iter && !fresh && fs::exists(path)) {
@@ -188,12 +179,11 @@ TrainLog::TrainLog(const std::string& path, std::optional<int64_t> resume_iter) 
       if (it ? it->iter < *resume_iter : val->iter <= *resume_iter) kept += text + "\n", ++n_kept;
       else ++n_dropped;
     });
-    write_text_atomic(path, kept);
+    write_file_atomic(path, kept);
     U2PL_LOG(path << ": resuming at iteration " << *resume_iter << ": kept " << n_kept << " records, dropped "
                   << n_dropped);
   }
-  f_.open(path, std::ios::binary | (fresh ? std::ios::trunc : std::ios::app));
-  U2PL_CHECK(f_, path << ": cannot open the training log for writing");
+  f_ = std::make_unique<LineFile>(path, fresh, "log");
 }
 
 void TrainLog::write(const IterRecord& r) {
@@ -217,9 +207,7 @@ void TrainLog::write(const ValRecord& r) {
 }
 
 void TrainLog::write_line(const std::string& line) {
-  f_ << line << '\n';
-  f_.flush();
-  U2PL_CHECK(f_.good(), path_ << ": write failed");
+  f_->append(line);
 }
 
 TrainProgress::TrainProgress(std::FILE* out, bool terminal, int64_t total_iters, int64_t first_iter, int epochs,

@@ -6,11 +6,13 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "engine/file_io.h"
 
 namespace u2pl {
 
@@ -52,10 +54,6 @@ struct LogRecords {
 // valid JSON or not a well-formed record throws "<path>:<line>: ...".
 LogRecords read_log(const std::string& path);
 
-// Writes `text` to path + ".tmp" and renames it onto `path`, so readers see the old or the new
-// file, never a part.
-void write_text_atomic(const std::string& path, const std::string& text);
-
 class TrainLog {
  public:
   // Opens `path` for appending, creating it. With `resume_iter` (the first iteration the resumed
@@ -64,7 +62,7 @@ class TrainLog {
   // *resume_iter (those the checkpoint has seen); 0 empties the log without reading it.
   explicit TrainLog(const std::string& path, std::optional<int64_t> resume_iter = std::nullopt);
 
-  // One line each, flushed. Term and stat names must be unique and must not be a record key
+  // One line each, appended whole (engine/file_io.h: a failed write leaves no part of it). Term and stat names must be unique and must not be a record key
   // ("type", "iter", "epoch", "lr", "time", "it_s", "stats"); iou and classes must match in size.
   void write(const IterRecord& r);
   void write(const ValRecord& r);
@@ -75,7 +73,7 @@ class TrainLog {
   void write_line(const std::string& line);
 
   std::string path_;
-  std::ofstream f_;
+  std::unique_ptr<LineFile> f_;
 };
 
 // Console progress of training. On a terminal one line redrawn in place:

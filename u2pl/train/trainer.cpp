@@ -22,6 +22,7 @@
 
 #include "data/loader.h"
 #include "engine/device_memory.h"
+#include "engine/file_io.h"
 #include "engine/nccl.h"
 #include "engine/upload.h"
 #include "u2pl/eval/eval_report.h"
@@ -75,6 +76,7 @@ class Trainer {
  private:
   void setup();
   void validate(int64_t iters_done, int epoch);
+  void check_run_dir();
   void draw_pictures(U2plNet& net);
   void save(const std::string& name);
   U2plNet& eval_net(int epoch) { return step_.semi_phase(epoch) ? *step_.teacher() : step_.student(); }
@@ -278,9 +280,40 @@ void Trainer::save(const std::string& name) {
                   cfg_.save_memory_bank ? step_.bank() : nullptr);
 }
 
+// Before any work: the run directory is made and written to (refused with the cause otherwise);
+// temporary files a killed write left are removed; too little free space for a checkpoint is said.
+void Trainer::check_run_dir() {
+  std::error_code ec;
+  fs::create_directories(opt_.run_dir, ec);
+  U2PL_CHECK(!ec, opt_.run_dir << ": cannot make the run directory: " << ec.message());
+  U2PL_CHECK(fs::is_directory(opt_.run_dir), opt_.run_dir << ": the run directory is not a folder");
+  const std::string probe = path(".write_test");
+  try {
+    write_file_atomic(probe, "u2pl");
+  } catch (const Error& e) {
+    throw Error(opt_.run_dir + ": the run directory cannot be written: " + e.what());
+  }
+  fs::remove(probe);
+  for (const fs::directory_entry& e : fs::directory_iterator(opt_.run_dir))
+    if (e.is_regular_file() && e.path().extension() == ".tmp") {
+      fs::remove(e.path());
+      say("removed " + e.path().string() + ", left by a write that was interrupted");
+    }
+  // A checkpoint: the student's and teacher's parameters and buffers, the momentum, the bank.
+  auto floats = [](const U2plNet* n) {
+    return n ? n->params().values().all().numel() + n->params().buffers().all().numel() : int64_t(0);
+  };
+  int64_t need = 4 * (floats(&step_.student()) + floats(step_.teacher()) + step_.momentum().numel());
+  if (cfg_.save_memory_bank && step_.bank()) need += 4 * step_.bank()->total_capacity() * step_.bank()->dim();
+  const int64_t free = free_bytes(opt_.run_dir);
+  if (free >= 0 && free < 2 * need)
+    say("warning: " + std::to_string(free >> 20) + " MiB free where the run directory is; a checkpoint takes about " +
+        std::to_string(need >> 20) + " MiB, and replacing one needs room for two");
+}
+
 TrainResult Trainer::run() {
   setup();
-  if (root_) fs::create_directories(opt_.run_dir);
+  if (root_) check_run_dir();
   config_yaml_ = resolved_yaml(cfg_);
   state_.seed = cfg_.seed;
   state_.eval_model = step_.semi_phase(0) ? "teacher" : "student";
@@ -317,7 +350,7 @@ TrainResult Trainer::run() {
   }
   check_same_start();
   if (root_) {
-    write_text_atomic(path("config.yaml"), config_yaml_);
+    write_file_atomic(path("config.yaml"), config_yaml_);
     log_ = std::make_unique<TrainLog>(path("log.jsonl"), first_iter_);
     const LogRecords prev = read_log(path("log.jsonl"));
     iter_records_ = prev.iters;

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# CTest `kill_resume`: a small U2PL training (warm start, handover, CutMix, the contrastive loss
+# with its queues wrapping, a validation, pictures and ckpt_best every epoch) killed with SIGKILL
+# at KILLS random moments and, through the fault hook of engine/file_io.h (U2PL_FAULT), halfway
+# through checkpoint writes and log appends; resumed after each kill until it finishes. Checks:
+#  - after every kill, ckpt_latest and ckpt_best (when present) load (u2pl_train --resume loads
+#    the first, u2pl_eval the second) and log.jsonl holds whole records, none twice (only its
+#    last line may be torn, by a kill inside an append; the resume drops it);
+#  - the finished run equals an uninterrupted one bit for bit: every tensor and the metadata of
+#    ckpt_latest (parameters, momentum, BN statistics, queues) and the log's records (loss terms,
+#    stats, validations; the timings aside);
+#  - no temporary file is left.
+# Usage: kill_resume.sh APPS_DIR [KILLS (default 20)]; U2PL_KILL_SEED fixes the random moments.
+set -euo pipefail
+apps=$1
+kills=${2:-20}
+seed=${U2PL_KILL_SEED:-$$}
+RANDOM=$seed
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 U2PL_QUIET=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$apps/u2pl_synth" --out "$work/data" --seed 4 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
+cat >"$work/config.yaml" <<YAML
+dataset:
+  type: pascal_semi
+  train: {data_root: $work/data, data_list: $work/data/splits/4/labeled.txt, flip: True,
+          rand_resize: [0.5, 2.0], crop: {type: rand, size: [33, 33]}}
+  val: {data_root: $work/data, data_list: $work/data/splits/val.txt}
+  batch_size: 2
+  workers: 1
+trainer:
+  epochs: 6
+  sup_only_epoch: 1
+  eval_on: True
+  eval_interval: 1
+  optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
+  lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
+  unsupervised: {drop_percent: 80, apply_aug: cutmix}
+  contrastive: {negative_high_entropy: True, low_rank: 1, high_rank: 3, current_class_threshold: 0.3,
+                current_class_negative_threshold: 1, low_entropy_threshold: 20, num_negatives: 16,
+                num_queries: 8, temperature: 0.5, queue_size: 40, queue_size_background: 60}
+net:
+  num_classes: 3
+  ema_decay: 0.99
+  encoder:
+    type: u2pl.models.resnet.resnet18
+    kwargs: {replace_stride_with_dilation: [False, False, True], width_divisor: 16}
+  decoder: {type: u2pl.models.decoder.dec_deeplabv3_plus, kwargs: {inner_planes: 16, dilations: [2, 4, 6]}}
+YAML
+train() {  # train RUN_DIR [--resume]: u2pl_train on the CPU in the background; its pid in $pid
+  "$apps/u2pl_train" --config "$work/config.yaml" --device cpu --run-dir "$@" >>"$work/out.txt" 2>&1 &
+  pid=$!
+}
+fail() {
+  echo "kill_resume: FAIL (U2PL_KILL_SEED=$seed): $*"
+  tail -n 20 "$work/out.txt"
+  exit 1
+}
+
+ckpt_iter() {  # the iteration a checkpoint holds
+  python3 -c 'import json, struct, sys
+f = open(sys.argv[1], "rb")
+print(json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))["__metadata__"]["iter"])' "$1"
+}
+
+start=$(date +%s%N)
+train "$work/ref"
+wait $pid || fail "the uninterrupted run failed"
+ref_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+total=$(ckpt_iter "$work/ref/ckpt_latest.safetensors")
+
+# check_after_kill DIR POINT: the checkpoints load, the log holds whole records, none twice.
+check_after_kill() {
+  if [ -f "$1/ckpt_best.safetensors" ]; then
+    "$apps/u2pl_eval" --config "$1/config.yaml" --weights "$1/ckpt_best.safetensors" --device cpu \
+      >"$work/eval.txt" 2>&1 || { cat "$work/eval.txt"; fail "ckpt_best does not load after kill point $2"; }
+  fi
+  [ -f "$1/log.jsonl" ] || return 0
+  python3 - "$1/log.jsonl" <<'PY' || fail "log.jsonl after kill point $2"
+import json, sys
+lines = open(sys.argv[1], "rb").read().split(b"\n")
+seen = set()
+for i, line in enumerate(lines):
+    if not line:
+        continue
+    try:
+        r = json.loads(line)
+    except ValueError:
+        if i == len(lines) - 1:  # the last line, without its newline: torn by a kill inside an append
+            continue
+        sys.exit(f"line {i + 1} is torn: {line[:60]!r}")
+    key = (r["type"], r["iter"], r.get("model"))
+    if key in seen:
+        sys.exit(f"line {i + 1} repeats {key}")
+    seen.add(key)
+PY
+}
+
+# compare DIR: resumes DIR until it finishes, then compares it with the uninterrupted run.
+compare() {
+  local tries=0
+  while [ ! -f "$1/ckpt_latest.safetensors" ] || [ "$(ckpt_iter "$1/ckpt_latest.safetensors")" != "$total" ]; do
+    tries=$((tries + 1))
+    [ $tries -le 2 ] || fail "$1 does not finish"
+    local resume=()
+    [ -f "$1/ckpt_latest.safetensors" ] && resume=(--resume)
+    train "$1" "${resume[@]}"
+    wait $pid || fail "the last resume of $1 failed"
+  done
+  python3 - "$work/ref" "$1" >/dev/null <<'PY' || fail "$1 differs from the uninterrupted run"
+import json, struct, sys
+
+def tensors(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    return meta, {k: (v["dtype"], v["shape"], data[base + v["data_offsets"][0]:base + v["data_offsets"][1]])
+                  for k, v in header.items()}
+
+ref, run = sys.argv[1], sys.argv[2]
+mr, tr = tensors(ref + "/ckpt_latest.safetensors")
+mk, tk = tensors(run + "/ckpt_latest.safetensors")
+if set(tr) != set(tk):
+    sys.exit(f"tensors differ: {sorted(set(tr) ^ set(tk))[:5]}")
+bad = [k for k in tr if tr[k] != tk[k]]
+if bad:
+    sys.exit(f"{len(bad)} tensors differ, e.g. {bad[:5]}")
+if mr.get("iter") != mk.get("iter"):
+    sys.exit(f"iteration {mk.get('iter')} against {mr.get('iter')}")
+
+def records(path):
+    out = []
+    for line in open(path):
+        r = json.loads(line)
+        r.pop("time", None)
+        r.pop("it_s", None)
+        out.append(r)
+    return out
+
+a, b = records(ref + "/log.jsonl"), records(run + "/log.jsonl")
+if a != b:
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    sys.exit(f"log.jsonl: {len(b)} records against {len(a)}; the first difference at record {first + 1}")
+print(f"{len(tr)} tensors and {len(a)} log records equal")
+PY
+  [ "$(find "$1" -name '*.tmp' | wc -l)" = 0 ] || fail "temporary files left in $1"
+  compared=$((compared + 1))
+}
+
+# The kill points: KILLS random moments (uniform over an uninterrupted run's time from its start),
+# then halfway through some checkpoint writes and log appends (counted from the start of the
+# process). A run that finishes before its kill (a resumed one has less to do) is compared, and a
+# fresh one takes the point (at half the time when a whole run was quicker than it).
+points=()
+for _ in $(seq "$kills"); do points+=("sleep:$(( RANDOM * 32768 + RANDOM ))"); done
+for i in $(seq 0 $((kills - 1))); do points[i]=sleep:$(( ${points[i]#sleep:} % (ref_ms + 1) )); done
+points+=(fault:checkpoint:1 fault:log:1 fault:checkpoint:2 fault:log:7 fault:checkpoint:3 fault:log:15)
+run=1
+killed=0
+compared=0
+for p in "${points[@]}"; do
+  while true; do
+    dir=$work/run$run
+    resume=()
+    [ -f "$dir/ckpt_latest.safetensors" ] && resume=(--resume)
+    if [ "${p%%:*}" = sleep ]; then
+      train "$dir" "${resume[@]}"
+      sleep "$(( ${p#sleep:} / 1000 )).$(printf '%03d' $(( ${p#sleep:} % 1000 )))"
+      kill -KILL $pid 2>/dev/null || true
+    else
+      U2PL_FAULT=${p#fault:} train "$dir" "${resume[@]}"
+    fi
+    set +e
+    wait $pid 2>/dev/null
+    rc=$?
+    set -e
+    if [ $rc = 137 ]; then
+      killed=$((killed + 1))
+      check_after_kill "$dir" "$killed ($p)"
+      at=none
+      [ -f "$dir/ckpt_latest.safetensors" ] && at=$(ckpt_iter "$dir/ckpt_latest.safetensors")
+      echo "  kill $killed ($p): ckpt_latest at iteration $at of $total," \
+        "$(cat "$dir/log.jsonl" 2>/dev/null | wc -l) log lines"
+      break
+    fi
+    [ $rc = 0 ] || fail "kill point $p: exit $rc"
+    compare "$dir"  # it finished before the kill
+    run=$((run + 1))
+    [ -z "${resume[*]}" ] && [ "${p%%:*}" = sleep ] && p=sleep:$(( ${p#sleep:} / 2 ))  # a whole run was quicker
+  done
+done
+compare "$dir"
+echo "kill_resume: ok ($killed kills survived, $compared runs finished bit for bit as the uninterrupted one," \
+  "U2PL_KILL_SEED=$seed)"
