@@ -2,7 +2,8 @@
 # CTest `kill_resume`: a small U2PL training (warm start, handover, CutMix, the contrastive loss
 # with its queues wrapping, a validation, pictures and ckpt_best every epoch) killed with SIGKILL
 # at KILLS random moments and, through the fault hook of engine/file_io.h (U2PL_FAULT), halfway
-# through checkpoint writes and log appends; resumed after each kill until it finishes. Checks:
+# through checkpoint writes and log appends, and stopped by SIGTERM and by SIGINT twice; resumed
+# after each until it finishes. Checks:
 #  - after every kill, ckpt_latest and ckpt_best (when present) load (u2pl_train --resume loads
 #    the first, u2pl_eval the second) and log.jsonl holds whole records, none twice (only its
 #    last line may be torn, by a kill inside an append; the resume drops it);
@@ -149,46 +150,55 @@ PY
   compared=$((compared + 1))
 }
 
-# The kill points: KILLS random moments (uniform over an uninterrupted run's time from its start),
-# then halfway through some checkpoint writes and log appends (counted from the start of the
-# process). A run that finishes before its kill (a resumed one has less to do) is compared, and a
-# fresh one takes the point (at half the time when a whole run was quicker than it).
+# The kill points: KILLS random moments (uniform over an uninterrupted run's time from its start)
+# for SIGKILL, then halfway through some checkpoint writes and log appends (counted from the
+# start of the process), then SIGTERM (a stop after the iteration, with a checkpoint) and SIGINT
+# twice, 20 ms apart (the second ends the process where it stands), at random moments. A run that
+# finishes before its signal (a resumed one has less to do) is compared, and a fresh one takes
+# the point (at half the time when a whole run was quicker than it).
+random_ms() { echo $(( (RANDOM * 32768 + RANDOM) % (ref_ms + 1) )); }
 points=()
-for _ in $(seq "$kills"); do points+=("sleep:$(( RANDOM * 32768 + RANDOM ))"); done
-for i in $(seq 0 $((kills - 1))); do points[i]=sleep:$(( ${points[i]#sleep:} % (ref_ms + 1) )); done
+for _ in $(seq "$kills"); do points+=("KILL:$(random_ms)"); done
 points+=(fault:checkpoint:1 fault:log:1 fault:checkpoint:2 fault:log:7 fault:checkpoint:3 fault:log:15)
+points+=("TERM:$(random_ms)" "TERM:$(random_ms)" "INT2:$(random_ms)" "INT2:$(random_ms)")
 run=1
 killed=0
 compared=0
 for p in "${points[@]}"; do
+  kind=${p%%:*}
   while true; do
     dir=$work/run$run
     resume=()
     [ -f "$dir/ckpt_latest.safetensors" ] && resume=(--resume)
-    if [ "${p%%:*}" = sleep ]; then
-      train "$dir" "${resume[@]}"
-      sleep "$(( ${p#sleep:} / 1000 )).$(printf '%03d' $(( ${p#sleep:} % 1000 )))"
-      kill -KILL $pid 2>/dev/null || true
-    else
+    if [ "$kind" = fault ]; then
       U2PL_FAULT=${p#fault:} train "$dir" "${resume[@]}"
+    else
+      ms=${p#*:}
+      train "$dir" "${resume[@]}"
+      sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
+      case $kind in
+        KILL | TERM) kill -"$kind" $pid 2>/dev/null || true ;;
+        INT2) kill -INT $pid 2>/dev/null && sleep 0.02 && kill -INT $pid 2>/dev/null || true ;;
+      esac
     fi
     set +e
     wait $pid 2>/dev/null
     rc=$?
     set -e
-    if [ $rc = 137 ]; then
+    # SIGKILL: 137; SIGTERM's stop after the iteration and SIGINT's second signal: 130.
+    if [ $rc = 137 ] || [ $rc = 130 ]; then
       killed=$((killed + 1))
       check_after_kill "$dir" "$killed ($p)"
       at=none
       [ -f "$dir/ckpt_latest.safetensors" ] && at=$(ckpt_iter "$dir/ckpt_latest.safetensors")
-      echo "  kill $killed ($p): ckpt_latest at iteration $at of $total," \
+      echo "  kill $killed ($p, exit $rc): ckpt_latest at iteration $at of $total," \
         "$(cat "$dir/log.jsonl" 2>/dev/null | wc -l) log lines"
       break
     fi
     [ $rc = 0 ] || fail "kill point $p: exit $rc"
     compare "$dir"  # it finished before the kill
     run=$((run + 1))
-    [ -z "${resume[*]}" ] && [ "${p%%:*}" = sleep ] && p=sleep:$(( ${p#sleep:} / 2 ))  # a whole run was quicker
+    [ -z "${resume[*]}" ] && [ "$kind" != fault ] && p=$kind:$(( ${p#*:} / 2 ))  # a whole run was quicker
   done
 done
 compare "$dir"
