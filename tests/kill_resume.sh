@@ -202,5 +202,44 @@ for p in "${points[@]}"; do
   done
 done
 compare "$dir"
+
+# Write failures: each stops the run (exit 1) with a message that names the file and the cause.
+expect_error() {  # expect_error TEXT...: the last run's output holds each TEXT
+  for t in "$@"; do grep -qF -- "$t" "$work/out.txt" || fail "no message '$t' after a write failure"; done
+}
+wf=$work/write_fail
+# The file size limit (ulimit -f, in KiB) below a checkpoint: the previous checkpoint stays.
+U2PL_FAULT=checkpoint:3 train "$wf"  # dies inside its third checkpoint write: ckpt_latest at iteration 6
+wait $pid 2>/dev/null && fail "the fault hook did not end the run"
+: >"$work/out.txt"
+(ulimit -f 150 && exec "$apps/u2pl_train" --config "$work/config.yaml" --device cpu --run-dir "$wf" --resume) \
+  >"$work/out.txt" 2>&1 && fail "a run past the file size limit did not fail"
+expect_error "$wf/ckpt_" ": cannot write: File too large" "the previous file, if any, is unchanged"
+echo "  file size limit: $(grep -m1 'File too large' "$work/out.txt")"
+[ "$(ckpt_iter "$wf/ckpt_latest.safetensors")" = 6 ] || fail "ckpt_latest moved after a failed write"
+[ "$(find "$wf" -name '*.tmp' | wc -l)" = 0 ] || fail "a failed write left a temporary file"
+compare "$wf"  # the run goes on from the checkpoint kept, bit for bit
+# The run directory removed, or replaced by a file, while the run writes to it.
+for how in removed replaced; do
+  rm -rf "$wf"
+  : >"$work/out.txt"
+  train "$wf"
+  for _ in $(seq 600); do [ "$(cat "$wf/log.jsonl" 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.01; done
+  rm -rf "$wf"
+  [ $how = replaced ] && echo "not a folder" >"$wf"
+  set +e
+  wait $pid 2>/dev/null
+  rc=$?
+  set -e
+  [ $rc = 1 ] || fail "the run directory $how: exit $rc, expected 1"
+  case $how in
+    removed) expect_error "$wf/log.jsonl: the file was removed while this run wrote it" ;;
+    replaced) grep -qE "$wf/(log.jsonl: the file was removed|.*: Not a directory)" "$work/out.txt" ||
+                fail "no message naming a file of the replaced run directory" ;;
+  esac
+  [ $how = removed ] || [ "$(cat "$wf")" = "not a folder" ] || fail "the file in place of the run directory changed"
+  echo "  run directory $how: $(grep -m1 -E 'removed|Not a directory' "$work/out.txt")"
+done
 echo "kill_resume: ok ($killed kills survived, $compared runs finished bit for bit as the uninterrupted one," \
-  "U2PL_KILL_SEED=$seed)"
+  "U2PL_KILL_SEED=$seed; a checkpoint past the file size limit, the run directory removed and replaced" \
+  "stopped the run naming the file and the cause)"
