@@ -52,7 +52,7 @@ score() {  # score FILE KEY: a fraction as a percentage with two decimals
   done
   echo
   echo "Final models (U2PL: the teacher), whole-image evaluation of the 100 val images; the last"
-  echo "column is the best of the validations during training (every 5 epochs)."
+  echo "column is the best of the validations during training (every 4 epochs, trainer.eval_interval)."
   echo "Curves: suponly/curves.svg, u2pl/curves.svg. Pictures: */pictures/."
 } > "$out/results.md"
 cat "$out/results.md"
