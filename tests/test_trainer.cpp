@@ -308,6 +308,16 @@ TEST_CASE("pseudo-label counts: pixels with a label, right pseudo-labels, reliab
   sum += c;
   CHECK(sum.reliable_correct == 4);
   CHECK(count_pseudo_labels(truth.data(), pseudo.data(), filtered.data(), 8, 0).pixels == 6);
+  // Ranks by descending logit, 2 images of 3 classes and 2 pixels: image 0 pixel 0 orders the
+  // classes (2, 0, 1), pixel 1 (1, 2, 0); image 1 pixel 0 (0, 1, 2), pixel 1 (2, 1, 0).
+  const std::vector<float> logits{0.5f, 0.1f, 0.2f, 0.9f, 0.9f, 0.3f,  // image 0: classes 0, 1, 2 × 2 pixels
+                                  3.f,  1.f,  2.f,  2.f,  1.f,  3.f};  // image 1
+  const std::vector<int32_t> t2{1, 0, 2, 255}, unreliable{255, 255, 255, 255};
+  // the true classes rank 2, 2, 2; the last pixel has no label
+  CHECK(count_true_in_ranks(t2.data(), logits.data(), unreliable.data(), 2, 3, 2, 2, 3, 255) == 3);
+  CHECK(count_true_in_ranks(t2.data(), logits.data(), unreliable.data(), 2, 3, 2, 0, 2, 255) == 0);
+  const std::vector<int32_t> one_reliable{255, 0, 255, 255};
+  CHECK(count_true_in_ranks(t2.data(), logits.data(), one_reliable.data(), 2, 3, 2, 2, 3, 255) == 2);
 }
 
 TEST_CASE("trainer: score_pseudo_labels logs the pseudo-labels' accuracy and changes no number of the training") {
@@ -335,6 +345,11 @@ TEST_CASE("trainer: score_pseudo_labels logs the pseudo-labels' accuracy and cha
     CHECK(all <= 1.0);
     CHECK(all >= std::min(rel, unrel) - 1e-12);  // a mean of the two
     CHECK(all <= std::max(rel, unrel) + 1e-12);
+    CHECK(st.count("pl_unreliable_true_negative") == st.count("pl_acc_unreliable"));  // U2PL: the contrastive loss
+    if (st.count("pl_unreliable_true_negative")) {
+      CHECK(st["pl_unreliable_true_negative"] >= 0.0);
+      CHECK(st["pl_unreliable_true_negative"] <= 1.0);
+    }
   }
   CHECK(scored_iters > 0);
   // The diagnostic needs the unsupervised loss, and a label for every unlabeled image.

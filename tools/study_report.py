@@ -191,7 +191,7 @@ def main():
     semi = [r for r in rows if data[r][0]["stats"]]
     if semi:
         keys = ["sup", "unsup", "contra", "reliable", "thresh", "contra_terms", "queue_fill", "pl_acc_first",
-                "pl_acc_last", "pl_acc", "pl_acc_reliable", "pl_acc_unreliable"]
+                "pl_acc_last", "pl_acc", "pl_acc_reliable", "pl_acc_unreliable", "pl_unreliable_true_negative"]
         present = [k for k in keys if any(k in run["stats"] for r in semi for run in data[r])]
         lines += ["", "Past the warm start, means over the iterations and seeds (the log's terms and stats; "
                   "pl_acc_first and pl_acc_last: the pseudo-labels' accuracy over the first and the last "

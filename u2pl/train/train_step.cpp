@@ -21,6 +21,7 @@
 #include "layers/resize.h"
 #include "layers/sgd.h"
 #include "u2pl/losses/contrastive_scratch.h"
+#include "u2pl/losses/semi_math.h"
 #include "u2pl/losses/unsup_loss.h"
 #include "u2pl/net/weights.h"
 #include "u2pl/train/schedule.h"
@@ -112,7 +113,21 @@ PseudoLabelCounts& PseudoLabelCounts::operator+=(const PseudoLabelCounts& o) {
   correct += o.correct;
   reliable += o.reliable;
   reliable_correct += o.reliable_correct;
+  unreliable_true_negative += o.unreliable_true_negative;
   return *this;
+}
+
+int64_t count_true_in_ranks(const int32_t* truth, const float* logits, const int32_t* filtered, int64_t n_images,
+                            int64_t C, int64_t hw, int64_t low_rank, int64_t high_rank, int ignore_label) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < n_images; ++i)
+    for (int64_t p = 0; p < hw; ++p) {
+      const int64_t k = i * hw + p;
+      if (truth[k] == ignore_label || filtered[k] != 255) continue;
+      const int64_t rank = prob_rank(logits + i * C * hw + p, C, hw, int64_t(truth[k]));
+      n += rank >= low_rank && rank < high_rank;
+    }
+  return n;
 }
 
 PseudoLabelCounts count_pseudo_labels(const int32_t* truth, const int32_t* pseudo, const int32_t* filtered, int64_t n,
@@ -375,6 +390,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   TensorView image = img_l;
   // The unlabeled images' labels, mixed as the pseudo-labels are (the score_pseudo_labels diagnostic).
   std::vector<int32_t> truth_mix;
+  std::vector<int64_t> true_negatives;  // per replica (count_true_in_ranks)
   if (o.semi && truth_u.defined()) {
     const Shape want{BR, H, W};
     U2PL_CHECK(truth_u.device == Device::CPU && truth_u.shape == want,
@@ -467,12 +483,20 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
     filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
     const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));
+    true_negatives.assign(size_t(R), 0);
     for (int r = 0; r < R; ++r) {
       bilinear_forward(ctx, tt.pred.batch_slice(r * per + b, b), up_t);
       bilinear_forward(ctx, out.pred.batch_slice(r * per + b, b), up_s);
       unsup_loss(ctx, up_s, lab_mix.batch_slice(r * b, b), up_t, uo, entropy.batch_slice(r * b, b),
                  filtered.batch_slice(r * b, b), cfg_.unsup.loss_weight * share, dup_s, 0.f,
                  unsup_out_[size_t(r)].get());
+      if (!truth_mix.empty() && bank_) {
+        const std::vector<float> logits = to_host(up_t);
+        const std::vector<int32_t> kept = to_host(filtered.batch_slice(r * b, b));
+        true_negatives[size_t(r)] = count_true_in_ranks(truth_mix.data() + r * b * H * W, logits.data(), kept.data(),
+                                                        b, C, H * W, cparams_.low_rank, cparams_.high_rank,
+                                                        cfg_.data.ignore_label);
+      }
       bilinear_backward(ctx, dup_s, dpred.batch_slice(r * per + b, b), 0.f);
     }
 
@@ -581,6 +605,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
       const std::vector<int32_t> kept = to_host(filtered.batch_slice(r * b, b));
       f.pseudo = count_pseudo_labels(truth_mix.data() + r * b * H * W, pseudo.data(), kept.data(), b * H * W,
                                      cfg_.data.ignore_label);
+      if (!true_negatives.empty()) f.pseudo.unreliable_true_negative = true_negatives[size_t(r)];
     }
     if (bank_) {
       const EntropyThresholds th = masks_out_[size_t(r)].read(ctx);

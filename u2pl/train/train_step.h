@@ -83,15 +83,23 @@ uint64_t replica_key(uint64_t seed, int replica);
 
 // The pseudo-labels of unlabeled pixels scored against their own labels (the diagnostic
 // trainer.unsupervised.score_pseudo_labels): pixels with a label (not ignore_label), those whose
-// pseudo-label is right, and of them the reliable ones (kept by the entropy filter).
+// pseudo-label is right, and of them the reliable ones (kept by the entropy filter); with the
+// contrastive loss, also the unreliable pixels whose own class the teacher ranks among the
+// negative ranks [r_l, r_h) (count_true_in_ranks), those the loss pushes away from their class.
 struct PseudoLabelCounts {
-  int64_t pixels = 0, correct = 0, reliable = 0, reliable_correct = 0;
+  int64_t pixels = 0, correct = 0, reliable = 0, reliable_correct = 0, unreliable_true_negative = 0;
   PseudoLabelCounts& operator+=(const PseudoLabelCounts& o);
 };
 // Counts over n pixels: truth (labels, ignore_label where unknown), pseudo (the pseudo-labels),
 // filtered (the pseudo-labels with the unreliable ones set to 255, as unsup_loss writes them).
 PseudoLabelCounts count_pseudo_labels(const int32_t* truth, const int32_t* pseudo, const int32_t* filtered, int64_t n,
                                       int ignore_label);
+
+// Of n_images (C, hw) logit maps: the pixels with a label (truth ≠ ignore_label) that are
+// unreliable (filtered 255) and whose true class has a 0-based rank in [low_rank, high_rank) by
+// descending logit (the contrastive loss's rule for the negatives of unlabeled pixels).
+int64_t count_true_in_ranks(const int32_t* truth, const float* logits, const int32_t* filtered, int64_t n_images,
+                            int64_t C, int64_t hw, int64_t low_rank, int64_t high_rank, int ignore_label);
 
 struct StepResult {
   double sup = 0, unsup = 0, contra = 0, total = 0;  // loss terms and Σ with the weights

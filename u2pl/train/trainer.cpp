@@ -503,9 +503,13 @@ TrainResult Trainer::run() {
         const PseudoLabelCounts& p = o.pseudo;
         r.stats.emplace_back("pl_acc", double(p.correct) / double(p.pixels));
         if (p.reliable > 0) r.stats.emplace_back("pl_acc_reliable", double(p.reliable_correct) / double(p.reliable));
-        if (p.pixels > p.reliable)
+        if (p.pixels > p.reliable) {
           r.stats.emplace_back("pl_acc_unreliable",
                                double(p.correct - p.reliable_correct) / double(p.pixels - p.reliable));
+          if (contra)
+            r.stats.emplace_back("pl_unreliable_true_negative",
+                                 double(p.unreliable_true_negative) / double(p.pixels - p.reliable));
+        }
       }
       if (contra) {
         const MemoryBank& bank = *step_.bank();
