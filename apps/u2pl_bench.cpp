@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -215,6 +216,7 @@ int run_step(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   try {
     const std::string cmd = argc > 1 ? argv[1] : "";
     for (int i = 1; i < argc; ++i)

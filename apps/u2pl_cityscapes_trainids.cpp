@@ -1,6 +1,7 @@
 // u2pl_cityscapes_trainids: writes gtFine/<split>/<city>/*_gtFine_labelTrainIds.png beside each
 // *_gtFine_labelIds.png (the 19-class trainId mapping of cityscapesScripts), which the Cityscapes
 // dataset reads. The logic lives in data/cityscapes.h (tests/test_dataset.cpp).
+#include <csignal>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -24,6 +25,7 @@ const char* const kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   try {
     std::string root, splits = "train,val";
     bool force = false;

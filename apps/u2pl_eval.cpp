@@ -5,6 +5,7 @@
 // loops.
 #include <unistd.h>
 
+#include <csignal>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -103,6 +104,7 @@ void report(const Scores& s, const std::vector<std::string>& classes, const std:
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   try {
     const Args a = parse(argc, argv);
     std::vector<std::string> warnings;

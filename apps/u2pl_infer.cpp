@@ -1,6 +1,7 @@
 // u2pl_infer: colourised predictions of a trained network for any images, and with --dump the
 // raw stride-4 logits (and representation) as .npy for parity checks against PyTorch.
 // The logic lives in u2pl/eval/predict.h; this main parses, builds, loops.
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -68,6 +69,7 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   try {
     const Args a = parse(argc, argv);
     std::vector<std::string> warnings;

@@ -1,6 +1,7 @@
 // u2pl_split: draws a labeled / unlabeled partition of a full split list with the engine's Philox
 // RNG (seeded, reproducible), written as DIR/labeled.txt and DIR/unlabeled.txt in the list's order.
 // The logic lives in data/splits.h (tests/test_splits.cpp); this main parses and reports.
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -37,6 +38,7 @@ unsigned long long parse_count(const std::string& opt, const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   try {
     std::string list, out, labeled, seed;
     for (int i = 1; i < argc; ++i) {

@@ -63,9 +63,7 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A write past the file size limit (ulimit -f) fails with its error, named, instead of killing
-  // the process with SIGXFSZ.
-  std::signal(SIGXFSZ, SIG_IGN);
+  std::signal(SIGXFSZ, SIG_IGN);  // a write past the file size limit fails with its error, named
   Comm* comm = nullptr;
   try {
     comm = &world();  // the processes of an mpirun / srun launch, else this one

@@ -2,6 +2,7 @@
 #include "engine/file_io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -69,12 +70,17 @@ bool write_all(int fd, const char* p, size_t n) {
 
 void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts,
                        const char* kind) {
+  // Only a regular file is replaced: a link or a device (/dev/stdout) would be swapped for a file.
+  struct stat st {};
+  U2PL_CHECK(::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode),
+             path << ": not a regular file (a link, device or pipe); give a plain file's path");
+  const bool fault = fault_due(kind);
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  U2PL_CHECK(fd >= 0, tmp << ": cannot create the temporary file for " << path << ": " << cause(errno));
+  const int open_err = errno;
+  U2PL_CHECK(fd >= 0, tmp << ": cannot create the temporary file for " << path << ": " << cause(open_err));
   size_t total = 0;
   for (const auto& part : parts) total += part.second;
-  const bool fault = fault_due(kind);
   size_t done = 0;
   int err = 0;
   for (const auto& [data, n] : parts) {
@@ -112,7 +118,8 @@ void write_file_atomic(const std::string& path, const std::string& text, const c
 
 LineFile::LineFile(const std::string& path, bool truncate, const char* kind) : path_(path), kind_(kind) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
-  U2PL_CHECK(fd_ >= 0, path << ": cannot open for appending: " << cause(errno));
+  const int err = errno;
+  U2PL_CHECK(fd_ >= 0, path << ": cannot open for appending: " << cause(err));
 }
 
 LineFile::~LineFile() {
@@ -122,7 +129,8 @@ LineFile::~LineFile() {
 void LineFile::append(const std::string& line) {
   U2PL_CHECK(fd_ >= 0, "LineFile: append to a file that is not open");
   struct stat st {};
-  U2PL_CHECK(::fstat(fd_, &st) == 0, path_ << ": cannot stat: " << cause(errno));
+  const int stat_err = ::fstat(fd_, &st) == 0 ? 0 : errno;
+  U2PL_CHECK(stat_err == 0, path_ << ": cannot stat: " << cause(stat_err));
   U2PL_CHECK(st.st_nlink > 0, path_ << ": the file was removed while this run wrote it (was the run directory "
                                     << "removed?); its lines would be lost");
   const std::string text = line + "\n";
@@ -132,11 +140,31 @@ void LineFile::append(const std::string& line) {
   }
   if (!write_all(fd_, text.data(), text.size())) {
     const int err = errno;
-    if (::ftruncate(fd_, st.st_size) != 0)
+    const int cut_err = ::ftruncate(fd_, st.st_size) == 0 ? 0 : errno;
+    if (cut_err != 0)
       U2PL_FAIL(path_ << ": cannot append a line: " << cause(err) << "; cutting off what was written of it "
-                      << "failed too: " << cause(errno));
+                      << "failed too: " << cause(cut_err));
     U2PL_FAIL(path_ << ": cannot append a line: " << cause(err) << " (the file keeps its whole lines)");
   }
+}
+
+FolderLock::FolderLock(const std::string& dir) {
+  const std::string path = dir + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int open_err = errno;
+  U2PL_CHECK(fd_ >= 0, path << ": cannot open the folder's lock: " << cause(open_err));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    U2PL_CHECK(err != EWOULDBLOCK, dir << ": in use by another process (it holds " << path << "); wait for it to "
+                                       << "end, or choose another folder");
+    U2PL_FAIL(path << ": cannot lock: " << cause(err));
+  }
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the lock
 }
 
 int64_t free_bytes(const std::string& dir) {

@@ -15,6 +15,7 @@ namespace u2pl {
 
 // Writes the parts, in order, to path + ".tmp", flushes them to the disk (fsync) and renames the
 // file into place. `kind` names the write for the fault hook below ("checkpoint"; null: none).
+// A path that is a link, device or pipe is refused (it would be replaced by a plain file).
 void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts,
                        const char* kind = nullptr);
 void write_file_atomic(const std::string& path, const std::string& text, const char* kind = nullptr);
@@ -35,6 +36,19 @@ class LineFile {
  private:
   std::string path_;
   const char* kind_ = nullptr;
+  int fd_ = -1;
+};
+
+// An exclusive lock on a folder while the object lives (flock of DIR/.lock, released when the
+// process ends however it ends): a second process asking for it is refused, naming the folder.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::string& dir);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
   int fd_ = -1;
 };
 

@@ -19,7 +19,8 @@ seed=${U2PL_KILL_SEED:-$$}
 RANDOM=$seed
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 U2PL_QUIET=1
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+pid=
+trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
 "$apps/u2pl_synth" --out "$work/data" --seed 4 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
 cat >"$work/config.yaml" <<YAML
 dataset:
@@ -164,9 +165,15 @@ points+=("TERM:$(random_ms)" "TERM:$(random_ms)" "INT2:$(random_ms)" "INT2:$(ran
 run=1
 killed=0
 compared=0
+lines() {  # the records in DIR/log.jsonl (0 without it)
+  if [ -f "$1/log.jsonl" ]; then wc -l <"$1/log.jsonl"; else echo 0; fi
+}
 for p in "${points[@]}"; do
   kind=${p%%:*}
+  tries=0
   while true; do
+    tries=$((tries + 1))
+    [ $tries -le 6 ] || fail "kill point $p: the run finished before its signal $((tries - 1)) times"
     dir=$work/run$run
     resume=()
     [ -f "$dir/ckpt_latest.safetensors" ] && resume=(--resume)
@@ -174,8 +181,15 @@ for p in "${points[@]}"; do
       U2PL_FAULT=${p#fault:} train "$dir" "${resume[@]}"
     else
       ms=${p#*:}
+      before=$(lines "$dir")
       train "$dir" "${resume[@]}"
       sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
+      if [ "$kind" != KILL ]; then  # SIGTERM and SIGINT act once the handlers are in: a record is logged
+        for _ in $(seq 3000); do
+          [ "$(lines "$dir")" -gt "$before" ] || ! kill -0 $pid 2>/dev/null && break
+          sleep 0.01
+        done
+      fi
       case $kind in
         KILL | TERM) kill -"$kind" $pid 2>/dev/null || true ;;
         INT2) kill -INT $pid 2>/dev/null && sleep 0.02 && kill -INT $pid 2>/dev/null || true ;;
@@ -192,10 +206,10 @@ for p in "${points[@]}"; do
       at=none
       [ -f "$dir/ckpt_latest.safetensors" ] && at=$(ckpt_iter "$dir/ckpt_latest.safetensors")
       echo "  kill $killed ($p, exit $rc): ckpt_latest at iteration $at of $total," \
-        "$(cat "$dir/log.jsonl" 2>/dev/null | wc -l) log lines"
+        "$(lines "$dir") log lines"
       break
     fi
-    [ $rc = 0 ] || fail "kill point $p: exit $rc"
+    [ $rc = 0 ] || fail "kill point $p: exit $rc (expected 137 for SIGKILL, 130 for a stop by signal)"
     compare "$dir"  # it finished before the kill
     run=$((run + 1))
     [ -z "${resume[*]}" ] && [ "$kind" != fault ] && p=$kind:$(( ${p#*:} / 2 ))  # a whole run was quicker
@@ -224,8 +238,9 @@ for how in removed replaced; do
   rm -rf "$wf"
   : >"$work/out.txt"
   train "$wf"
-  for _ in $(seq 600); do [ "$(cat "$wf/log.jsonl" 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.01; done
-  rm -rf "$wf"
+  for _ in $(seq 6000); do [ "$(lines "$wf")" -ge 3 ] || ! kill -0 $pid 2>/dev/null && break; sleep 0.01; done
+  [ "$(lines "$wf")" -ge 3 ] || fail "the run directory $how: no 3 log records within 60 s"
+  rm -rf "$wf" 2>/dev/null || rm -rf "$wf"  # a file the run writes meanwhile can make the first pass fail
   [ $how = replaced ] && echo "not a folder" >"$wf"
   set +e
   wait $pid 2>/dev/null

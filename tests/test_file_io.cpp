@@ -54,6 +54,26 @@ TEST_CASE("write_file_atomic: the new file whole, or on failure the old one and 
                 isdir);
   CHECK(fs::is_directory(dir.path + "/ckpt/inner"));
   CHECK_FALSE(fs::exists(dir.path + "/ckpt.tmp"));
+  // A link is not replaced by a file (as root, /dev/stdout would be).
+  fs::create_symlink(p, dir.path + "/link");
+  const std::string link = error_of([&] { write_file_atomic(dir.path + "/link", "x"); });
+  CHECK_MESSAGE(link.find(dir.path + "/link: not a regular file") != std::string::npos, link);
+  CHECK(fs::is_symlink(dir.path + "/link"));
+  CHECK(slurp(p) == "0123456789");
+}
+
+TEST_CASE("FolderLock: one holder at a time; released with its object") {
+  TempDir dir("file_io_lock");
+  {
+    FolderLock a(dir.path);
+    const std::string e = error_of([&] { FolderLock b(dir.path); });
+    CHECK_MESSAGE(e.find(dir.path + ": in use by another process (it holds " + dir.path + "/.lock)") !=
+                      std::string::npos,
+                  e);
+  }
+  FolderLock again(dir.path);
+  CHECK(error_of([&] { FolderLock none(dir.path + "/none"); }).find("cannot open the folder's lock") !=
+        std::string::npos);
 }
 
 TEST_CASE("LineFile: whole lines; a failed append is cut off again; a removed file is an error") {

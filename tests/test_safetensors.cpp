@@ -104,6 +104,7 @@ TEST_CASE("safetensors writer refuses an unwritable path and leaves nothing behi
   SafeTensorsWriter w;
   const float v = 1.f;
   w.add("x", DType::F32, {1}, &v);
-  CHECK_THROWS_WITH_AS(w.write("/nonexistent/dir/out.safetensors"), doctest::Contains("cannot create the temporary file"), Error);
+  CHECK_THROWS_WITH_AS(w.write("/nonexistent/dir/out.safetensors"),
+                       doctest::Contains("cannot create the temporary file"), Error);
   CHECK_THROWS_AS(w.add("__metadata__", DType::F32, {1}, &v), Error);
 }

@@ -362,8 +362,8 @@ TEST_CASE("trainer: score_pseudo_labels logs the pseudo-labels' accuracy and cha
   std::string first;
   REQUIRE(std::getline(unl, first));
   fs::remove(holed.dir.path + "/SegmentationClassAug/" + first + ".png");
-  const std::string missing = error_of(
-      [&] { run(tiny(holed, "u2pl", {"trainer.unsupervised.score_pseudo_labels=True"}), quiet(runs.path + "/holed")); });
+  const TrainConfig scored_holed = tiny(holed, "u2pl", {"trainer.unsupervised.score_pseudo_labels=True"});
+  const std::string missing = error_of([&] { run(scored_holed, quiet(runs.path + "/holed")); });
   CHECK_MESSAGE(missing.find("missing label") != std::string::npos, missing);
   CHECK_MESSAGE(missing.find("score_pseudo_labels needs a label for every unlabeled image") != std::string::npos,
                 missing);
@@ -445,6 +445,14 @@ TEST_CASE("trainer: a checkpoint that cannot be written stops the run naming it;
   write_file_atomic(dir + "/stale.tmp", "left by a killed write");
   CHECK(run(cfg, quiet(dir, -1, true)).iterations == 12);
   CHECK_FALSE(fs::exists(dir + "/stale.tmp"));
+  // A run directory another run holds is refused, and nothing in it is touched.
+  {
+    write_file_atomic(dir + "/busy.tmp", "a live write of the other run");
+    FolderLock other(dir);
+    const std::string busy = error_of([&] { run(cfg, quiet(dir, -1, true)); });
+    CHECK_MESSAGE(busy.find(dir + ": in use by another process") != std::string::npos, busy);
+    CHECK(fs::exists(dir + "/busy.tmp"));
+  }
   // A run directory that cannot be made or written is refused before any work.
   write_file_atomic(runs.path + "/file", "x");
   const std::string not_dir = error_of([&] { run(cfg, quiet(runs.path + "/file")); });

@@ -62,7 +62,8 @@ class TrainLog {
   // *resume_iter (those the checkpoint has seen); 0 empties the log without reading it.
   explicit TrainLog(const std::string& path, std::optional<int64_t> resume_iter = std::nullopt);
 
-  // One line each, appended whole (engine/file_io.h: a failed write leaves no part of it). Term and stat names must be unique and must not be a record key
+  // One line each, appended whole (engine/file_io.h: a failed write leaves no part of it). Term
+  // and stat names must be unique and must not be a record key
   // ("type", "iter", "epoch", "lr", "time", "it_s", "stats"); iou and classes must match in size.
   void write(const IterRecord& r);
   void write(const ValRecord& r);

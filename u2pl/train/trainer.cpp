@@ -94,6 +94,7 @@ class Trainer {
   TrainStep step_;
   std::unique_ptr<Dataset> labeled_, unlabeled_, val_;
   AugmentSpec aug_;
+  std::unique_ptr<FolderLock> lock_;  // the run directory's, while the run lives (rank 0)
 
   CheckpointState state_;
   int64_t first_iter_ = 0;
@@ -280,13 +281,15 @@ void Trainer::save(const std::string& name) {
                   cfg_.save_memory_bank ? step_.bank() : nullptr);
 }
 
-// Before any work: the run directory is made and written to (refused with the cause otherwise);
-// temporary files a killed write left are removed; too little free space for a checkpoint is said.
+// Before training: the run directory is made, locked (a second run on it is refused) and written
+// to (refused with the cause otherwise); temporary files a killed write left are removed; too
+// little free space for a checkpoint is said.
 void Trainer::check_run_dir() {
   std::error_code ec;
   fs::create_directories(opt_.run_dir, ec);
   U2PL_CHECK(!ec, opt_.run_dir << ": cannot make the run directory: " << ec.message());
   U2PL_CHECK(fs::is_directory(opt_.run_dir), opt_.run_dir << ": the run directory is not a folder");
+  lock_ = std::make_unique<FolderLock>(opt_.run_dir);  // before anything in the folder is touched
   const std::string probe = path(".write_test");
   try {
     write_file_atomic(probe, "u2pl");
