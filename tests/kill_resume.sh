@@ -20,7 +20,7 @@ RANDOM=$seed
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 U2PL_QUIET=1
 work=$(mktemp -d)
 pid=
-trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
+trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 "$apps/u2pl_synth" --out "$work/data" --seed 4 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
 cat >"$work/config.yaml" <<YAML
 dataset:
