@@ -4,8 +4,6 @@
 // in load(). Covered by tests/test_dataset.cpp.
 #include "data/dataset.h"
 
-#include <stb/stb_image.h>  // declarations only: the implementation is compiled in image_io.cpp
-
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -207,11 +205,9 @@ std::vector<uint8_t> unpalette_voc(const Image& rgb, const std::string& path, in
 }  // namespace
 
 ImageHeader probe_image(const std::string& path) {
+  const ImageHeader h = read_image_header(path);
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error(path + ": cannot open (missing or unreadable)");
-  ImageHeader h;
-  const int ok = stbi_info_from_file(f, &h.width, &h.height, &h.channels);
-  h.bits16 = ok && stbi_is_16_bit_from_file(f);
   // The file's first bytes say its format; its last 4 KiB hold the end markers.
   unsigned char head[4] = {0, 0, 0, 0};
   std::vector<unsigned char> tail(4096);
@@ -223,7 +219,6 @@ ImageHeader probe_image(const std::string& path) {
   std::fseek(f, size - ntail, SEEK_SET);
   tail.resize(std::fread(tail.data(), 1, static_cast<size_t>(std::max<long>(ntail, 0)), f));
   std::fclose(f);
-  if (!ok) throw Error(path + ": not a readable image (corrupt or not an image: " + stbi_failure_reason() + ")");
   auto find_last = [&](unsigned char a, unsigned char b) {
     for (size_t i = tail.size(); i-- > 1;)
       if (tail[i - 1] == a && tail[i] == b) return static_cast<long>(i - 1);

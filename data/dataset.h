@@ -30,14 +30,8 @@ struct Sample {
   std::string label_path;  // resolved; empty for unlabeled entries when labels are absent
 };
 
-// What an image file's header says, read without decoding it.
-struct ImageHeader {
-  int width = 0, height = 0;
-  int channels = 0;     // as stored: 1 grey / index, 3 or 4 RGB(A) and palette PNGs, 2 grey + alpha
-  bool bits16 = false;  // a 16-bit PNG (stb would reduce it to 8 bits)
-};
-// Reads the header of a JPEG/PNG (any format stb_image knows) and checks that the file is complete
-// (a PNG ends with its IEND chunk, a JPEG with its end-of-image marker). Errors name the file.
+// Reads the header of a PNG or JPEG (read_image_header) and checks that the file is complete (a PNG
+// ends with its IEND chunk, a JPEG with its end-of-image marker). Errors name the file.
 ImageHeader probe_image(const std::string& path);
 
 struct LoadedSample {

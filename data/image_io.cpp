@@ -1,13 +1,10 @@
-// Image decoding and encoding, palettes and .npy output (data/image_io.h).
+// Image encoding, palettes and .npy output (data/image_io.h; decoding: data/image_decode.cpp).
 #include "data/image_io.h"
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_FAILURE_USERMSG
-#include <stb/stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
@@ -22,19 +19,6 @@ void append_bytes(void* context, void* data, int size) {
 }
 
 }  // namespace
-
-Image read_image(const std::string& path, int want_channels) {
-  U2PL_CHECK(want_channels == 1 || want_channels == 3, "read_image: channels must be 1 or 3");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  U2PL_CHECK(f != nullptr, path << ": cannot open (missing or unreadable)");
-  int w = 0, h = 0, c = 0;
-  unsigned char* data = stbi_load_from_file(f, &w, &h, &c, want_channels);
-  std::fclose(f);
-  U2PL_CHECK(data != nullptr, path << ": cannot decode image: " << stbi_failure_reason());
-  Image img{w, h, want_channels, std::vector<uint8_t>(data, data + size_t(w) * h * want_channels)};
-  stbi_image_free(data);
-  return img;
-}
 
 void write_png(const std::string& path, const Image& img) {
   U2PL_CHECK(img.channels == 1 || img.channels == 3, path << ": PNG output needs 1 or 3 channels");

@@ -1,6 +1,8 @@
-// Image files: decoding JPEG/PNG with stb_image and writing PNG/JPEG with stb_image_write (Debian
-// libstb-dev), colour palettes for predictions, and float32 .npy output. Errors name the file.
-// Covered by tests/test_predict.cpp (PNG, palettes, .npy) and tests/test_dataset.cpp (JPEG).
+// Image files: decoding PNG with libpng and JPEG with libjpeg-turbo (data/image_decode.cpp, the
+// decoders PIL uses), writing PNG/JPEG with stb_image_write (Debian libstb-dev), colour palettes
+// for predictions, and float32 .npy output. Errors name the file. Covered by
+// tests/test_predict.cpp (PNG, palettes, .npy), tests/test_dataset.cpp (decoding) and the fuzz
+// target fuzz/fuzz_image.cpp.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -16,7 +18,19 @@ struct Image {
   std::vector<uint8_t> pixels;  // row-major, interleaved channels
 };
 
-// Decodes an image file into `want_channels` (3: RGB, 1: single channel as stored).
+// What an image file's header says, read without decoding its pixels.
+struct ImageHeader {
+  int width = 0, height = 0;
+  int channels = 0;     // as stored: 1 grey / index, 3 or 4 RGB(A) and palette PNGs, 2 grey + alpha
+  bool bits16 = false;  // a 16-bit PNG (decoding keeps the high byte)
+};
+// The header of a PNG or JPEG file; anything else is an error naming the file.
+ImageHeader read_image_header(const std::string& path);
+
+// Decodes a PNG or JPEG file into `want_channels`: 3, RGB (grey and palettes expanded, alpha
+// dropped, 16-bit samples cut to their high byte); 1, a single-channel file as stored (a file of
+// more channels is an error). Corrupt or truncated files, and images over 2^27 pixels, are errors
+// naming the file.
 Image read_image(const std::string& path, int want_channels);
 // Writes an 8-bit PNG with 1 (grey/index) or 3 (RGB) channels, atomically.
 void write_png(const std::string& path, const Image& img);

@@ -52,7 +52,8 @@ void put_jpeg(const std::string& path, const Image& img) {
   write_jpeg(path, img, 95);
 }
 
-// A real palette PNG (colour type 3, stored zlib blocks), as VOC's SegmentationClass files are.
+// A PNG of any colour type and bit depth from its packed rows (stored zlib blocks), with an
+// optional palette and tRNS chunk: the forms VOC's SegmentationClass files and other tools write.
 uint32_t crc32(const std::string& s) {
   uint32_t c = 0xffffffffu;
   for (unsigned char b : s) {
@@ -62,10 +63,10 @@ uint32_t crc32(const std::string& s) {
   return ~c;
 }
 std::string be32(uint32_t v) { return {char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; }
-void write_palette_png(const std::string& path, int w, int h, const std::vector<uint8_t>& idx,
-                       const std::vector<std::array<uint8_t, 3>>& pal) {
+std::string png_bytes(uint32_t w, uint32_t h, int depth, int colour_type, const std::vector<std::string>& rows,
+                      const std::vector<std::array<uint8_t, 3>>& pal = {}, const std::string& trns = "") {
   std::string raw, plte, z = "\x78\x01";
-  for (int y = 0; y < h; ++y) raw += '\0' + std::string(idx.begin() + y * w, idx.begin() + (y + 1) * w);
+  for (const std::string& r : rows) raw += '\0' + r;
   REQUIRE(raw.size() < 65536);
   const uint16_t n = uint16_t(raw.size());
   z += std::string{'\x01', char(n & 0xff), char(n >> 8), char(~n & 0xff), char((~n >> 8) & 0xff)} + raw;
@@ -77,11 +78,18 @@ void write_palette_png(const std::string& path, int w, int h, const std::vector<
   auto chunk = [&](const std::string& type, const std::string& data) {
     out += be32(uint32_t(data.size())) + type + data + be32(crc32(type + data));
   };
-  chunk("IHDR", be32(w) + be32(h) + std::string{8, 3, 0, 0, 0});
-  chunk("PLTE", plte);
+  chunk("IHDR", be32(w) + be32(h) + std::string{char(depth), char(colour_type), 0, 0, 0});
+  if (!pal.empty()) chunk("PLTE", plte);
+  if (!trns.empty()) chunk("tRNS", trns);
   chunk("IDAT", z);
   chunk("IEND", "");
-  write_text(path, out);
+  return out;
+}
+void write_palette_png(const std::string& path, int w, int h, const std::vector<uint8_t>& idx,
+                       const std::vector<std::array<uint8_t, 3>>& pal) {
+  std::vector<std::string> rows;
+  for (int y = 0; y < h; ++y) rows.emplace_back(idx.begin() + y * w, idx.begin() + (y + 1) * w);
+  write_text(path, png_bytes(uint32_t(w), uint32_t(h), 8, 3, rows, pal));
 }
 
 // The message of the error that f throws ("" when none); each of `parts` must appear in it.
@@ -131,6 +139,80 @@ TEST_CASE("dataset: write_jpeg writes a JPEG that decodes to nearly the same pix
   for (uint8_t v : back.pixels) CHECK(std::abs(int(v) - 90) <= 2);
   CHECK(probe_image(p).channels == 3);
   CHECK_THROWS_WITH_AS(write_jpeg(p, flat, 0), doctest::Contains("quality"), Error);
+}
+
+TEST_CASE("image decoding: every PNG colour type and depth as PIL's convert(\"RGB\") gives it") {
+  const TempDir dir("png_forms");
+  const std::string p = dir.path + "/x.png";
+  const int w = 4, h = 3;
+  auto rows = [&](int bytes_per_pixel, auto value) {  // value(x, y, k): byte k of pixel (x, y)
+    std::vector<std::string> r(h);
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int k = 0; k < bytes_per_pixel; ++k) r[size_t(y)] += char(value(x, y, k));
+    return r;
+  };
+  auto expect_rgb = [&](auto rgb_of) {  // rgb_of(x, y, c)
+    const Image img = read_image(p, 3);
+    REQUIRE(img.width == w);
+    REQUIRE(img.height == h);
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int c = 0; c < 3; ++c) CHECK(int(img.pixels[size_t((y * w + x) * 3 + c)]) == rgb_of(x, y, c));
+  };
+  // Palette with transparency: the palette's colours, no compositing; reported as RGBA.
+  std::vector<std::array<uint8_t, 3>> pal;
+  for (int i = 0; i < 5; ++i) pal.push_back({uint8_t(10 * i), uint8_t(20 * i), uint8_t(30 * i)});
+  write_text(p, png_bytes(w, h, 8, 3, rows(1, [](int x, int y, int) { return (x + y) % 5; }), pal, std::string("\x00\x80", 2)));
+  expect_rgb([](int x, int y, int c) { return (x + y) % 5 * 10 * (c + 1); });
+  CHECK(probe_image(p).channels == 4);
+  CHECK_THROWS_WITH_AS(read_image(p, 1), doctest::Contains((p + ": expected a single-channel image, got 4 channels").c_str()),
+                       Error);
+  // RGBA: alpha dropped, as PIL does, not blended.
+  write_text(p, png_bytes(w, h, 8, 6, rows(4, [](int x, int y, int k) { return k == 3 ? x * 80 : (x + 1) * (y + 2) * (k + 3); })));
+  expect_rgb([](int x, int y, int c) { return (x + 1) * (y + 2) * (c + 3); });
+  CHECK(probe_image(p).channels == 4);
+  // 16-bit grey: the high byte of each sample, grey replicated to RGB; read as one channel too.
+  write_text(p, png_bytes(w, h, 16, 0, rows(2, [](int x, int y, int k) {
+                            const int v = x * 4000 + y * 300 + 77;
+                            return k == 0 ? v >> 8 : v & 0xff;
+                          })));
+  expect_rgb([](int x, int y, int) { return (x * 4000 + y * 300 + 77) >> 8; });
+  CHECK(probe_image(p).bits16);
+  CHECK(read_image(p, 1).pixels[5] == (1 * 4000 + 1 * 300 + 77) >> 8);
+  // 4-bit grey (8 pixels from 4 bytes a row): 0..15 scaled to 0..255; grey + alpha: the grey.
+  write_text(p, png_bytes(8, h, 4, 0, rows(1, [](int x, int y, int) {
+                            return ((2 * x + 4 * y) % 16) << 4 | ((2 * x + 1 + 4 * y) % 16);
+                          })));
+  const Image g4 = read_image(p, 1);
+  for (int i = 0; i < 8 * h; ++i) CHECK(int(g4.pixels[size_t(i)]) == (i % 8 + 4 * (i / 8)) % 16 * 17);
+  write_text(p, png_bytes(w, h, 8, 4, rows(2, [](int x, int y, int k) { return k ? 9 : x * 50 + y; })));
+  expect_rgb([](int x, int y, int) { return x * 50 + y; });
+  CHECK(probe_image(p).channels == 2);
+}
+
+TEST_CASE("image decoding: corrupt data, other formats and oversized headers are errors naming the file") {
+  const TempDir dir("decode_errors");
+  const std::string p = dir.path + "/x.png", j = dir.path + "/x.jpg";
+  const std::vector<std::string> rows(3, std::string(4, '\x07'));
+  std::string png = png_bytes(4, 3, 8, 0, rows);
+  png[png.find("IDAT") + 4] = 0x79;  // the zlib header's check bits no longer hold
+  write_text(p, png);
+  CHECK_THROWS_WITH_AS(read_image(p, 1), doctest::Contains((p + ": cannot decode image: corrupt PNG").c_str()), Error);
+  write_text(p, png_bytes(1u << 14, 1u << 14, 8, 0, rows));  // 2^28 pixels claimed by a tiny file
+  CHECK_THROWS_WITH_AS(read_image(p, 1), doctest::Contains("16384x16384 is over the 134217728 pixels"), Error);
+  write_text(p, "GIF89a and the rest");
+  CHECK_THROWS_WITH_AS(read_image(p, 3), doctest::Contains((p + ": not a PNG or JPEG file").c_str()), Error);
+  CHECK_THROWS_WITH_AS(probe_image(p), doctest::Contains((p + ": not a PNG or JPEG file").c_str()), Error);
+  // A JPEG cut inside its scan: libjpeg would fill in grey with a warning; that is an error.
+  write_jpeg(j, rgb(32, 32, 5), 95);
+  std::ifstream in(j, std::ios::binary);
+  const std::string jpeg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write_text(j, jpeg.substr(0, jpeg.size() * 2 / 3));
+  CHECK_THROWS_WITH_AS(read_image(j, 3), doctest::Contains((j + ": cannot decode image: corrupt JPEG").c_str()), Error);
+  // A colour JPEG is not one channel.
+  write_jpeg(j, rgb(16, 8, 2), 95);
+  CHECK_THROWS_WITH_AS(read_image(j, 1), doctest::Contains((j + ": expected a single-channel image, got 3").c_str()), Error);
 }
 
 TEST_CASE("dataset: VOC with index labels (SegmentationClassAug), Windows line endings") {
@@ -185,7 +267,7 @@ TEST_CASE("dataset: VOC palette labels (SegmentationClass) map back through the 
   spec.data_list = root + "/val.txt";
   const Dataset ds(spec, true);
   REQUIRE(ds.size() == 2);
-  CHECK(probe_image(ds.sample(0).label_path).channels == 3);  // stb reports a palette PNG as RGB
+  CHECK(probe_image(ds.sample(0).label_path).channels == 3);  // a palette PNG without tRNS counts as RGB
   CHECK(ds.load(0).label == want);
   CHECK(ds.load(1).label == want);
 
@@ -352,7 +434,7 @@ TEST_CASE("dataset: corrupt, truncated and mismatched files are errors naming th
   write_text(a, jpeg.substr(0, jpeg.size() * 2 / 3));
   check_error([&] { Dataset(voc.spec(), true); }, {voc.list + ":1: ", a + ": truncated JPEG"});
   write_text(a, "GIF? no: just text");
-  check_error([&] { Dataset(voc.spec(), true); }, {voc.list + ":1: ", a + ": not a readable image"});
+  check_error([&] { Dataset(voc.spec(), true); }, {voc.list + ":1: ", a + ": not a PNG or JPEG file"});
   put_jpeg(a, rgb(16, 12, 'a'));
 
   std::ifstream lin(b_lab, std::ios::binary);
@@ -386,7 +468,7 @@ TEST_CASE("dataset: skip_bad drops entries with missing or broken files and list
   CHECK(ds.sample(0).id == "a");
   CHECK(ds.skipped() == 3);
   REQUIRE(ds.warnings().size() == 3);
-  CHECK(ds.warnings()[0].find(voc.list + ":2: " + voc.root + "/JPEGImages/b.jpg: not a readable image") == 0);
+  CHECK(ds.warnings()[0].find(voc.list + ":2: " + voc.root + "/JPEGImages/b.jpg: not a PNG or JPEG file") == 0);
   CHECK(ds.warnings()[1].find(voc.list + ":3: ") == 0);
   CHECK(ds.warnings()[1].find("label is 3x3") != std::string::npos);
   CHECK(ds.warnings()[2].find(voc.list + ":4: missing image") == 0);
