@@ -173,6 +173,7 @@ Shape SafeTensorsFile::shape(const std::string& name) const {
   const StEntry& e = entry(name);
   U2PL_CHECK(e.shape.size() <= 4, path_ << ": tensor '" << name << "' has " << e.shape.size()
                                         << " dimensions, at most 4 are supported");
+  if (e.shape.empty()) return Shape{1};  // a scalar: one element (an engine Shape of 0 dimensions holds none)
   Shape s;
   for (int64_t v : e.shape) s.d[s.ndim++] = v;
   return s;

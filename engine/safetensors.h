@@ -36,7 +36,7 @@ class SafeTensorsFile {
   std::vector<double> doubles(const std::string& name) const;     // F64 (or F32, widened)
   std::vector<int32_t> ints(const std::string& name) const;       // I32, I64 or U8
   std::vector<uint8_t> bytes(const std::string& name) const;      // U8
-  Shape shape(const std::string& name) const;                     // up to 4-D
+  Shape shape(const std::string& name) const;                     // up to 4-D; a scalar as (1)
   std::string meta(const std::string& key) const;                 // throws when absent
 
  private:

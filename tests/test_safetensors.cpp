@@ -41,11 +41,17 @@ TEST_CASE("safetensors round trip with metadata and several dtypes") {
   w.add("a.weight", DType::F32, {2, 3}, a.data());
   w.add("labels", DType::I32, {3}, b.data());
   w.add("mask", DType::U8, {2, 2}, c.data());
+  const float scalar = 0.25f;
+  w.add("scalar", DType::F32, {}, &scalar);
   w.set_metadata("source", "test");
   w.write(p);
   SafeTensorsFile f(p);
   CHECK(f.floats("a.weight") == a);
   CHECK(f.shape("a.weight") == Shape{2, 3});
+  // A 0-dimensional tensor (PyTorch's scalars) holds one element, and its Shape says so (found by
+  // fuzz/fuzz_safetensors.cpp: an engine Shape of 0 dimensions holds none).
+  CHECK(f.floats("scalar") == std::vector<float>{0.25f});
+  CHECK(f.shape("scalar").numel() == 1);
   CHECK(f.ints("labels") == b);
   CHECK(f.bytes("mask") == c);
   CHECK(f.ints("mask") == std::vector<int32_t>{1, 0, 1, 1});
