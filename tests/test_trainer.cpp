@@ -497,6 +497,16 @@ TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another n
     CHECK(error_of([&] { load_checkpoint(odd, net, nullptr, mom, nullptr); })
               .find("checkpoint metadata iter = '12x' is not an integer") != std::string::npos);
   }
+  {  // a model to evaluate that is neither network (found by fuzz/fuzz_checkpoint.cpp)
+    SafeTensorsFile good(ck);
+    SafeTensorsWriter w;
+    for (const auto& [key, value] : good.metadata()) w.set_metadata(key, key == "eval_model" ? "studnet" : value);
+    for (const auto& e : good.entries()) w.add(e.first, e.second.dtype, e.second.shape, good.floats(e.first).data());
+    const std::string odd = runs.path + "/odd_model.safetensors";
+    w.write(odd);
+    CHECK(error_of([&] { load_checkpoint(odd, net, nullptr, mom, nullptr); })
+              .find("checkpoint metadata eval_model = 'studnet' (expected teacher or student)") != std::string::npos);
+  }
   const TrainConfig wide = tiny(set, "suponly", {"net.encoder.kwargs.width_divisor=8"});
   U2plNet other(wide.net);
   other.allocate(Device::CPU, 1, true);

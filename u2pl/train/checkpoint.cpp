@@ -75,6 +75,8 @@ LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2pl
   st.eval_model = f.meta("eval_model");
   st.config_yaml = f.meta("config");
   U2PL_CHECK(st.iter >= 0, path << ": checkpoint iteration " << st.iter << " is negative");
+  U2PL_CHECK(st.eval_model == "teacher" || st.eval_model == "student",
+             path << ": checkpoint metadata eval_model = '" << st.eval_model << "' (expected teacher or student)");
   const bool has_teacher = f.meta("teacher") == "yes";
   U2PL_CHECK(has_teacher == (teacher != nullptr),
              path << ": the checkpoint " << (has_teacher ? "has" : "has no") << " teacher, but this run "
