@@ -1,5 +1,5 @@
 // The folders are the architecture (STYLE 1, README "Layout"): every quoted #include in the
-// libraries, apps, benchmarks and tests names its folder, and the library folders include only
+// libraries, apps, benchmarks, fuzz targets and tests names its folder, and the library folders include only
 // from the folders below them (engine ← layers ← u2pl/net, u2pl/losses ← u2pl/eval ← u2pl/train;
 // engine ← data ← u2pl/net, u2pl/eval). Reads the source tree the test binary was built from
 // (U2PL_SOURCE_DIR).
@@ -32,7 +32,9 @@ const std::map<std::string, std::set<std::string>>& allowed_includes() {
     r["bench"].insert("bench");
     r["apps"] = r["bench"];  // u2pl_bench is the benchmarks' main
     r["apps"].insert("apps");
-    r["tests"] = all;
+    r["fuzz"] = all;  // the fuzz targets (fuzz/), which the unit suite also compiles
+    r["fuzz"].insert("fuzz");
+    r["tests"] = r["fuzz"];
     r["tests"].insert("tests");
     return r;
   }();
@@ -83,7 +85,7 @@ TEST_CASE("layout: includes name their folder and point one way") {
     CHECK_MESSAGE(e.is_directory(), "u2pl/ holds only its subfolders, found " << e.path().filename().string());
 
   int files = 0, includes = 0;
-  for (const char* top : {"engine", "layers", "data", "u2pl", "apps", "bench", "tests"}) {
+  for (const char* top : {"engine", "layers", "data", "u2pl", "apps", "bench", "fuzz", "tests"}) {
     for (const auto& e : fs::recursive_directory_iterator(root / top)) {
       if (!e.is_regular_file() || !is_source(e.path())) continue;
       const std::string rel = fs::relative(e.path(), root).generic_string();

@@ -4,6 +4,9 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libdnnl-dev doctest-dev libstb-dev
       nlohmann-json3-dev libyaml-cpp-dev libopenmpi-dev openmpi-bin libpng-dev libjpeg62-turbo-dev)
+# The fuzz targets (tools/fuzz.sh, a smoke run in tools/test.sh): clang, its libFuzzer and
+# sanitizer runtimes, and its OpenMP.
+pkgs+=(clang libclang-rt-dev libomp-dev)
 # The PyTorch peer for fixtures and benchmarks is optional: U2PL_WITH_TORCH=1 installs it.
 if [ "${U2PL_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
