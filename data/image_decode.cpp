@@ -1,15 +1,17 @@
 // Image decoding (data/image_io.h): PNG through libpng and JPEG through libjpeg-turbo, the decoders
 // PIL uses, so the pixels are those the public code's Image.open(...).convert("RGB") sees. Both
 // libraries report errors by longjmp: each setjmp sits in a function whose frame holds no object
-// with a destructor, and the message comes back to C++ code that throws. Warnings are ignored for
-// PNG (ancillary-chunk trouble) and are errors for JPEG (libjpeg warns, and fills in grey, on data
-// that ends early or is corrupt). Covered by tests/test_dataset.cpp and the fuzz target
-// fuzz/fuzz_image.cpp.
+// with a destructor, and the message comes back to C++ code that throws. libpng's warnings (about
+// ancillary chunks) are ignored. libjpeg's warnings are too, as PIL ignores them (extraneous bytes
+// before a marker, say), but for the two that mean image data is missing, which libjpeg would fill
+// in with grey: the file ends early (PIL: "image file is truncated") or a marker cuts a scan short.
+// Covered by tests/test_dataset.cpp and the fuzz target fuzz/fuzz_image.cpp.
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which needs FILE and size_t declared
 #include <cstring>
 
 #include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h
 #include <png.h>
 
 #include "data/image_io.h"
@@ -74,9 +76,12 @@ bool png_header(std::FILE* f, ImageHeader* h, DecodeError* e) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, e, png_fail, png_ignore);
   if (!png) return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
   png_infop info = png_create_info_struct(png);
-  if (!info || setjmp(png_jmpbuf(png))) {
-    png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
-    if (!e->message[0]) std::snprintf(e->message, sizeof e->message, "out of memory");
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
     return false;
   }
   png_init_io(png, f);
@@ -99,9 +104,12 @@ bool png_decode(std::FILE* f, int want, Image* out, std::vector<png_bytep>* rows
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, e, png_fail, png_ignore);
   if (!png) return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
   png_infop info = png_create_info_struct(png);
-  if (!info || setjmp(png_jmpbuf(png))) {
-    png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
-    if (!e->message[0]) std::snprintf(e->message, sizeof e->message, "out of memory");
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
     return false;
   }
   png_init_io(png, f);
@@ -141,9 +149,10 @@ void jpeg_fail(j_common_ptr cinfo) {
   std::snprintf(j->error->message, sizeof j->error->message, "%s", msg);
   std::longjmp(j->jump, 1);
 }
-// Warnings (level -1: corrupt or missing data, which libjpeg fills in) stop the decode too.
+// Warnings (level -1) that mean missing image data stop the decode; the others are ignored.
 void jpeg_message(j_common_ptr cinfo, int level) {
-  if (level < 0) jpeg_fail(cinfo);
+  const int code = cinfo->err->msg_code;
+  if (level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) jpeg_fail(cinfo);
 }
 
 // The JPEG header (decode false) or the whole image (decode true, into out->pixels sized by the
@@ -221,8 +230,7 @@ Image read_image(const std::string& path, int want_channels) {
     ImageHeader again;
     ok = jpeg_read(f.get(), true, want_channels, &again, &img, &e);
   }
-  U2PL_CHECK(ok, path << ": cannot decode image: corrupt " << (fmt == Format::Png ? "PNG" : "JPEG") << " ("
-                      << e.message << ")");
+  U2PL_CHECK(ok, path << ": cannot decode the " << (fmt == Format::Png ? "PNG" : "JPEG") << " (" << e.message << ")");
   return img;
 }
 
