@@ -390,7 +390,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   TensorView image = img_l;
   // The unlabeled images' labels, mixed as the pseudo-labels are (the score_pseudo_labels diagnostic).
   std::vector<int32_t> truth_mix;
-  std::vector<int64_t> true_negatives;  // per replica (count_true_in_ranks)
+  std::vector<PseudoLabelCounts> pseudo_counts;  // per replica, counted in the unsupervised loop
   if (o.semi && truth_u.defined()) {
     const Shape want{BR, H, W};
     U2PL_CHECK(truth_u.device == Device::CPU && truth_u.shape == want,
@@ -483,19 +483,23 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     const TensorView entropy = scratch(entropy_, Shape{BR, H, W}, dev_);
     filtered = scratch(filtered_, Shape{BR, H, W}, dev_);
     const UnsupOptions uo = cfg_.unsup_options(cfg_.unsup_percent_at(epoch));
-    true_negatives.assign(size_t(R), 0);
+    if (!truth_mix.empty()) pseudo_counts.resize(size_t(R));
     for (int r = 0; r < R; ++r) {
       bilinear_forward(ctx, tt.pred.batch_slice(r * per + b, b), up_t);
       bilinear_forward(ctx, out.pred.batch_slice(r * per + b, b), up_s);
       unsup_loss(ctx, up_s, lab_mix.batch_slice(r * b, b), up_t, uo, entropy.batch_slice(r * b, b),
                  filtered.batch_slice(r * b, b), cfg_.unsup.loss_weight * share, dup_s, 0.f,
                  unsup_out_[size_t(r)].get());
-      if (!truth_mix.empty() && bank_) {
-        const std::vector<float> logits = to_host(up_t);
+      if (!truth_mix.empty()) {  // one copy of the pseudo-labels and the filter for both counts
+        const int32_t* truth = truth_mix.data() + r * b * H * W;
+        const std::vector<int32_t> pseudo = to_host(lab_mix.batch_slice(r * b, b));
         const std::vector<int32_t> kept = to_host(filtered.batch_slice(r * b, b));
-        true_negatives[size_t(r)] = count_true_in_ranks(truth_mix.data() + r * b * H * W, logits.data(), kept.data(),
-                                                        b, C, H * W, cparams_.low_rank, cparams_.high_rank,
-                                                        cfg_.data.ignore_label);
+        PseudoLabelCounts& pc = pseudo_counts[size_t(r)];
+        pc = count_pseudo_labels(truth, pseudo.data(), kept.data(), b * H * W, cfg_.data.ignore_label);
+        if (bank_)
+          pc.unreliable_true_negative = count_true_in_ranks(truth, to_host(up_t).data(), kept.data(), b, C, H * W,
+                                                            cparams_.low_rank, cparams_.high_rank,
+                                                            cfg_.data.ignore_label);
       }
       bilinear_backward(ctx, dup_s, dpred.batch_slice(r * per + b, b), 0.f);
     }
@@ -600,13 +604,7 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
     f.unsup = ur.loss;
     f.thresh = ur.thresh;
     f.valid = ur.valid;
-    if (!truth_mix.empty()) {
-      const std::vector<int32_t> pseudo = to_host(lab_mix.batch_slice(r * b, b));
-      const std::vector<int32_t> kept = to_host(filtered.batch_slice(r * b, b));
-      f.pseudo = count_pseudo_labels(truth_mix.data() + r * b * H * W, pseudo.data(), kept.data(), b * H * W,
-                                     cfg_.data.ignore_label);
-      if (!true_negatives.empty()) f.pseudo.unreliable_true_negative = true_negatives[size_t(r)];
-    }
+    if (!pseudo_counts.empty()) f.pseudo = pseudo_counts[size_t(r)];
     if (bank_) {
       const EntropyThresholds th = masks_out_[size_t(r)].read(ctx);
       const ContrastiveResult cr = contra_out_[size_t(r)].read(ctx);
