@@ -13,6 +13,7 @@
 #  - no temporary file is left.
 # Usage: kill_resume.sh APPS_DIR [KILLS (default 20)]; U2PL_KILL_SEED fixes the random moments.
 set -euo pipefail
+source "$(dirname "$0")/run_helpers.sh"
 apps=$1
 kills=${2:-20}
 seed=${U2PL_KILL_SEED:-$$}
@@ -22,7 +23,7 @@ work=$(mktemp -d)
 pid=
 trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 "$apps/u2pl_synth" --out "$work/data" --seed 4 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
-cat >"$work/config.yaml" <<YAML
+{ cat <<YAML
 dataset:
   type: pascal_semi
   train: {data_root: $work/data, data_list: $work/data/splits/4/labeled.txt, flip: True,
@@ -41,14 +42,8 @@ trainer:
   contrastive: {negative_high_entropy: True, low_rank: 1, high_rank: 3, current_class_threshold: 0.3,
                 current_class_negative_threshold: 1, low_entropy_threshold: 20, num_negatives: 16,
                 num_queries: 8, temperature: 0.5, queue_size: 40, queue_size_background: 60}
-net:
-  num_classes: 3
-  ema_decay: 0.99
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder: {type: u2pl.models.decoder.dec_deeplabv3_plus, kwargs: {inner_planes: 16, dilations: [2, 4, 6]}}
 YAML
+  net_yaml; } >"$work/config.yaml"
 train() {  # train RUN_DIR [--resume]: u2pl_train on the CPU in the background; its pid in $pid
   "$apps/u2pl_train" --config "$work/config.yaml" --device cpu --run-dir "$@" >>"$work/out.txt" 2>&1 &
   pid=$!
@@ -57,12 +52,6 @@ fail() {
   echo "kill_resume: FAIL (U2PL_KILL_SEED=$seed): $*"
   tail -n 20 "$work/out.txt"
   exit 1
-}
-
-ckpt_iter() {  # the iteration a checkpoint holds
-  python3 -c 'import json, struct, sys
-f = open(sys.argv[1], "rb")
-print(json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))["__metadata__"]["iter"])' "$1"
 }
 
 start=$(date +%s%N)

@@ -2,7 +2,8 @@
 # reads "MPIRUN_COMMAND... -- APPS_DIR" into the array `mpirun` and `apps`, makes the folder
 # `work` (removed at exit) with a small synthetic VOC-layout set in work/data, and defines
 # write_config EPOCHS EVAL_ON: work/config.yaml, SupOnly on it with a ResNet-18 at width/16,
-# batch 1, crop 33, so two processes make two replicas of one image.
+# batch 1, crop 33, so two processes make two replicas of one image; and run_helpers.sh's.
+source "$(dirname "${BASH_SOURCE[0]}")/run_helpers.sh"
 mpirun=()
 while [ "$1" != -- ]; do mpirun+=("$1"); shift; done
 apps=$2
@@ -11,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 "$apps/u2pl_synth" --out "$work/data" --seed 2 --train 16 --val 4 --size 40 --classes 3 --labeled 4 >/dev/null
 
 write_config() {
-  cat >"$work/config.yaml" <<YAML
+  { cat <<YAML
 dataset:
   type: pascal
   train: {data_root: $work/data, data_list: $work/data/splits/4/labeled.txt, crop: {type: rand, size: [33, 33]}}
@@ -23,11 +24,6 @@ trainer:
   eval_on: $2
   optimizer: {type: SGD, kwargs: {lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
   lr_scheduler: {mode: poly, kwargs: {power: 0.9}}
-net:
-  num_classes: 3
-  encoder:
-    type: u2pl.models.resnet.resnet18
-    kwargs: {replace_stride_with_dilation: [False, False, True], width_divisor: 16}
-  decoder: {type: u2pl.models.decoder.dec_deeplabv3_plus, kwargs: {inner_planes: 16, dilations: [2, 4, 6]}}
 YAML
+    net_yaml; } >"$work/config.yaml"
 }

@@ -24,13 +24,7 @@ set -e
 cat "$work/out.txt"
 [ $rc -eq 130 ] || { echo "mpi_signal: FAIL: exit $rc, expected 130 (stopped by signal)"; exit 1; }
 grep -q "stopped by signal at iteration" "$work/out.txt" || { echo "mpi_signal: FAIL: no stop message"; exit 1; }
-iter=$(python3 - "$work/run/ckpt_latest.safetensors" <<'PY'
-import json, struct, sys
-f = open(sys.argv[1], "rb")
-n = struct.unpack("<Q", f.read(8))[0]
-print(json.loads(f.read(n))["__metadata__"]["iter"])
-PY
-)
+iter=$(ckpt_iter "$work/run/ckpt_latest.safetensors")
 [ -n "$iter" ] && [ "$iter" -gt 0 ] && [ "$iter" -lt 1000 ] ||
   { echo "mpi_signal: FAIL: ckpt_latest holds iteration '$iter'"; exit 1; }
 echo "mpi_signal: ok (exit 130, both processes stopped at iteration $iter with a checkpoint)"
