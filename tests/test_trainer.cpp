@@ -484,6 +484,16 @@ TEST_CASE("checkpoint: a file that is not a training checkpoint, or of another n
   U2plNet teacher(cfg.net);
   teacher.allocate(Device::CPU, 2, false);
   CHECK(error_of([&] { load_checkpoint(ck, net, &teacher, mom, nullptr); }).find("has no teacher") != std::string::npos);
+  // The free-space figure is the file's data section exactly (its size less the 8-byte header
+  // length and the JSON header), with a teacher and without.
+  for (const U2plNet* t : {static_cast<const U2plNet*>(nullptr), static_cast<const U2plNet*>(&teacher)}) {
+    const std::string sized = runs.path + "/sized.safetensors";
+    save_checkpoint(sized, st, net, t, mom, nullptr);
+    std::ifstream in(sized, std::ios::binary);
+    uint64_t header = 0;
+    in.read(reinterpret_cast<char*>(&header), 8);
+    CHECK(int64_t(fs::file_size(sized) - 8 - header) == checkpoint_data_bytes(net, t, mom, nullptr));
+  }
   Tensor short_mom(Shape{5}, Device::CPU);
   CHECK(error_of([&] { load_checkpoint(ck, net, nullptr, short_mom, nullptr); }).find("optimizer.momentum") !=
         std::string::npos);

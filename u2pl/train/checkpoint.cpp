@@ -60,6 +60,18 @@ void save_checkpoint(const std::string& path, const CheckpointState& st, const U
   w.write(path, "checkpoint");
 }
 
+int64_t checkpoint_data_bytes(const U2plNet& student, const U2plNet* teacher, TensorView momentum,
+                              const MemoryBank* bank) {
+  auto floats = [](const U2plNet* n) {  // what add_model writes: each declared tensor, no arena padding
+    int64_t k = 0;
+    for (size_t i = 0; n && i < n->params().decls().size(); ++i) k += n->params().value(static_cast<int>(i)).numel();
+    return k;
+  };
+  int64_t n = floats(&student) + floats(teacher) + momentum.numel();
+  if (bank) n += bank->total_capacity() * bank->dim();
+  return int64_t(sizeof(float)) * n;
+}
+
 LoadedCheckpoint load_checkpoint(const std::string& path, U2plNet& student, U2plNet* teacher,
                                  TensorView momentum, MemoryBank* bank) {
   const SafeTensorsFile f(path);

@@ -29,6 +29,11 @@ struct CheckpointState {
 void save_checkpoint(const std::string& path, const CheckpointState& st, const U2plNet& student,
                      const U2plNet* teacher, TensorView momentum, const MemoryBank* bank);
 
+// The bytes of tensor data such a checkpoint holds at most (the bank full), without its header:
+// what the run directory needs room for (Trainer's free-space warning).
+int64_t checkpoint_data_bytes(const U2plNet& student, const U2plNet* teacher, TensorView momentum,
+                              const MemoryBank* bank);
+
 struct LoadedCheckpoint {
   CheckpointState state;
   bool had_bank = false;  // the file held memory-bank rows (restored into the bank given)

@@ -302,12 +302,8 @@ void Trainer::check_run_dir() {
       fs::remove(e.path());
       say("removed " + e.path().string() + ", left by a write that was interrupted");
     }
-  // A checkpoint: the student's and teacher's parameters and buffers, the momentum, the bank.
-  auto floats = [](const U2plNet* n) {
-    return n ? n->params().values().all().numel() + n->params().buffers().all().numel() : int64_t(0);
-  };
-  int64_t need = 4 * (floats(&step_.student()) + floats(step_.teacher()) + step_.momentum().numel());
-  if (cfg_.save_memory_bank && step_.bank()) need += 4 * step_.bank()->total_capacity() * step_.bank()->dim();
+  const int64_t need = checkpoint_data_bytes(step_.student(), step_.teacher(), step_.momentum(),
+                                            cfg_.save_memory_bank ? step_.bank() : nullptr);
   const int64_t free = free_bytes(opt_.run_dir);
   if (free >= 0 && free < 2 * need)
     say("warning: " + std::to_string(free >> 20) + " MiB free where the run directory is; a checkpoint takes about " +
