@@ -1,4 +1,4 @@
-// u2pl_infer: colourised predictions of a trained network for any images, and with --dump the
+// u2pl_infer: colourised predictions of a trained network for PNG and JPEG images, and with --dump the
 // raw stride-4 logits (and representation) as .npy for parity checks against PyTorch.
 // The logic lives in u2pl/eval/predict.h; this main parses, builds, loops.
 #include <csignal>

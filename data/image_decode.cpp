@@ -6,9 +6,11 @@
 // before a marker, say), but for the two that mean image data is missing, which libjpeg would fill
 // in with grey: the file ends early (PIL: "image file is truncated") or a marker cuts a scan short.
 // Covered by tests/test_dataset.cpp and the fuzz target fuzz/fuzz_image.cpp.
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which needs FILE and size_t declared
 #include <cstring>
+#include <vector>
 
 #include <jpeglib.h>
 #include <jerror.h>  // after jpeglib.h
@@ -97,8 +99,9 @@ bool png_header(std::FILE* f, ImageHeader* h, DecodeError* e) {
 }
 
 // Decodes into out->pixels (sized by the caller from the header, `want` channels): 16-bit samples
-// keep their high byte, alpha is dropped (not composited), a palette and grey are expanded to RGB
-// for want 3, grey of 1, 2 or 4 bits is scaled to 8. want 1 takes single-channel files only (the
+// keep their high byte (as PIL reads 16-bit RGB; PIL clips 16-bit grey at 255 instead, a form no
+// dataset uses), alpha is dropped (not composited), a palette and grey are expanded to RGB for
+// want 3, grey of 1, 2 or 4 bits is scaled to 8. want 1 takes single-channel files only (the
 // caller checks). Returns false with e->message set on error.
 bool png_decode(std::FILE* f, int want, Image* out, std::vector<png_bytep>* rows, DecodeError* e) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, e, png_fail, png_ignore);
@@ -155,16 +158,38 @@ void jpeg_message(j_common_ptr cinfo, int level) {
   if (level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) jpeg_fail(cinfo);
 }
 
-// The JPEG header (decode false) or the whole image (decode true, into out->pixels sized by the
-// caller, `want` channels; want 1 takes single-component files only, the caller checks).
-bool jpeg_read(std::FILE* f, bool decode, int want, ImageHeader* h, Image* out, DecodeError* e) {
+// A CMYK pixel as PIL's convert("RGB") gives it (Convert.c cmyk2rgb): R = (255 − K) − C·(255 − K)/255
+// rounded as its MULDIV255, likewise G from M and B from Y. Files with an Adobe marker store the
+// values inverted (Photoshop's convention, PIL's rawmode "CMYK;I"), and are inverted back first.
+void cmyk_to_rgb(const uint8_t* cmyk, int width, bool inverted, uint8_t* rgb) {
+  for (int x = 0; x < width; ++x, cmyk += 4, rgb += 3) {
+    const int nk = inverted ? cmyk[3] : 255 - cmyk[3];
+    for (int c = 0; c < 3; ++c) {
+      const int v = inverted ? 255 - cmyk[c] : cmyk[c];
+      const int t = v * nk + 128;
+      rgb[c] = static_cast<uint8_t>(std::max(0, nk - (((t >> 8) + t) >> 8)));
+    }
+  }
+}
+
+// The state of one libjpeg read, owned by the caller: the frame that calls setjmp changes none of
+// its own locals after it.
+struct JpegRead {
   jpeg_decompress_struct cinfo;
   JpegErrors err;
-  cinfo.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = jpeg_fail;
-  err.mgr.emit_message = jpeg_message;
-  err.error = e;
-  if (setjmp(err.jump)) {
+};
+
+// The JPEG header (decode false) or the whole image (decode true, into out->pixels sized by the
+// caller, `want` channels; want 1 takes single-component files only, the caller checks). CMYK and
+// YCCK files decode through `row4` (the caller's, 4 bytes a pixel) and cmyk_to_rgb.
+bool jpeg_read(std::FILE* f, bool decode, int want, ImageHeader* h, Image* out, std::vector<uint8_t>* row4,
+               JpegRead* j, DecodeError* e) {
+  jpeg_decompress_struct& cinfo = j->cinfo;
+  cinfo.err = jpeg_std_error(&j->err.mgr);
+  j->err.mgr.error_exit = jpeg_fail;
+  j->err.mgr.emit_message = jpeg_message;
+  j->err.error = e;
+  if (setjmp(j->err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -178,17 +203,20 @@ bool jpeg_read(std::FILE* f, bool decode, int want, ImageHeader* h, Image* out, 
   if (decode) {
     if (static_cast<int>(cinfo.image_width) != out->width || static_cast<int>(cinfo.image_height) != out->height) {
       std::snprintf(e->message, sizeof e->message, "the header changed between reads");
-      std::longjmp(err.jump, 1);
+      std::longjmp(j->err.jump, 1);
     }
-    cinfo.out_color_space = want == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    const bool cmyk = want == 3 && (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK);
+    cinfo.out_color_space = cmyk ? JCS_CMYK : want == 3 ? JCS_RGB : JCS_GRAYSCALE;
     jpeg_start_decompress(&cinfo);
-    if (cinfo.output_components != want) {
+    if (cinfo.output_components != (cmyk ? 4 : want) || (cmyk && row4->size() != size_t(out->width) * 4)) {
       std::snprintf(e->message, sizeof e->message, "unexpected channel count after conversion");
-      std::longjmp(err.jump, 1);
+      std::longjmp(j->err.jump, 1);
     }
     while (cinfo.output_scanline < cinfo.output_height) {
-      JSAMPROW row = out->pixels.data() + size_t(cinfo.output_scanline) * out->width * want;
+      uint8_t* dst = out->pixels.data() + size_t(cinfo.output_scanline) * out->width * want;
+      JSAMPROW row = cmyk ? row4->data() : dst;
       jpeg_read_scanlines(&cinfo, &row, 1);
+      if (cmyk) cmyk_to_rgb(row4->data(), out->width, cinfo.saw_Adobe_marker, dst);
     }
     jpeg_finish_decompress(&cinfo);
   }
@@ -199,8 +227,10 @@ bool jpeg_read(std::FILE* f, bool decode, int want, ImageHeader* h, Image* out, 
 ImageHeader header_of(std::FILE* f, const std::string& path, Format fmt) {
   ImageHeader h;
   DecodeError e;
-  const bool ok = fmt == Format::Png ? png_header(f, &h, &e) : jpeg_read(f, false, 0, &h, nullptr, &e);
+  JpegRead j;
+  const bool ok = fmt == Format::Png ? png_header(f, &h, &e) : jpeg_read(f, false, 0, &h, nullptr, nullptr, &j, &e);
   U2PL_CHECK(ok, path << ": not a readable " << (fmt == Format::Png ? "PNG" : "JPEG") << " (" << e.message << ")");
+  check_size(path, uint64_t(h.width), uint64_t(h.height));
   std::rewind(f);
   return h;
 }
@@ -213,11 +243,10 @@ ImageHeader read_image_header(const std::string& path) {
 }
 
 Image read_image(const std::string& path, int want_channels) {
-  U2PL_CHECK(want_channels == 1 || want_channels == 3, "read_image: channels must be 1 or 3");
+  U2PL_CHECK(want_channels == 1 || want_channels == 3, path << ": read_image: channels must be 1 or 3");
   const File f(path);
   const Format fmt = sniff(f.get(), path);
   const ImageHeader h = header_of(f.get(), path, fmt);
-  check_size(path, uint64_t(h.width), uint64_t(h.height));
   U2PL_CHECK(want_channels == 3 || h.channels == 1,
              path << ": expected a single-channel image, got " << h.channels << " channels");
   Image img{h.width, h.height, want_channels, std::vector<uint8_t>(size_t(h.width) * h.height * want_channels)};
@@ -228,7 +257,9 @@ Image read_image(const std::string& path, int want_channels) {
     ok = png_decode(f.get(), want_channels, &img, &rows, &e);
   } else {
     ImageHeader again;
-    ok = jpeg_read(f.get(), true, want_channels, &again, &img, &e);
+    std::vector<uint8_t> row4(size_t(h.width) * 4);
+    JpegRead j;
+    ok = jpeg_read(f.get(), true, want_channels, &again, &img, &row4, &j, &e);
   }
   U2PL_CHECK(ok, path << ": cannot decode the " << (fmt == Format::Png ? "PNG" : "JPEG") << " (" << e.message << ")");
   return img;

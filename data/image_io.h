@@ -24,13 +24,14 @@ struct ImageHeader {
   int channels = 0;     // as stored: 1 grey / index, 3 or 4 RGB(A) and palette PNGs, 2 grey + alpha
   bool bits16 = false;  // a 16-bit PNG (decoding keeps the high byte)
 };
-// The header of a PNG or JPEG file; anything else is an error naming the file.
+// The header of a PNG or JPEG file; anything else, and an image over 2^27 pixels, is an error
+// naming the file.
 ImageHeader read_image_header(const std::string& path);
 
 // Decodes a PNG or JPEG file into `want_channels`: 3, RGB (grey and palettes expanded, alpha
-// dropped, 16-bit samples cut to their high byte); 1, a single-channel file as stored (a file of
-// more channels is an error). Corrupt or truncated files, and images over 2^27 pixels, are errors
-// naming the file.
+// dropped, 16-bit samples cut to their high byte, CMYK JPEGs converted as PIL converts them); 1, a
+// single-channel file as stored (a file of more channels is an error). Corrupt or truncated files
+// are errors naming the file.
 Image read_image(const std::string& path, int want_channels);
 // Writes an 8-bit PNG with 1 (grey/index) or 3 (RGB) channels, atomically.
 void write_png(const std::string& path, const Image& img);

@@ -192,6 +192,29 @@ TEST_CASE("image decoding: every PNG colour type and depth as PIL's convert(\"RG
   write_text(p, png_bytes(w, h, 8, 4, rows(2, [](int x, int y, int k) { return k ? 9 : x * 50 + y; })));
   expect_rgb([](int x, int y, int) { return x * 50 + y; });
   CHECK(probe_image(p).channels == 2);
+  // 16-bit RGB: the high bytes; RGB with a transparent colour (tRNS): the colours.
+  write_text(p, png_bytes(w, h, 16, 2, rows(6, [](int x, int y, int k) { return k % 2 ? 255 : x * 60 + y * 7 + k; })));
+  expect_rgb([](int x, int y, int c) { return x * 60 + y * 7 + 2 * c; });
+  write_text(p, png_bytes(w, h, 8, 2, rows(3, [](int x, int y, int k) { return x * 30 + y * 9 + k; }), {},
+                          std::string("\x00\x00\x00\x09\x00\x0a", 6)));
+  expect_rgb([](int x, int y, int c) { return x * 30 + y * 9 + c; });
+}
+
+TEST_CASE("image decoding: a CMYK JPEG converts to RGB as PIL converts it") {
+  // 16x8, written by libjpeg with its Adobe marker, so the values are stored inverted: (C, M, Y,
+  // K) = (200, 100, 50, 220) on the left half, 255 everywhere on the right. PIL's
+  // convert("RGB") of (55, 155, 205, 35): (173, 86, 43); of (0, 0, 0, 0): white.
+  const std::string f = std::string(U2PL_FIXTURE_DIR) + "/cmyk_adobe.jpg";
+  CHECK(probe_image(f).channels == 4);
+  const Image img = read_image(f, 3);
+  REQUIRE(img.width == 16);
+  REQUIRE(img.height == 8);
+  const int left[3] = {173, 86, 43};
+  for (int y = 0; y < 8; ++y)
+    for (int x = 0; x < 16; ++x)
+      for (int c = 0; c < 3; ++c)  // JPEG is lossy: within 3 levels
+        CHECK(std::abs(int(img.pixels[size_t((y * 16 + x) * 3 + c)]) - (x < 8 ? left[c] : 255)) <= 3);
+  CHECK_THROWS_WITH_AS(read_image(f, 1), doctest::Contains("expected a single-channel image, got 4"), Error);
 }
 
 TEST_CASE("image decoding: corrupt data, other formats and oversized headers are errors naming the file") {
