@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 namespace u2pl::fuzz {
 
-void checkpoint(const uint8_t* data, size_t size) {
+bool checkpoint(const uint8_t* data, size_t size) {
   const std::string path = write_input("ckpt.safetensors", data, size);
   Nets& n = nets();
   try {
@@ -78,7 +78,9 @@ void checkpoint(const uint8_t* data, size_t size) {
     for (int c = 0; c < n.bank->classes(); ++c)
       if (n.bank->size(c) < 0 || n.bank->size(c) > n.bank->capacity(c)) violated("bank queue size");
   } catch (const u2pl::Error&) {
+    return false;
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

@@ -9,13 +9,13 @@
 
 namespace u2pl::fuzz {
 
-void cityscapes(const uint8_t* data, size_t size) {
+bool cityscapes(const uint8_t* data, size_t size) {
   const std::string in = write_input("a_gtFine_labelIds.png", data, size);
   const std::string out = cityscapes_train_ids_path(in);
   try {
     convert_cityscapes_label(in, out);
   } catch (const Error&) {
-    return;
+    return false;
   }
   try {
     const Image ids = read_image(in, 1), train = read_image(out, 1);
@@ -25,6 +25,7 @@ void cityscapes(const uint8_t* data, size_t size) {
   } catch (const Error& e) {
     violated(std::string("a converted file that does not read back: ") + e.what());
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 
 namespace u2pl::fuzz {
 
-void image(const uint8_t* data, size_t size) {
-  if (size < 5) return;
+bool image(const uint8_t* data, size_t size) {
+  if (size < 5) return false;
   const bool voc = data[0] & 1, png = data[0] & 2, labels = !(data[0] & 4);
   size_t n_image = size_t(data[1]) | size_t(data[2]) << 8 | size_t(data[3]) << 16 | size_t(data[4]) << 24;
   n_image = std::min(n_image, size - 5);
@@ -50,7 +50,9 @@ void image(const uint8_t* data, size_t size) {
     for (const uint8_t v : s.label)
       if (v >= spec.num_classes && v != spec.ignore_label) violated("a label value out of range loaded");
   } catch (const Error&) {
+    return false;
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

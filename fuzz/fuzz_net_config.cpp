@@ -9,7 +9,7 @@
 
 namespace u2pl::fuzz {
 
-void net_config(const uint8_t* data, size_t size) {
+bool net_config(const uint8_t* data, size_t size) {
   const std::string path = write_input("config.yaml", data, size);
   try {
     std::vector<std::string> warnings;
@@ -17,7 +17,9 @@ void net_config(const uint8_t* data, size_t size) {
     const U2plNet net(c);  // declares, allocates nothing
     if (net.params().decls().empty()) violated("a network without parameters");
   } catch (const Error&) {
+    return false;
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

@@ -20,7 +20,7 @@ void try_read(Read read, int64_t numel, const std::string& what) {
 
 }  // namespace
 
-void safetensors(const uint8_t* data, size_t size) {
+bool safetensors(const uint8_t* data, size_t size) {
   const std::string path = write_input("in.safetensors", data, size);
   try {
     const SafeTensorsFile f(path);
@@ -46,7 +46,9 @@ void safetensors(const uint8_t* data, size_t size) {
       }
     }
   } catch (const Error&) {
+    return false;
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

@@ -12,13 +12,13 @@
 
 namespace u2pl::fuzz {
 
-void split(const uint8_t* data, size_t size) {
+bool split(const uint8_t* data, size_t size) {
   const std::string path = write_input("split.txt", data, size);
   std::vector<SplitEntry> entries;
   try {
     entries = read_split(path);
   } catch (const Error&) {
-    return;
+    return false;
   }
   std::vector<std::string> texts;
   int last = 0;
@@ -42,6 +42,7 @@ void split(const uint8_t* data, size_t size) {
   } catch (const Error& e) {
     violated(std::string("a draw from a list that read: ") + e.what());
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

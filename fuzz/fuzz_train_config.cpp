@@ -9,7 +9,7 @@
 
 namespace u2pl::fuzz {
 
-void train_config(const uint8_t* data, size_t size) {
+bool train_config(const uint8_t* data, size_t size) {
   std::vector<std::string> parts = nul_parts(data, size);
   const std::string text = parts.front();
   parts.erase(parts.begin());
@@ -18,7 +18,7 @@ void train_config(const uint8_t* data, size_t size) {
     std::vector<std::string> log;
     resolved = resolved_yaml(load_train_config_text(text, "fuzz.yaml", parts, &log));
   } catch (const Error&) {
-    return;
+    return false;
   }
   try {
     const std::string again = resolved_yaml(load_train_config_text(resolved, "resolved.yaml", {}, nullptr));
@@ -26,6 +26,7 @@ void train_config(const uint8_t* data, size_t size) {
   } catch (const Error& e) {
     violated(std::string("the resolved config does not load: ") + e.what() + "\n" + resolved);
   }
+  return true;
 }
 
 }  // namespace u2pl::fuzz

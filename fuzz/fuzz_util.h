@@ -1,6 +1,7 @@
-// Shared by the fuzz targets of fuzz/. Each target is a function u2pl::fuzz::<name>(data, size)
-// that returns when the input was handled as it should be (read, or refused with u2pl::Error) and
-// throws PropertyViolated otherwise; any other exception or sanitizer report is a finding too.
+// Shared by the fuzz targets of fuzz/. Each target is a function bool u2pl::fuzz::<name>(data, size)
+// that returns when the input was handled as it should be: true when it was read, false when it
+// was refused with u2pl::Error. It throws PropertyViolated otherwise; any other exception or a
+// sanitizer report is a finding too.
 // Built with U2PL_LIBFUZZER (fuzz/CMakeLists.txt) a target file is a libFuzzer binary; the unit
 // suite compiles the same functions and replays the seed corpus and every regression input
 // (tests/test_fuzz_inputs.cpp). The readers under test take paths, as the apps call them, so each
@@ -73,7 +74,7 @@ class PropertyViolated : public std::logic_error {
 
 }  // namespace u2pl::fuzz
 
-// The libFuzzer entry point of a target file, in the fuzz build only.
+// The libFuzzer entry point of a target file, in the fuzz build only (read or refused: both fine).
 #ifdef U2PL_LIBFUZZER
 #define U2PL_FUZZ_TARGET(fn)                                                  \
   extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \

@@ -8,7 +8,8 @@
 # Each target works on runs/fuzz/<target>/corpus (U2PL_FUZZ_DIR replaces runs/fuzz), seeded from
 # fuzz/corpus/<target>/ and kept, so a later run goes on from what an earlier one found. A finding
 # (crash, sanitizer report, leak, timeout, out-of-memory, uncaught exception) stops its target and
-# leaves the input in runs/fuzz/<target>/findings/ and the report in runs/fuzz/<target>/log.txt;
+# leaves the input in runs/fuzz/<target>/findings/ (where earlier runs' findings stay, uncounted)
+# and the report in runs/fuzz/<target>/log.txt;
 # rerun it with: build-fuzz/fuzz/fuzz_<target> FILE. U2PL_FUZZ_JOBS targets run side by side
 # (default 1). Exit status: 0 when no target found anything, 1 otherwise.
 set -euo pipefail
@@ -37,6 +38,7 @@ export LSAN_OPTIONS=suppressions=$PWD/tools/lsan.supp U2PL_QUIET=1 OMP_NUM_THREA
 run_one() {
   local t=$1 dir="$out/$1"
   mkdir -p "$dir/corpus" "$dir/findings"
+  touch "$dir/started"  # findings of earlier runs stay in findings/ but are not this run's
   # -timeout: one input over 10 s is a hang; -rss_limit_mb: a run over 2 GiB is a finding.
   local rc=0
   timeout $((seconds + 120)) "build-fuzz/fuzz/fuzz_$t" "$dir/corpus" "fuzz/corpus/$t" -max_total_time="$seconds" \
@@ -64,7 +66,8 @@ for t in "${targets[@]}"; do
   cov=$(sed -nE 's/.* cov: ([0-9]+) .*/\1/p' <<< "$last")
   ft=$(sed -nE 's/.* ft: ([0-9]+) .*/\1/p' <<< "$last")
   corp=$(sed -nE 's/.* corp: ([0-9]+)\/.*/\1/p' <<< "$last")
-  n=$(find "$out/$t/findings" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  n=$(find "$out/$t/findings" -type f -newer "$out/$t/started" \( -name 'crash-*' -o -name 'leak-*' \
+         -o -name 'timeout-*' -o -name 'oom-*' \) 2> /dev/null | wc -l || true)
   if [ "$rc" != 0 ] && [ "$n" -eq 0 ]; then n="exit $rc"; fi
   [ "$n" != 0 ] && found=1
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" \
