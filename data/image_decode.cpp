@@ -72,9 +72,15 @@ void png_fail(png_structp png, png_const_charp msg) {
 }
 void png_ignore(png_structp, png_const_charp) {}
 
-// The PNG header: size, stored channels (a palette counts as RGB, or RGBA with transparency, as
-// PIL and stb report it) and bit depth. Returns false with e->message set on error.
-bool png_header(std::FILE* f, ImageHeader* h, DecodeError* e) {
+// The PNG header (decode false) or the whole image (decode true). The header: size, stored
+// channels (a palette counts as RGB, or RGBA with transparency, as PIL and stb report it) and bit
+// depth. Decoding fills out->pixels (sized by the caller from the header, `want` channels): 16-bit
+// samples keep their high byte (as PIL reads 16-bit RGB; PIL clips 16-bit grey at 255 instead, a
+// form no dataset uses), alpha is dropped (not composited), a palette and grey are expanded to RGB
+// for want 3, grey of 1, 2 or 4 bits is scaled to 8; want 1 takes single-channel files only (the
+// caller checks). Returns false with e->message set on error.
+bool png_read(std::FILE* f, bool decode, int want, ImageHeader* h, Image* out, std::vector<png_bytep>* rows,
+              DecodeError* e) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, e, png_fail, png_ignore);
   if (!png) return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
   png_infop info = png_create_info_struct(png);
@@ -94,45 +100,22 @@ bool png_header(std::FILE* f, ImageHeader* h, DecodeError* e) {
   const int type = png_get_color_type(png, info);
   const bool trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
   h->channels = type == PNG_COLOR_TYPE_PALETTE ? (trns ? 4 : 3) : png_get_channels(png, info);
-  png_destroy_read_struct(&png, &info, nullptr);
-  return true;
-}
-
-// Decodes into out->pixels (sized by the caller from the header, `want` channels): 16-bit samples
-// keep their high byte (as PIL reads 16-bit RGB; PIL clips 16-bit grey at 255 instead, a form no
-// dataset uses), alpha is dropped (not composited), a palette and grey are expanded to RGB for
-// want 3, grey of 1, 2 or 4 bits is scaled to 8. want 1 takes single-channel files only (the
-// caller checks). Returns false with e->message set on error.
-bool png_decode(std::FILE* f, int want, Image* out, std::vector<png_bytep>* rows, DecodeError* e) {
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, e, png_fail, png_ignore);
-  if (!png) return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
-  png_infop info = png_create_info_struct(png);
-  if (!info) {
-    png_destroy_read_struct(&png, nullptr, nullptr);
-    return std::snprintf(e->message, sizeof e->message, "out of memory"), false;
+  if (decode) {
+    if (h->width != out->width || h->height != out->height) png_error(png, "the header changed between reads");
+    png_set_strip_16(png);
+    png_set_strip_alpha(png);
+    png_set_packing(png);
+    png_set_expand_gray_1_2_4_to_8(png);
+    png_set_palette_to_rgb(png);
+    if (want == 3) png_set_gray_to_rgb(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_channels(png, info) != want || png_get_rowbytes(png, info) != size_t(out->width) * want)
+      png_error(png, "unexpected channel count after conversion");
+    for (int y = 0; y < out->height; ++y) (*rows)[size_t(y)] = out->pixels.data() + size_t(y) * out->width * want;
+    png_read_image(png, rows->data());
+    png_read_end(png, nullptr);
   }
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_read_struct(&png, &info, nullptr);
-    return false;
-  }
-  png_init_io(png, f);
-  png_read_info(png, info);
-  if (png_get_image_width(png, info) != static_cast<png_uint_32>(out->width) ||
-      png_get_image_height(png, info) != static_cast<png_uint_32>(out->height))
-    png_error(png, "the header changed between reads");
-  png_set_strip_16(png);
-  png_set_strip_alpha(png);
-  png_set_packing(png);
-  png_set_expand_gray_1_2_4_to_8(png);
-  png_set_palette_to_rgb(png);
-  if (want == 3) png_set_gray_to_rgb(png);
-  png_set_interlace_handling(png);
-  png_read_update_info(png, info);
-  if (png_get_channels(png, info) != want || png_get_rowbytes(png, info) != size_t(out->width) * want)
-    png_error(png, "unexpected channel count after conversion");
-  for (int y = 0; y < out->height; ++y) (*rows)[size_t(y)] = out->pixels.data() + size_t(y) * out->width * want;
-  png_read_image(png, rows->data());
-  png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
   return true;
 }
@@ -228,7 +211,8 @@ ImageHeader header_of(std::FILE* f, const std::string& path, Format fmt) {
   ImageHeader h;
   DecodeError e;
   JpegRead j;
-  const bool ok = fmt == Format::Png ? png_header(f, &h, &e) : jpeg_read(f, false, 0, &h, nullptr, nullptr, &j, &e);
+  const bool ok = fmt == Format::Png ? png_read(f, false, 0, &h, nullptr, nullptr, &e)
+                                     : jpeg_read(f, false, 0, &h, nullptr, nullptr, &j, &e);
   U2PL_CHECK(ok, path << ": not a readable " << (fmt == Format::Png ? "PNG" : "JPEG") << " (" << e.message << ")");
   check_size(path, uint64_t(h.width), uint64_t(h.height));
   std::rewind(f);
@@ -251,12 +235,12 @@ Image read_image(const std::string& path, int want_channels) {
              path << ": expected a single-channel image, got " << h.channels << " channels");
   Image img{h.width, h.height, want_channels, std::vector<uint8_t>(size_t(h.width) * h.height * want_channels)};
   DecodeError e;
+  ImageHeader again;
   bool ok = false;
   if (fmt == Format::Png) {
     std::vector<png_bytep> rows(size_t(h.height));
-    ok = png_decode(f.get(), want_channels, &img, &rows, &e);
+    ok = png_read(f.get(), true, want_channels, &again, &img, &rows, &e);
   } else {
-    ImageHeader again;
     std::vector<uint8_t> row4(size_t(h.width) * 4);
     JpegRead j;
     ok = jpeg_read(f.get(), true, want_channels, &again, &img, &row4, &j, &e);
