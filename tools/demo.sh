@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job: build, write the synthetic dataset (u2pl_synth, 4 classes), train SupOnly
+# The README's main job: build, write the synthetic dataset (u2pl_synth, 6 classes), train SupOnly
 # and U2PL with 16 labeled images (configs/synth_suponly.yaml, configs/synth_u2pl.yaml; the same network,
 # schedule and iterations), evaluate both with u2pl_eval and write the mIoU table. Everything lands
 # in runs/demo/: results.md (the table), suponly/ and u2pl/ (each a u2pl_train run directory:
@@ -22,7 +22,7 @@ built=$(date +%s)
 data=$out/data
 rm -rf "$out"
 mkdir -p "$out"
-./build/apps/u2pl_synth --out "$data" --seed 0 --classes 4
+./build/apps/u2pl_synth --out "$data" --seed 0 --classes 6
 
 paths=(dataset.train.data_root="$data" dataset.train.data_list="$data/splits/16/labeled.txt"
        dataset.val.data_root="$data" dataset.val.data_list="$data/splits/val.txt")

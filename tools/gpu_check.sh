@@ -149,7 +149,7 @@ case $cuda_rc in
 esac
 
 # --- the demo's training on the GPU -----------------------------------------------------------
-"$build/apps/u2pl_synth" --out "$work/synth" --classes 4 >"$log/synth.txt" 2>&1
+"$build/apps/u2pl_synth" --out "$work/synth" --classes 6 >"$log/synth.txt" 2>&1
 step train 60 "$build/apps/u2pl_train" --config configs/synth_u2pl.yaml --device cuda --run-dir "$work/train" \
   dataset.train.data_root="$work/synth" dataset.train.data_list="$work/synth/splits/16/labeled.txt" \
   dataset.val.data_root="$work/synth" dataset.val.data_list="$work/synth/splits/val.txt" \

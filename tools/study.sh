@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The seeded study (issue 14): the baselines, both presets and the paper's ablations of U2PL on
-# the synthetic set of the demo (u2pl_synth --classes 4, 16 labeled + 384 unlabeled images, the
+# the synthetic set of the demo (u2pl_synth --classes 6, 16 labeled + 384 unlabeled images, the
 # demo's network and schedule), each row over several seeds (trainer.seed: initialisation, data
 # order, augmentation and every draw). Writes into OUT (default runs/study): data/ (the set),
 # runs/ROW/seedS/ (u2pl_train run directories), study.md (final and best val mIoU per row, mean ±
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 command="tools/study.sh $*"
 
 main_rows="suponly suponly_all mt cutmix u2pl u2pl_official"
-ablation_rows="no_bank no_prt neg_reliable neg_all no_dpa alpha40 alpha30 alpha10 prt_1_3 prt_1_4"
+ablation_rows="no_bank no_prt neg_reliable neg_all no_dpa alpha40 alpha30 alpha10 prt_1_3 prt_1_6"
 
 # row_spec ROW: the config, then the overrides of configs/synth_u2pl.yaml (or synth_suponly.yaml).
 row_spec() {
@@ -38,8 +38,8 @@ row_spec() {
     alpha40) echo "u2pl $u.drop_percent=60" ;;  # α0 = 100 − drop_percent
     alpha30) echo "u2pl $u.drop_percent=70" ;;
     alpha10) echo "u2pl $u.drop_percent=90" ;;
-    prt_1_3) echo "u2pl $c.low_rank=1 $c.high_rank=3" ;;  # (r_l, r_h) of Tables 5 and A7 at 4 classes
-    prt_1_4) echo "u2pl $c.low_rank=1 $c.high_rank=4" ;;  # (1, 20) clamped to the class count
+    prt_1_3) echo "u2pl $c.low_rank=1 $c.high_rank=3" ;;  # (r_l, r_h) of Tables 5 and A7
+    prt_1_6) echo "u2pl $c.low_rank=1 $c.high_rank=6" ;;  # (1, 20) clamped to the class count
     *) return 1 ;;
   esac
 }
@@ -82,7 +82,7 @@ mkdir -p "$out/runs"
 data=$out/data
 if [ ! -f "$data/splits/val.txt" ]; then
   rm -rf "$data"
-  ./build/apps/u2pl_synth --out "$data.tmp" --seed 0 --classes 4 >/dev/null
+  ./build/apps/u2pl_synth --out "$data.tmp" --seed 0 --classes 6 >/dev/null
   mv "$data.tmp" "$data"
 fi
 

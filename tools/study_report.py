@@ -29,7 +29,7 @@ WHAT = {
     "alpha30": "U2PL, α0 = 30 %",
     "alpha10": "U2PL, α0 = 10 %",
     "prt_1_3": "U2PL, (r_l, r_h) = (1, 3)",
-    "prt_1_4": "U2PL, (r_l, r_h) = (1, 4)",
+    "prt_1_6": "U2PL, (r_l, r_h) = (1, 6)",
 }
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
@@ -176,7 +176,7 @@ def main():
     sched = schedule(os.path.join(a.out, "runs", rows[-1], "seed1", "config.yaml"))
     lines = [f"# U2PL study: {len(rows)} rows × {a.seeds} seeds on the synthetic set", "",
              f"`{a.command.strip()}` on {platform.node()} ({os.cpu_count()} cores, {a.jobs} runs at a time with "
-             f"{a.threads} thread(s) each); u2pl_synth --classes 4, 16 labeled + 384 unlabeled images, "
+             f"{a.threads} thread(s) each); u2pl_synth --classes 6, 16 labeled + 384 unlabeled images, "
              f"100 val images; configs/synth_*.yaml (ResNet-18 / 8, {sched['epochs']} epochs of which "
              f"{sched['sup_only_epoch']} warm start). Final: the last validation (epoch {sched['epochs']}); "
              f"best: the best of the validations every {sched['eval_interval']} epochs. "
