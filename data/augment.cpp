@@ -111,6 +111,14 @@ void check_spec(const AugmentSpec& a) {
                                                                       << a.scale[1] << "]");
 }
 
+// Python's int(size · scale) in double precision, as the public RandResize computes it.
+int scaled_size(const LoadedSample& s, int size, double scale) {
+  const int n = static_cast<int>(size * scale);
+  U2PL_CHECK(n > 0, s.id << ": scale " << scale << " shrinks " << s.image.width << "x" << s.image.height
+                         << " to nothing");
+  return n;
+}
+
 }  // namespace
 
 double draw_scale(const AugmentSpec& a, uint64_t seed, uint64_t offset) {
@@ -124,18 +132,26 @@ double draw_scale(const AugmentSpec& a, uint64_t seed, uint64_t offset) {
 TrainSample augment_train(const LoadedSample& s, const AugmentSpec& a, uint64_t seed, uint64_t offset) {
   check_spec(a);
   check_sample(s);
-  TrainSample t;
-  AugmentDraws& d = t.draws;
+  AugmentDraws d;
   d.scale = draw_scale(a, seed, offset);
   d.flip = a.flip && philox_uniform(seed, offset + 2, 0) < 0.5f;
-  // Python's int(size · scale) in double precision, as the public RandResize computes it.
-  const int size_h = static_cast<int>(s.image.height * d.scale);
-  const int size_w = static_cast<int>(s.image.width * d.scale);
-  U2PL_CHECK(size_h > 0 && size_w > 0, s.id << ": scale " << d.scale << " shrinks "
-                                            << s.image.width << "x" << s.image.height << " to nothing");
+  const int size_h = scaled_size(s, s.image.height, d.scale), size_w = scaled_size(s, s.image.width, d.scale);
+  d.off_y = draw_below(seed, offset, 3, std::max(size_h, a.crop_h) - a.crop_h + 1);
+  d.off_x = draw_below(seed, offset, 4, std::max(size_w, a.crop_w) - a.crop_w + 1);
+  return augment_with(s, a, d);
+}
+
+TrainSample augment_with(const LoadedSample& s, const AugmentSpec& a, const AugmentDraws& d) {
+  check_spec(a);
+  check_sample(s);
+  const int size_h = scaled_size(s, s.image.height, d.scale), size_w = scaled_size(s, s.image.width, d.scale);
   const int pad_h = std::max(a.crop_h - size_h, 0), pad_w = std::max(a.crop_w - size_w, 0);
-  d.off_y = draw_below(seed, offset, 3, size_h + pad_h - a.crop_h + 1);
-  d.off_x = draw_below(seed, offset, 4, size_w + pad_w - a.crop_w + 1);
+  U2PL_CHECK(d.off_y >= 0 && d.off_y <= size_h + pad_h - a.crop_h && d.off_x >= 0 &&
+                 d.off_x <= size_w + pad_w - a.crop_w,
+             s.id << ": crop origin (" << d.off_y << ", " << d.off_x << ") outside the "
+                  << size_w + pad_w << "x" << size_h + pad_h << " padded image");
+  TrainSample t;
+  t.draws = d;
   render(s, a, size_h, size_w, d.flip, pad_h / 2, pad_w / 2, d.off_y, d.off_x, a.crop_h, a.crop_w, &t);
   return t;
 }

@@ -57,6 +57,10 @@ double draw_scale(const AugmentSpec& a, uint64_t seed, uint64_t offset);
 // same geometry. Draws: see kAugmentCounters.
 TrainSample augment_train(const LoadedSample& s, const AugmentSpec& a, uint64_t seed, uint64_t offset);
 
+// The same with given draws instead of Philox ones (the crop origin must lie in the padded,
+// resized image): what the public transforms make of the same random outcomes.
+TrainSample augment_with(const LoadedSample& s, const AugmentSpec& a, const AugmentDraws& d);
+
 enum class ValCrop {
   Center,  // pad (as in training) and centre-crop to (crop_h, crop_w): VOC validation
   None,    // the whole image, normalised

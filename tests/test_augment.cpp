@@ -8,6 +8,7 @@
 #include <set>
 
 #include "data/augment.h"
+#include "engine/safetensors.h"
 
 using namespace u2pl;
 
@@ -255,4 +256,48 @@ TEST_CASE("augment: validation centre pad/crop and the uncropped mode") {
   }
   AugmentSpec bad = spec(0, 8);
   CHECK_THROWS_WITH_AS(prepare_val(s, bad, ValCrop::Center), doctest::Contains("crop size"), Error);
+}
+
+// The public code's own transforms (tools/pytorch/gen_official_fixtures.py: its ToTensor,
+// Normalize, RandResize, RandomHorizontalFlip and Crop, with their random outcomes chosen) on six
+// samples: padded and cropped, both scale halves, flipped or not. Same draws, same images (float32
+// rounding of the normalise-then-interpolate order) and the same labels, padding 0 included.
+TEST_CASE("augment: the public transforms' outputs for the same draws (official)") {
+  const SafeTensorsFile f(std::string(U2PL_FIXTURE_DIR) + "/official_augment.safetensors");
+  const int cases = std::stoi(f.meta("cases"));
+  REQUIRE(cases >= 6);
+  for (int k = 0; k < cases; ++k) {
+    CAPTURE(k);
+    const std::string p = "case." + std::to_string(k) + ".";
+    const Shape in = f.shape(p + "image");  // (h, w, 3)
+    LoadedSample s;
+    s.id = "case" + std::to_string(k);
+    s.image = Image{int(in[1]), int(in[0]), 3, f.bytes(p + "image")};
+    s.label = f.bytes(p + "label");
+    AugmentSpec a;
+    a.mode = AugmentSpec::ScaleMode::TwoHalves;
+    a.crop_h = std::stoi(f.meta(p + "crop_h"));
+    a.crop_w = std::stoi(f.meta(p + "crop_w"));
+    a.label_pad = 0;  // the public Crop pads labels with 0 whatever its ignore_label
+    AugmentDraws d;
+    d.scale = std::stod(f.meta(p + "scale"));
+    d.flip = f.meta(p + "flip") == "1";
+    d.off_y = std::stoi(f.meta(p + "off_y"));
+    d.off_x = std::stoi(f.meta(p + "off_x"));
+    const TrainSample t = augment_with(s, a, d);
+    REQUIRE(t.height == a.crop_h);
+    REQUIRE(t.width == a.crop_w);
+    const std::vector<float> want = f.floats(p + "out_image");
+    REQUIRE(t.image.size() == want.size());
+    double worst = 0;  // relative to max(1, |want|): normalised values lie within about ±2.7
+    for (size_t i = 0; i < want.size(); ++i)
+      worst = std::max(worst, std::fabs(double(t.image[i]) - want[i]) / std::max(1.0, std::fabs(double(want[i]))));
+    CHECK_MESSAGE(worst < 1e-5, "the image deviates by up to " << worst);
+    CHECK(t.label == f.ints(p + "out_label"));
+  }
+  LoadedSample s = make_sample(10, 5);
+  AugmentSpec a = spec(8, 8);
+  AugmentDraws d;
+  d.off_y = 1;  // the padded image is 10 x 8: rows 0 only
+  CHECK_THROWS_WITH_AS(augment_with(s, a, d), doctest::Contains("crop origin (1, 0) outside the 10x8"), Error);
 }
