@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Issue 16: the `official` preset against the public U2PL code on the same data and budget, over
+# several seeds. Writes a 7-class synthetic VOC-layout set (300 training images, 16 labeled,
+# 96 px), fills the peer's public-style config (ResNet-50 deep stem from scratch, crop 65, batch
+# 4 + 4, lr 0.01, 8 epochs, all supervised: sup_only_epoch 8) and trains it with the public
+# train_semi.py on this CPU (../shared/peer/run_official_cpu.py) and with u2pl_train
+# (trainer.preset=official, the same config file), one run at a time, each with all cores.
+# Writes OUT/gap.md: val mIoU per epoch for every run, and best / last per side as mean ±
+# standard deviation over the seeds. Finished runs are kept; run it again to add seeds (another
+# --epochs needs another --out).
+# Usage: tools/peer_gap.sh OFFICIAL_DIR [--seeds "0 1 2"] [--out DIR] [--sides "public engine"]
+#                          [--epochs N]
+#   OFFICIAL_DIR  a checkout of the public U2PL repository (see ../shared/peer/README.md)
+#   --epochs      a shorter schedule (default 8, the issue's), e.g. 1 to try the script
+#   U2PL_PEER_DIR the peer harness folder (default ../shared/peer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+official=$(cd "$1" && pwd); shift
+peer=$(cd "${U2PL_PEER_DIR:-../shared/peer}" && pwd)
+seeds="0 1 2"
+out=runs/peer_gap
+sides="public engine"
+epochs=8
+while [ $# -gt 0 ]; do
+  case $1 in
+    --seeds) seeds=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --sides) sides=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    *) echo "tools/peer_gap.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case $epochs in '' | *[!0-9]* | 0) echo "tools/peer_gap.sh: --epochs needs a positive number" >&2; exit 2 ;; esac
+[ -f "$official/train_semi.py" ] || { echo "tools/peer_gap.sh: $official has no train_semi.py" >&2; exit 2; }
+[ -f "$peer/run_official_cpu.py" ] || { echo "tools/peer_gap.sh: $peer has no run_official_cpu.py" >&2; exit 2; }
+threads=$(nproc)
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+cmake -S . -B build -G Ninja >/dev/null
+cmake --build build -j "$threads" >/dev/null
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+data=$out/VOCsynth7  # the public list parser needs "VOC" in the path
+if [ ! -f "$data/splits/val.txt" ]; then
+  rm -rf "$data" "$data.tmp"
+  ./build/apps/u2pl_synth --out "$data.tmp" --seed 0 --classes 7 --train 300 >/dev/null
+  mv "$data.tmp" "$data"
+fi
+
+# config DIR: the peer's template for this data, all epochs supervised, snapshots in DIR/snap.
+config() {
+  mkdir -p "$1"
+  sed -e "s#@ROOT@#$data#g" -e "s#@SNAP@#$1/snap#g" -e "s/^  epochs: 8$/  epochs: $epochs/" \
+    -e "s/sup_only_epoch: 4/sup_only_epoch: $epochs/" \
+    "$peer/synth_semi8.yaml.in" > "$1/config.yaml"
+}
+
+for seed in $seeds; do
+  for side in $sides; do
+    dir=$out/$side/seed$seed
+    [ -f "$dir/done" ] && continue
+    rm -rf "$dir"
+    config "$dir"
+    echo "== $side seed $seed"
+    start=$(date +%s)
+    if [ "$side" = public ]; then
+      /usr/bin/python3 "$peer/run_official_cpu.py" "$official" semi "$dir/config.yaml" "$seed" > "$dir/train.txt" 2>&1 ||
+        { echo "tools/peer_gap.sh: the public run failed; see $dir/train.txt" >&2; exit 1; }
+      grep -o 'epoch [0-9]* mIoU [0-9.]*' "$dir/train.txt" | awk '{print $2, $4}' > "$dir/miou.txt"
+    else
+      ./build/apps/u2pl_train --config "$dir/config.yaml" --device cpu --run-dir "$dir/run" \
+        trainer.preset=official trainer.seed="$seed" > "$dir/train.txt" 2>&1 ||
+        { echo "tools/peer_gap.sh: the engine run failed; see $dir/train.txt" >&2; exit 1; }
+      python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("type") == "val":
+        print(r["epoch"], "%.2f" % (100 * r["miou"]))' "$dir/run/log.jsonl" > "$dir/miou.txt"
+    fi
+    echo "$(( $(date +%s) - start ))" > "$dir/seconds"
+    [ "$(wc -l < "$dir/miou.txt")" -eq "$epochs" ] ||
+      { echo "tools/peer_gap.sh: $dir/miou.txt does not hold $epochs validations" >&2; exit 1; }
+    touch "$dir/done"
+    echo "   val mIoU per epoch: $(awk '{printf "%s ", $2}' "$dir/miou.txt")($(cat "$dir/seconds") s)"
+  done
+done
+
+python3 - "$out" "$seeds" "$sides" "$threads" "$epochs" <<'EOF' > "$out/gap.md"
+import statistics, sys
+out, seeds, sides, threads, epochs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], int(sys.argv[5])
+def ms(v):
+    return "%.2f ± %.2f" % (statistics.mean(v), statistics.stdev(v)) if len(v) > 1 else "%.2f" % v[0]
+print("| run | " + " | ".join(str(e) for e in range(epochs)) + " | best / last |")
+print("| --- |" + " --- |" * (epochs + 1))
+summary = {}
+for side in sides:
+    for s in seeds:
+        try:
+            m = [float(l.split()[1]) for l in open(f"{out}/{side}/seed{s}/miou.txt")]
+        except FileNotFoundError:
+            continue
+        summary.setdefault(side, []).append((max(m), m[-1]))
+        print(f"| {side}, seed {s} | " + " | ".join("%.1f" % x for x in m) + " | %.1f / %.1f |" % (max(m), m[-1]))
+print()
+print("| side | runs | best val mIoU | last val mIoU |")
+print("| --- | --- | --- | --- |")
+for side, v in summary.items():
+    print(f"| {side} | {len(v)} | {ms([b for b, _ in v])} | {ms([l for _, l in v])} |")
+print()
+print(f"Mean ± sample standard deviation over the seeds; one run at a time, {threads} threads.")
+EOF
+cat "$out/gap.md"

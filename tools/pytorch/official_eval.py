@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Scores engine weights with the public U2PL code's own validation (issue 16): the public
+ModelBuilder, val loader (build_vocloader: its transforms, centre crop and label padding) and
+train_semi.validate, read from a checkout of the public repository (never copied), on this CPU
+(SyncBN as BatchNorm, a one-process gloo group). Beside `u2pl_eval --config RUN/config.yaml
+--weights W` (or a training run's own validation) it tells whether the two evaluations agree on
+the same weights.
+
+Usage: official_eval.py OFFICIAL_DIR CONFIG.yaml WEIGHTS.safetensors [--which student|teacher]
+  CONFIG   a public-style config (its dataset.val and net sections are used)
+  WEIGHTS  engine weights, or an engine checkpoint (its eval_model unless --which says)
+Prints the public per-class IoU and mIoU (percent); --json FILE writes {"miou": fraction}.
+Needs /usr/bin/python3 with Debian's python3-torch, python3-torchvision, python3-yaml, python3-pil."""
+import argparse
+import json
+import logging
+import os
+import struct
+import sys
+import types
+
+import numpy as np
+
+
+def read_safetensors(path):
+    """name -> float32 numpy array, and the metadata dict."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    meta = header.pop("__metadata__", {})
+    out = {}
+    for name, h in header.items():
+        if h["dtype"] != "F32":
+            raise SystemExit(f"{path}: tensor {name} is {h['dtype']}, expected F32")
+        b, e = h["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(h["shape"]).copy()
+    return out, meta
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("official")
+    ap.add_argument("config")
+    ap.add_argument("weights")
+    ap.add_argument("--which", choices=["student", "teacher"])
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if not os.path.isfile(os.path.join(a.official, "train_semi.py")):
+        raise SystemExit(f"{a.official}: no train_semi.py (a checkout of the public U2PL code)")
+
+    # Modules the public code imports but validation never uses.
+    tbx = types.ModuleType("tensorboardX")
+    tbx.SummaryWriter = object
+    sys.modules["tensorboardX"] = tbx
+    sys.modules.setdefault("cv2", types.ModuleType("cv2"))
+    for name in ("skimage", "skimage.measure"):
+        m = types.ModuleType(name)
+        m.label = m.regionprops = None
+        sys.modules.setdefault(name, m)
+    sys.modules["skimage"].measure = sys.modules["skimage.measure"]
+    import collections
+    import collections.abc
+    collections.Iterable = collections.abc.Iterable  # the public code predates Python 3.10
+    import torch
+    import torch.distributed as dist
+    import torch.nn as nn
+    import yaml
+
+    sys.path.insert(0, os.path.abspath(a.official))
+    torch.Tensor.cuda = lambda self, *x, **k: self
+    nn.Module.cuda = lambda self, *x, **k: self
+    import u2pl.models.base as base
+    import u2pl.models.decoder as dec
+    import u2pl.models.resnet as rn
+    base.get_syncbn = dec.get_syncbn = rn.get_syncbn = lambda: nn.BatchNorm2d
+    for fn in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        orig = getattr(rn, fn)
+        setattr(rn, fn, (lambda orig: lambda pretrained=True, **kw: orig(pretrained=False, **kw))(orig))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29000 + os.getpid() % 1000))
+    dist.init_process_group("gloo", world_size=1, rank=0)
+    import train_semi
+    from u2pl.dataset.pascal_voc import build_vocloader
+    from u2pl.models.model_helper import ModelBuilder
+
+    cfg = yaml.load(open(a.config), Loader=yaml.Loader)
+    train_semi.cfg = cfg
+    model = ModelBuilder(cfg["net"])
+    tensors, meta = read_safetensors(a.weights)
+    prefixes = {k.split(".", 1)[0] for k in tensors}
+    if prefixes & {"student", "teacher"}:  # an engine checkpoint
+        which = a.which or meta.get("eval_model", "student")
+        tensors = {k[len(which) + 1:]: v for k, v in tensors.items() if k.startswith(which + ".")}
+        if not tensors:
+            raise SystemExit(f"{a.weights}: the checkpoint holds no {which}")
+    state = {k: torch.from_numpy(v) for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"{a.weights}: does not fit the config's network: missing {missing[:10]}, "
+                         f"unexpected {unexpected[:10]}")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    logger = logging.getLogger("official_eval")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    miou = train_semi.validate(model, build_vocloader("val", cfg), 0, logger)
+    print(f"public validation: mIoU {100 * miou:.4f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"miou": float(miou)}, f)
+
+
+if __name__ == "__main__":
+    main()
