@@ -80,6 +80,12 @@ cmake -S . -B build -G Ninja >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 mkdir -p "$out/runs"
 data=$out/data
+# A grid of another set (4 classes before issue 14's change) is not resumed into this one.
+if [ -f "$data/splits/val.txt" ] && [ "$(wc -l < "$data/classes.txt")" != 6 ]; then
+  echo "tools/study.sh: $data holds a synthetic set of $(wc -l < "$data/classes.txt") classes, the study's has 6:" \
+    "remove $out or choose another --out" >&2
+  exit 2
+fi
 if [ ! -f "$data/splits/val.txt" ]; then
   rm -rf "$data"
   ./build/apps/u2pl_synth --out "$data.tmp" --seed 0 --classes 6 >/dev/null
