@@ -148,8 +148,8 @@ TrainSample augment_with(const LoadedSample& s, const AugmentSpec& a, const Augm
   const int pad_h = std::max(a.crop_h - size_h, 0), pad_w = std::max(a.crop_w - size_w, 0);
   U2PL_CHECK(d.off_y >= 0 && d.off_y <= size_h + pad_h - a.crop_h && d.off_x >= 0 &&
                  d.off_x <= size_w + pad_w - a.crop_w,
-             s.id << ": crop origin (" << d.off_y << ", " << d.off_x << ") outside the "
-                  << size_w + pad_w << "x" << size_h + pad_h << " padded image");
+             s.id << ": crop origin (row " << d.off_y << ", column " << d.off_x << ") outside the padded image of "
+                  << size_h + pad_h << " rows and " << size_w + pad_w << " columns");
   TrainSample t;
   t.draws = d;
   render(s, a, size_h, size_w, d.flip, pad_h / 2, pad_w / 2, d.off_y, d.off_x, a.crop_h, a.crop_w, &t);

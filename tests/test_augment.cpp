@@ -298,6 +298,6 @@ TEST_CASE("augment: the public transforms' outputs for the same draws (official)
   LoadedSample s = make_sample(10, 5);
   AugmentSpec a = spec(8, 8);
   AugmentDraws d;
-  d.off_y = 1;  // the padded image is 10 x 8: rows 0 only
-  CHECK_THROWS_WITH_AS(augment_with(s, a, d), doctest::Contains("crop origin (1, 0) outside the 10x8"), Error);
+  d.off_y = 1;  // the padded image has 8 rows, so the origin's row can only be 0
+  CHECK_THROWS_WITH_AS(augment_with(s, a, d), doctest::Contains("crop origin (row 1, column 0) outside the padded image of 8 rows and 10 columns"), Error);
 }

@@ -14,22 +14,30 @@
 #   --epochs      a shorter schedule (default 8, the issue's), e.g. 1 to try the script
 #   U2PL_PEER_DIR the peer harness folder (default ../shared/peer)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
-official=$(cd "$1" && pwd); shift
-peer=$(cd "${U2PL_PEER_DIR:-../shared/peer}" && pwd)
+# Paths given relative to the caller's directory are resolved before moving to the repository.
+official=$(cd "$1" && pwd) || { echo "tools/peer_gap.sh: no folder $1" >&2; exit 2; }
+shift
+peer=$(cd "${U2PL_PEER_DIR:-$repo/../shared/peer}" && pwd) ||
+  { echo "tools/peer_gap.sh: no peer folder ${U2PL_PEER_DIR:-$repo/../shared/peer}" >&2; exit 2; }
 seeds="0 1 2"
-out=runs/peer_gap
+out=$repo/runs/peer_gap
 sides="public engine"
 epochs=8
 while [ $# -gt 0 ]; do
+  [ $# -ge 2 ] || { echo "tools/peer_gap.sh: $1 needs a value" >&2; exit 2; }
   case $1 in
-    --seeds) seeds=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --sides) sides=$2; shift 2 ;;
-    --epochs) epochs=$2; shift 2 ;;
+    --seeds) seeds=$2 ;;
+    --out) out=$(mkdir -p "$2" && cd "$2" && pwd) ;;
+    --sides) sides=$2 ;;
+    --epochs) epochs=$2 ;;
     *) echo "tools/peer_gap.sh: unknown option $1" >&2; exit 2 ;;
   esac
+  shift 2
+done
+for side in $sides; do
+  case $side in public | engine) ;; *) echo "tools/peer_gap.sh: unknown side $side (public, engine)" >&2; exit 2 ;; esac
 done
 case $epochs in '' | *[!0-9]* | 0) echo "tools/peer_gap.sh: --epochs needs a positive number" >&2; exit 2 ;; esac
 [ -f "$official/train_semi.py" ] || { echo "tools/peer_gap.sh: $official has no train_semi.py" >&2; exit 2; }
@@ -37,10 +45,16 @@ case $epochs in '' | *[!0-9]* | 0) echo "tools/peer_gap.sh: --epochs needs a pos
 threads=$(nproc)
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
+cd "$repo"
 cmake -S . -B build -G Ninja >/dev/null
 cmake --build build -j "$threads" >/dev/null
 mkdir -p "$out"
-out=$(cd "$out" && pwd)
+# Finished runs are kept, so a folder holds one schedule only.
+if [ -f "$out/epochs" ] && [ "$(cat "$out/epochs")" != "$epochs" ]; then
+  echo "tools/peer_gap.sh: $out holds runs of $(cat "$out/epochs") epochs; use another --out for $epochs" >&2
+  exit 2
+fi
+echo "$epochs" > "$out/epochs"
 data=$out/VOCsynth7  # the public list parser needs "VOC" in the path
 if [ ! -f "$data/splits/val.txt" ]; then
   rm -rf "$data" "$data.tmp"
@@ -67,7 +81,7 @@ for seed in $seeds; do
     if [ "$side" = public ]; then
       /usr/bin/python3 "$peer/run_official_cpu.py" "$official" semi "$dir/config.yaml" "$seed" > "$dir/train.txt" 2>&1 ||
         { echo "tools/peer_gap.sh: the public run failed; see $dir/train.txt" >&2; exit 1; }
-      grep -o 'epoch [0-9]* mIoU [0-9.]*' "$dir/train.txt" | awk '{print $2, $4}' > "$dir/miou.txt"
+      { grep -o 'epoch [0-9]* mIoU [0-9.]*' "$dir/train.txt" || true; } | awk '{print $2, $4}' > "$dir/miou.txt"
     else
       ./build/apps/u2pl_train --config "$dir/config.yaml" --device cpu --run-dir "$dir/run" \
         trainer.preset=official trainer.seed="$seed" > "$dir/train.txt" 2>&1 ||
@@ -76,7 +90,7 @@ for seed in $seeds; do
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r.get("type") == "val":
+    if r.get("type") == "val" and r.get("model") == "student":  # every epoch is supervised
         print(r["epoch"], "%.2f" % (100 * r["miou"]))' "$dir/run/log.jsonl" > "$dir/miou.txt"
     fi
     echo "$(( $(date +%s) - start ))" > "$dir/seconds"

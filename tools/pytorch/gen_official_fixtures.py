@@ -31,22 +31,25 @@ CASES = [
     (23, 17, 15, 19, False, 0.0, False, 1.0, 0.0),   # scale 1: a plain pad / crop
     (12, 30, 16, 19, True, 0.999, True, 0.3, 0.7),   # just below 1: an odd pad in rows, a crop in columns
     (20, 20, 9, 13, False, 0.97, False, 0.6, 0.4),   # close to 2: large upscale
-    (31, 9, 15, 19, True, 0.05, True, 0.0, 0.5),     # close to 0.5: both axes padded
+    (31, 9, 15, 19, True, 0.05, True, 0.0, 0.5),     # close to 0.5: 16x4, the columns padded by 15
 ]
 
 
 class Draws:
-    """Stands in for the `random` module inside the public augmentation code."""
+    """Stands in for the `random` module inside the public augmentation code: answers its calls
+    from a list and records what randint returned (the crop origin, row then column)."""
 
     def __init__(self, values):
         self.values = list(values)
+        self.ints = []
 
     def random(self):
         return self.values.pop(0)
 
     def randint(self, a, b):
         frac = self.values.pop(0)
-        return min(b, a + int(frac * (b - a + 1)))
+        self.ints.append(min(b, a + int(frac * (b - a + 1))))
+        return self.ints[-1]
 
 
 def main():
@@ -66,12 +69,12 @@ def main():
         compose = aug.Compose([aug.ToTensor(), aug.Normalize(mean=MEAN, std=STD), aug.RandResize(SCALE),
                                aug.RandomHorizontalFlip(), aug.Crop([ch, cw], crop_type="rand", ignore_label=255)])
         # The half draw (< 0.5: [lo, 1)), the value draw, the flip draw (< 0.5: flip), two offsets.
-        aug.random = Draws([0.25 if lower else 0.75, u, 0.25 if flip else 0.75, fy, fx])
+        draws = Draws([0.25 if lower else 0.75, u, 0.25 if flip else 0.75, fy, fx])
+        aug.random = draws
         out_image, out_label = compose(image.numpy(), label.numpy())
-        scale = SCALE[0] + (1.0 - SCALE[0]) * u if lower else 1.0 + (SCALE[1] - 1.0) * u
-        pad_h, pad_w = max(ch - int(h * scale), 0), max(cw - int(w * scale), 0)
-        off_y = min(int(h * scale) + pad_h - ch, int(fy * (int(h * scale) + pad_h - ch + 1)))
-        off_x = min(int(w * scale) + pad_w - cw, int(fx * (int(w * scale) + pad_w - cw + 1)))
+        assert not draws.values and len(draws.ints) == 2, "the public transforms drew otherwise than expected"
+        off_y, off_x = draws.ints
+        scale = SCALE[0] + (1.0 - SCALE[0]) * u if lower else 1.0 + (SCALE[1] - 1.0) * u  # RandResize's
         p = f"case.{k}."
         tensors[p + "image"] = image
         tensors[p + "label"] = label

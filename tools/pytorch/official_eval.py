@@ -8,7 +8,8 @@ the same weights.
 
 Usage: official_eval.py OFFICIAL_DIR CONFIG.yaml WEIGHTS.safetensors [--which student|teacher]
   CONFIG   a public-style config (its dataset.val and net sections are used)
-  WEIGHTS  engine weights, or an engine checkpoint (its eval_model unless --which says)
+  WEIGHTS  engine weights, or an engine checkpoint (its eval_model unless --which says; --which
+           applies to checkpoints only)
 Prints the public per-class IoU and mIoU (percent); --json FILE writes {"miou": fraction}.
 Needs /usr/bin/python3 with Debian's python3-torch, python3-torchvision, python3-yaml, python3-pil."""
 import argparse
