@@ -119,6 +119,20 @@ int scaled_size(const LoadedSample& s, int size, double scale) {
   return n;
 }
 
+// The training sample of draws d on the sample resized to (size_h, size_w): pad, crop, render.
+TrainSample render_train(const LoadedSample& s, const AugmentSpec& a, const AugmentDraws& d, int size_h,
+                         int size_w) {
+  const int pad_h = std::max(a.crop_h - size_h, 0), pad_w = std::max(a.crop_w - size_w, 0);
+  U2PL_CHECK(d.off_y >= 0 && d.off_y <= size_h + pad_h - a.crop_h && d.off_x >= 0 &&
+                 d.off_x <= size_w + pad_w - a.crop_w,
+             s.id << ": crop origin (row " << d.off_y << ", column " << d.off_x << ") outside the padded image of "
+                  << size_h + pad_h << " rows and " << size_w + pad_w << " columns");
+  TrainSample t;
+  t.draws = d;
+  render(s, a, size_h, size_w, d.flip, pad_h / 2, pad_w / 2, d.off_y, d.off_x, a.crop_h, a.crop_w, &t);
+  return t;
+}
+
 }  // namespace
 
 double draw_scale(const AugmentSpec& a, uint64_t seed, uint64_t offset) {
@@ -138,22 +152,13 @@ TrainSample augment_train(const LoadedSample& s, const AugmentSpec& a, uint64_t 
   const int size_h = scaled_size(s, s.image.height, d.scale), size_w = scaled_size(s, s.image.width, d.scale);
   d.off_y = draw_below(seed, offset, 3, std::max(size_h, a.crop_h) - a.crop_h + 1);
   d.off_x = draw_below(seed, offset, 4, std::max(size_w, a.crop_w) - a.crop_w + 1);
-  return augment_with(s, a, d);
+  return render_train(s, a, d, size_h, size_w);
 }
 
 TrainSample augment_with(const LoadedSample& s, const AugmentSpec& a, const AugmentDraws& d) {
   check_spec(a);
   check_sample(s);
-  const int size_h = scaled_size(s, s.image.height, d.scale), size_w = scaled_size(s, s.image.width, d.scale);
-  const int pad_h = std::max(a.crop_h - size_h, 0), pad_w = std::max(a.crop_w - size_w, 0);
-  U2PL_CHECK(d.off_y >= 0 && d.off_y <= size_h + pad_h - a.crop_h && d.off_x >= 0 &&
-                 d.off_x <= size_w + pad_w - a.crop_w,
-             s.id << ": crop origin (row " << d.off_y << ", column " << d.off_x << ") outside the padded image of "
-                  << size_h + pad_h << " rows and " << size_w + pad_w << " columns");
-  TrainSample t;
-  t.draws = d;
-  render(s, a, size_h, size_w, d.flip, pad_h / 2, pad_w / 2, d.off_y, d.off_x, a.crop_h, a.crop_w, &t);
-  return t;
+  return render_train(s, a, d, scaled_size(s, s.image.height, d.scale), scaled_size(s, s.image.width, d.scale));
 }
 
 ValSample prepare_val(const LoadedSample& s, const AugmentSpec& a, ValCrop crop) {
