@@ -9,17 +9,15 @@
 # and must get the same images and labels. Run:
 #   /usr/bin/python3 tools/pytorch/gen_official_fixtures.py OFFICIAL_DIR
 # (needs python3-torch, python3-pil; OFFICIAL_DIR: see ../shared/peer/README.md)
-import collections
-import collections.abc
 import os
 import sys
-import types
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_fixtures import OUT, write_safetensors  # noqa: E402
+from official_import import prepare  # noqa: E402
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -53,11 +51,9 @@ class Draws:
 
 
 def main():
-    if len(sys.argv) != 2 or not os.path.isfile(os.path.join(sys.argv[1], "u2pl", "dataset", "augmentation.py")):
+    if len(sys.argv) != 2:
         raise SystemExit("usage: gen_official_fixtures.py OFFICIAL_DIR (a checkout of the public U2PL code)")
-    collections.Iterable = collections.abc.Iterable  # the public code predates Python 3.10
-    sys.modules.setdefault("cv2", types.ModuleType("cv2"))  # only rotation uses it
-    sys.path.insert(0, os.path.abspath(sys.argv[1]))
+    prepare(sys.argv[1], os.path.join("u2pl", "dataset", "augmentation.py"))
     import u2pl.dataset.augmentation as aug
 
     torch.manual_seed(0)

@@ -16,27 +16,11 @@ import argparse
 import json
 import logging
 import os
-import struct
 import sys
-import types
 
-import numpy as np
-
-
-def read_safetensors(path):
-    """name -> float32 numpy array, and the metadata dict."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    meta = header.pop("__metadata__", {})
-    out = {}
-    for name, h in header.items():
-        if h["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {name} is {h['dtype']}, expected F32")
-        b, e = h["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(h["shape"]).copy()
-    return out, meta
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from official_import import prepare  # noqa: E402
+from torch_u2pl_train import read_safetensors  # noqa: E402
 
 
 def main():
@@ -47,28 +31,11 @@ def main():
     ap.add_argument("--which", choices=["student", "teacher"])
     ap.add_argument("--json")
     a = ap.parse_args()
-    if not os.path.isfile(os.path.join(a.official, "train_semi.py")):
-        raise SystemExit(f"{a.official}: no train_semi.py (a checkout of the public U2PL code)")
-
-    # Modules the public code imports but validation never uses.
-    tbx = types.ModuleType("tensorboardX")
-    tbx.SummaryWriter = object
-    sys.modules["tensorboardX"] = tbx
-    sys.modules.setdefault("cv2", types.ModuleType("cv2"))
-    for name in ("skimage", "skimage.measure"):
-        m = types.ModuleType(name)
-        m.label = m.regionprops = None
-        sys.modules.setdefault(name, m)
-    sys.modules["skimage"].measure = sys.modules["skimage.measure"]
-    import collections
-    import collections.abc
-    collections.Iterable = collections.abc.Iterable  # the public code predates Python 3.10
+    prepare(a.official, "train_semi.py")
     import torch
     import torch.distributed as dist
     import torch.nn as nn
     import yaml
-
-    sys.path.insert(0, os.path.abspath(a.official))
     torch.Tensor.cuda = lambda self, *x, **k: self
     nn.Module.cuda = lambda self, *x, **k: self
     import u2pl.models.base as base
@@ -89,14 +56,16 @@ def main():
     train_semi.cfg = cfg
     model = ModelBuilder(cfg["net"])
     tensors, meta = read_safetensors(a.weights)
+    for name, t in tensors.items():
+        if t.dtype != torch.float32:
+            raise SystemExit(f"{a.weights}: tensor {name} is {t.dtype}, expected float32")
     prefixes = {k.split(".", 1)[0] for k in tensors}
     if prefixes & {"student", "teacher"}:  # an engine checkpoint
         which = a.which or meta.get("eval_model", "student")
         tensors = {k[len(which) + 1:]: v for k, v in tensors.items() if k.startswith(which + ".")}
         if not tensors:
             raise SystemExit(f"{a.weights}: the checkpoint holds no {which}")
-    state = {k: torch.from_numpy(v) for k, v in tensors.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise SystemExit(f"{a.weights}: does not fit the config's network: missing {missing[:10]}, "
