@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_import import prepare  # noqa: E402
+from official_import import on_cpu, prepare  # noqa: E402
 from torch_u2pl_train import read_safetensors  # noqa: E402
 
 
@@ -32,22 +32,9 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     prepare(a.official, "train_semi.py")
+    on_cpu()
     import torch
-    import torch.distributed as dist
-    import torch.nn as nn
     import yaml
-    torch.Tensor.cuda = lambda self, *x, **k: self
-    nn.Module.cuda = lambda self, *x, **k: self
-    import u2pl.models.base as base
-    import u2pl.models.decoder as dec
-    import u2pl.models.resnet as rn
-    base.get_syncbn = dec.get_syncbn = rn.get_syncbn = lambda: nn.BatchNorm2d
-    for fn in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-        orig = getattr(rn, fn)
-        setattr(rn, fn, (lambda orig: lambda pretrained=True, **kw: orig(pretrained=False, **kw))(orig))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29000 + os.getpid() % 1000))
-    dist.init_process_group("gloo", world_size=1, rank=0)
     import train_semi
     from u2pl.dataset.pascal_voc import build_vocloader
     from u2pl.models.model_helper import ModelBuilder
