@@ -8,14 +8,20 @@
 # Writes OUT/gap.md: val mIoU per epoch for every run, and best / last per side as mean ±
 # standard deviation over the seeds. Finished runs are kept; run it again to add seeds (another
 # --epochs needs another --out).
+# With --replay N it trains nothing: for each seed it records the public code's first N
+# iterations (tools/pytorch/official_trace.py: the initial weights, the public loader's batches,
+# the dropout scales, the loss and learning rates, the student's state after 1, N/2 and N
+# iterations) and replays them in the engine (u2pl_replay, trainer.preset=official) from the
+# same start: OUT/replay/seedS/report.md compares the two pipelines iteration by iteration.
 # Usage: tools/peer_gap.sh OFFICIAL_DIR [--seeds "0 1 2"] [--out DIR] [--sides "public engine"]
-#                          [--epochs N]
+#                          [--epochs N] [--replay N]
 #   OFFICIAL_DIR  a checkout of the public U2PL repository (see ../shared/peer/README.md)
 #   --epochs      a shorter schedule (default 8, the issue's), e.g. 1 to try the script
+#   --replay      iterations to record and replay (71 make an epoch); 0: train (default)
 #   U2PL_PEER_DIR the peer harness folder (default ../shared/peer)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 # Paths given relative to the caller's directory are resolved before moving to the repository.
 official=$(cd "$1" && pwd) || { echo "tools/peer_gap.sh: no folder $1" >&2; exit 2; }
 shift
@@ -25,6 +31,7 @@ seeds="0 1 2"
 out=$repo/runs/peer_gap
 sides="public engine"
 epochs=8
+replay=0
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || { echo "tools/peer_gap.sh: $1 needs a value" >&2; exit 2; }
   case $1 in
@@ -32,6 +39,7 @@ while [ $# -gt 0 ]; do
     --out) out=$(mkdir -p "$2" && cd "$2" && pwd) ;;
     --sides) sides=$2 ;;
     --epochs) epochs=$2 ;;
+    --replay) replay=$2 ;;
     *) echo "tools/peer_gap.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift 2
@@ -40,6 +48,7 @@ for side in $sides; do
   case $side in public | engine) ;; *) echo "tools/peer_gap.sh: unknown side $side (public, engine)" >&2; exit 2 ;; esac
 done
 case $epochs in '' | *[!0-9]* | 0) echo "tools/peer_gap.sh: --epochs needs a positive number" >&2; exit 2 ;; esac
+case $replay in '' | *[!0-9]*) echo "tools/peer_gap.sh: --replay needs a number of iterations" >&2; exit 2 ;; esac
 [ -f "$official/train_semi.py" ] || { echo "tools/peer_gap.sh: $official has no train_semi.py" >&2; exit 2; }
 [ -f "$peer/run_official_cpu.py" ] || { echo "tools/peer_gap.sh: $peer has no run_official_cpu.py" >&2; exit 2; }
 threads=$(nproc)
@@ -69,6 +78,24 @@ config() {
     -e "s/sup_only_epoch: 4/sup_only_epoch: $epochs/" \
     "$peer/synth_semi8.yaml.in" > "$1/config.yaml"
 }
+
+if [ "$replay" -gt 0 ]; then
+  for seed in $seeds; do
+    dir=$out/replay/seed$seed
+    config "$dir"
+    echo "== replay, seed $seed: the public code's first $replay iterations, then the engine's from the same start"
+    /usr/bin/python3 "$repo/tools/pytorch/official_trace.py" "$official" "$dir/config.yaml" "$dir/trace.safetensors" \
+      --seed "$seed" --iters "$replay" --snapshots "1 $(( (replay + 1) / 2 )) $replay" > "$dir/trace.txt" 2>&1 ||
+      { echo "tools/peer_gap.sh: recording the public run failed; see $dir/trace.txt" >&2; exit 1; }
+    ./build/apps/u2pl_replay --config "$dir/config.yaml" --trace "$dir/trace.safetensors" --out "$dir/report.md" \
+      trainer.preset=official > "$dir/replay.txt" 2>&1 ||
+      { echo "tools/peer_gap.sh: the replay failed; see $dir/replay.txt" >&2; exit 1; }
+    rm -f "$dir/trace.safetensors"  # three copies of the network's state: over half a GB
+    grep '^After' "$dir/report.md" | sed 's/\. The tensors.*//'
+  done
+  echo "reports: $out/replay/seed*/report.md"
+  exit 0
+fi
 
 for seed in $seeds; do
   for side in $sides; do

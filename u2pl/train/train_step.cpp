@@ -336,7 +336,10 @@ void TrainStep::push_all_negatives(Context& ctx, const std::vector<ContrastiveIn
   for (const Push& p : pushes) bank_->push(ctx, p.c, base + p.at * D, p.n);
 }
 
-double TrainStep::lr_at(int64_t it) const { return base_lrs_[0] * poly_lr(1.0, it, total_iters(), cfg_.lr_power); }
+double TrainStep::lr_at(int64_t it, int group) const {
+  U2PL_CHECK(group >= 0 && group < lr_groups(), "learning-rate group " << group << " of " << lr_groups());
+  return base_lrs_[size_t(group)] * poly_lr(1.0, it, total_iters(), cfg_.lr_power);
+}
 
 StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in, TensorView img_u_in, int64_t it,
                            int epoch, StepDraws& draws, const std::function<void()>& while_running,

@@ -135,8 +135,10 @@ class TrainStep {
   NcclComm* device_comm() const { return nccl_.get(); }
   int64_t total_iters() const { return iters_per_epoch_ * cfg_.epochs; }
   void set_iters_per_epoch(int64_t n) { iters_per_epoch_ = n; }
-  // The learning rate of group 0 (backbone) at iteration `it` (poly schedule).
-  double lr_at(int64_t it) const;
+  // The learning rate of group `group` (0 backbone, 1 decoder and heads) at iteration `it` (poly
+  // schedule).
+  double lr_at(int64_t it, int group = 0) const;
+  int lr_groups() const { return static_cast<int>(base_lrs_.size()); }
 
   U2plNet& student() { return student_; }
   U2plNet* teacher() { return teacher_.get(); }
