@@ -12,7 +12,9 @@
 # iterations (tools/pytorch/official_trace.py: the initial weights, the public loader's batches,
 # the dropout scales, the loss and learning rates, the student's state after 1, N/2 and N
 # iterations) and replays them in the engine (u2pl_replay, trainer.preset=official) from the
-# same start: OUT/replay/seedS/report.md compares the two pipelines iteration by iteration.
+# same start: OUT/replay/seedS/report.md compares the two pipelines iteration by iteration. The
+# yardstick beside it, OUT/replay/seedS/self.md: the same public run recorded again at one
+# thread (all cores above), against the first (official_trace.py --compare).
 # Usage: tools/peer_gap.sh OFFICIAL_DIR [--seeds "0 1 2"] [--out DIR] [--sides "public engine"]
 #                          [--epochs N] [--replay N]
 #   OFFICIAL_DIR  a checkout of the public U2PL repository (see ../shared/peer/README.md)
@@ -90,10 +92,19 @@ if [ "$replay" -gt 0 ]; then
     ./build/apps/u2pl_replay --config "$dir/config.yaml" --trace "$dir/trace.safetensors" --out "$dir/report.md" \
       trainer.preset=official > "$dir/replay.txt" 2>&1 ||
       { echo "tools/peer_gap.sh: the replay failed; see $dir/replay.txt" >&2; exit 1; }
-    rm -f "$dir/trace.safetensors"  # three copies of the network's state: over half a GB
-    grep '^After' "$dir/report.md" | sed 's/\. The tensors.*//'
+    OMP_NUM_THREADS=1 /usr/bin/python3 "$repo/tools/pytorch/official_trace.py" "$official" "$dir/config.yaml" \
+      "$dir/trace1.safetensors" --seed "$seed" --iters "$replay" --snapshots "1 $(( (replay + 1) / 2 )) $replay" \
+      > "$dir/trace1.txt" 2>&1 ||
+      { echo "tools/peer_gap.sh: recording the public run at one thread failed; see $dir/trace1.txt" >&2; exit 1; }
+    /usr/bin/python3 "$repo/tools/pytorch/official_trace.py" --compare "$dir/trace.safetensors" "$dir/trace1.safetensors" \
+      > "$dir/self.md"
+    rm -f "$dir/trace.safetensors" "$dir/trace1.safetensors"  # four copies of the network's state each
+    echo "   engine against public:"
+    grep '^After' "$dir/report.md" | sed 's/\. The tensors.*//; s/^/     /'
+    echo "   public at one thread against public at $threads:"
+    grep '^After' "$dir/self.md" | sed 's/^/     /'
   done
-  echo "reports: $out/replay/seed*/report.md"
+  echo "reports: $out/replay/seed*/report.md, self.md"
   exit 0
 fi
 

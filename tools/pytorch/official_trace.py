@@ -13,8 +13,12 @@ alone trains the student), so --iters must stay within them.
 
 Usage: official_trace.py OFFICIAL_DIR CONFIG.yaml OUT.safetensors [--seed S] [--iters N]
                          [--snapshots "1 N"]
-  CONFIG  a public-style config (../shared/peer/synth_semi8.yaml.in filled in, for example)
-  --iters iterations to record (default: one epoch)
+       official_trace.py --compare A.safetensors B.safetensors
+  CONFIG    a public-style config (../shared/peer/synth_semi8.yaml.in filled in, for example)
+  --iters   iterations to record (default: one epoch)
+  --compare two traces of the same run recorded apart (another thread count, another machine):
+            how far the public code drifts from itself, the yardstick for u2pl_replay's report;
+            the same figures as u2pl_replay, B against A
 Needs /usr/bin/python3 with Debian's python3-torch, python3-torchvision, python3-yaml,
 python3-pil, python3-scipy."""
 import argparse
@@ -30,7 +34,39 @@ class Done(Exception):
     """Raised after the last recorded iteration's optimizer step, to leave the public loop."""
 
 
+def compare(path_a, path_b):
+    """Prints the loss per iteration of two traces and, at each common snapshot, the parameters'
+    and BN statistics' ‖B − A‖ / ‖A − initial‖ (u2pl_replay's figures, B in the engine's place)."""
+    from torch_u2pl_train import read_safetensors
+    a, meta_a = read_safetensors(path_a)
+    b, meta_b = read_safetensors(path_b)
+    for key in ("format", "config", "seed", "iterations"):
+        if meta_a.get(key) != meta_b.get(key):
+            raise SystemExit(f"{path_b}: {key} {meta_b.get(key)!r}, {path_a} has {meta_a.get(key)!r}")
+    print(f"{path_b} against {path_a}: {meta_a['iterations']} iterations of the same run\n")
+    print("| iteration | loss, A | loss, B | relative difference |\n| --- | --- | --- | --- |")
+    for it in range(int(meta_a["iterations"])):
+        la, lb = a[f"iter.{it}.loss"].item(), b[f"iter.{it}.loss"].item()
+        print(f"| {it} | {la:.6f} | {lb:.6f} | {(lb - la) / la:.2e} |")
+    keys = [k[len("init."):] for k in a if k.startswith("init.")]
+    for n in sorted(set(meta_a["snapshots"].split()) & set(meta_b["snapshots"].split()), key=int):
+        rel = []
+        for buffers in (False, True):
+            diff = moved = 0.0
+            for k in keys:
+                if k.endswith(("running_mean", "running_var")) != buffers:
+                    continue
+                wa, wb = a[f"after.{n}.{k}"].double(), b[f"after.{n}.{k}"].double()
+                diff += float(((wb - wa) ** 2).sum())
+                moved += float(((wa - a["init." + k].double()) ** 2).sum())
+            rel.append((diff / moved) ** 0.5 if moved > 0 else diff ** 0.5)
+        print(f"\nAfter {n} iterations: parameters ‖B − A‖ / ‖A − initial‖ = {rel[0]:.3e}, "
+              f"BN running statistics {rel[1]:.3e}")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        return compare(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("official")
     ap.add_argument("config")
