@@ -7,9 +7,11 @@
 # standard deviation over seeds, and the per-seed figures) and study.svg (val mIoU over training:
 # mean and min-max band per row; the final scores with their spread). A grid half done resumes:
 # finished runs are kept, a run cut short continues from its checkpoint (bit for bit).
-# Usage: tools/study.sh [--quick] [--seeds N] [--jobs J] [--rows "ROW ..."] [--out DIR]
+# Usage: tools/study.sh [--quick] [--dev] [--seeds N] [--jobs J] [--rows "ROW ..."] [--out DIR]
 #   --quick  the main rows (SupOnly, SupOnly with all labels, MT, CutMix, U2PL paper and
 #            official) over 2 seeds; default: every row over 3 seeds
+#   --dev    the development draw of the set (u2pl_synth --seed 7, its own val split; default
+#            --out runs/study_dev), where settings are chosen: never on the reported set's val
 #   --jobs   runs at once (default 2), each with nproc / J threads
 #   --rows   a subset of the rows (names as listed by --list)
 #   --list   print the rows and their overrides, and exit
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 command="tools/study.sh $*"
 
 main_rows="suponly suponly_all mt cutmix u2pl u2pl_official"
-ablation_rows="no_bank no_prt neg_reliable neg_all no_dpa alpha40 alpha30 alpha10 prt_1_3 prt_1_6"
+ablation_rows="no_bank no_prt neg_reliable neg_all no_dpa alpha40 alpha30 alpha10 prt_1_3 prt_1_6 warm8"
 
 # row_spec ROW: the config, then the overrides of configs/synth_u2pl.yaml (or synth_suponly.yaml).
 row_spec() {
@@ -40,18 +42,21 @@ row_spec() {
     alpha10) echo "u2pl $u.drop_percent=90" ;;
     prt_1_3) echo "u2pl $c.low_rank=1 $c.high_rank=3" ;;  # (r_l, r_h) of Tables 5 and A7
     prt_1_6) echo "u2pl $c.low_rank=1 $c.high_rank=6" ;;  # (1, 20) clamped to the class count
+    warm8) echo "u2pl trainer.sup_only_epoch=8" ;;  # the demo's warm start before issue 14 chose 16
     *) return 1 ;;
   esac
 }
 
-out=runs/study
+out=""
 quick=0
+data_seed=0
 seeds=""
 jobs=2
 rows=""
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1; shift ;;
+    --dev) data_seed=7; shift ;;
     --seeds) seeds=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
@@ -62,6 +67,7 @@ while [ $# -gt 0 ]; do
     *) echo "tools/study.sh: unknown option $1 (see the usage at the top of the script)" >&2; exit 2 ;;
   esac
 done
+[ -n "$out" ] || out=$([ $data_seed = 0 ] && echo runs/study || echo runs/study_dev)
 if [ -z "$rows" ]; then
   if [ $quick = 1 ]; then rows=$main_rows; else rows="$main_rows $ablation_rows"; fi
 fi
@@ -86,10 +92,17 @@ if [ -f "$data/splits/val.txt" ] && [ "$(wc -l < "$data/classes.txt")" != 6 ]; t
     "remove $out or choose another --out" >&2
   exit 2
 fi
+# The generator seed of the set in $out (grids from before --dev have no record: seed 0).
+if [ -f "$data/splits/val.txt" ] && [ "$(cat "$out/data_seed" 2>/dev/null || echo 0)" != $data_seed ]; then
+  echo "tools/study.sh: $data was drawn with generator seed $(cat "$out/data_seed" 2>/dev/null || echo 0)," \
+    "this study's with $data_seed: remove $out or choose another --out" >&2
+  exit 2
+fi
 if [ ! -f "$data/splits/val.txt" ]; then
   rm -rf "$data"
-  ./build/apps/u2pl_synth --out "$data.tmp" --seed 0 --classes 6 >/dev/null
+  ./build/apps/u2pl_synth --out "$data.tmp" --seed $data_seed --classes 6 >/dev/null
   mv "$data.tmp" "$data"
+  echo $data_seed > "$out/data_seed"
 fi
 
 # run ROW SEED: one training into its run directory; "done" marks it finished.
@@ -155,5 +168,5 @@ done
 [ $failed = 0 ] || { echo "tools/study.sh: $failed run(s) failed; run the script again to retry them" >&2; exit 1; }
 
 python3 tools/study_report.py "$out" --rows "$rows" --seeds "$seeds" \
-  --threads "$threads" --jobs "$jobs" --command "$command"
+  --threads "$threads" --jobs "$jobs" --command "$command" --set "u2pl_synth --classes 6 --seed $data_seed"
 echo "tools/study.sh: done in $(( ($(date +%s) - start) / 60 )) min; see $out/study.md and $out/study.svg"

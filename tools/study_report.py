@@ -30,9 +30,11 @@ WHAT = {
     "alpha10": "U2PL, α0 = 10 %",
     "prt_1_3": "U2PL, (r_l, r_h) = (1, 3)",
     "prt_1_6": "U2PL, (r_l, r_h) = (1, 6)",
+    "warm8": "U2PL, warm start 8 epochs",
 }
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-          "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+          "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+          "#e6550d"]
 
 
 def schedule(config):
@@ -164,6 +166,7 @@ def main():
     ap.add_argument("--threads", default="?")
     ap.add_argument("--jobs", default="?")
     ap.add_argument("--command", default="tools/study.sh")
+    ap.add_argument("--set", default="u2pl_synth --classes 6")
     a = ap.parse_args()
     rows = a.rows.split()
     data = {}
@@ -173,10 +176,11 @@ def main():
             d = os.path.join(a.out, "runs", r, f"seed{s}")
             vals, stats = read_run(os.path.join(d, "log.jsonl"))
             data[r].append({"seed": s, "vals": vals, "stats": stats})
-    sched = schedule(os.path.join(a.out, "runs", rows[-1], "seed1", "config.yaml"))
+    # U2PL's schedule (the rows' own where they change it: warm8).
+    sched = schedule(os.path.join(a.out, "runs", "u2pl" if "u2pl" in rows else rows[-1], "seed1", "config.yaml"))
     lines = [f"# U2PL study: {len(rows)} rows × {a.seeds} seeds on the synthetic set", "",
              f"`{a.command.strip()}` on {platform.node()} ({os.cpu_count()} cores, {a.jobs} runs at a time with "
-             f"{a.threads} thread(s) each); u2pl_synth --classes 6, 16 labeled + 384 unlabeled images, "
+             f"{a.threads} thread(s) each); {a.set}, 16 labeled + 384 unlabeled images, "
              f"100 val images; configs/synth_*.yaml (ResNet-18 / 8, {sched['epochs']} epochs of which "
              f"{sched['sup_only_epoch']} warm start). Final: the last validation (epoch {sched['epochs']}); "
              f"best: the best of the validations every {sched['eval_interval']} epochs. "
