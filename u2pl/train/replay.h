@@ -27,11 +27,14 @@ struct ReplayStep {
   std::vector<double> lrs, want_lrs;      // per parameter group (backbone, decoder and heads)
 };
 
-// One tensor's deviation: max |engine − trace| against max |trace|.
+// One tensor's deviation against how far the recorded run moved it: ‖engine − trace‖ /
+// ‖trace − initial‖ (‖engine − trace‖ itself where the trace did not move it). After the first
+// iteration this is the relative error of the tensor's whole update (learning rate, gradient,
+// weight decay).
 struct TensorGap {
   std::string name;
-  double max_diff = 0, max_want = 0;
-  double rel() const { return max_want > 0 ? max_diff / max_want : max_diff; }
+  double diff = 0, moved = 0;  // ‖engine − trace‖, ‖trace − initial‖
+  double rel() const { return moved > 0 ? diff / moved : diff; }
 };
 
 struct ReplaySnapshot {
