@@ -10,7 +10,7 @@
 # --epochs needs another --out).
 # With --replay N it trains nothing: for each seed it records the public code's first N
 # iterations (tools/pytorch/official_trace.py: the initial weights, the public loader's batches,
-# the dropout scales, the loss and learning rates, the student's state after 1, N/2 and N
+# the dropout scales, the loss and learning rates, the student's state after 1, (N+1)/2 and N
 # iterations) and replays them in the engine (u2pl_replay, trainer.preset=official) from the
 # same start: OUT/replay/seedS/report.md compares the two pipelines iteration by iteration. The
 # yardstick beside it, OUT/replay/seedS/self.md: the same public run recorded again at one
@@ -97,7 +97,7 @@ if [ "$replay" -gt 0 ]; then
       > "$dir/trace1.txt" 2>&1 ||
       { echo "tools/peer_gap.sh: recording the public run at one thread failed; see $dir/trace1.txt" >&2; exit 1; }
     /usr/bin/python3 "$repo/tools/pytorch/official_trace.py" --compare "$dir/trace.safetensors" "$dir/trace1.safetensors" \
-      > "$dir/self.md"
+      > "$dir/self.md" || { echo "tools/peer_gap.sh: comparing the two public traces failed; see $dir/self.md" >&2; exit 1; }
     rm -f "$dir/trace.safetensors" "$dir/trace1.safetensors"  # four copies of the network's state each
     echo "   engine against public:"
     grep '^After' "$dir/report.md" | sed 's/\. The tensors.*//; s/^/     /'

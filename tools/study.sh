@@ -85,6 +85,15 @@ export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads OMP_WAIT_POLICY=${
 cmake -S . -B build -G Ninja >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 mkdir -p "$out/runs"
+# A grid is resumed only under the configs its runs were trained with (grids from before this
+# record are refused too: their configs are unknown).
+configs_sum=$(cat configs/synth_suponly.yaml configs/synth_u2pl.yaml | sha256sum | cut -d' ' -f1)
+if [ -n "$(ls -A "$out/runs")" ] && [ "$(cat "$out/configs_sha256" 2>/dev/null)" != "$configs_sum" ]; then
+  echo "tools/study.sh: the runs in $out/runs were trained with other configs/synth_*.yaml (or unrecorded ones):" \
+    "remove $out or choose another --out" >&2
+  exit 2
+fi
+echo "$configs_sum" > "$out/configs_sha256"
 data=$out/data
 # A grid of another set (4 classes before issue 14's change) is not resumed into this one.
 if [ -f "$data/splits/val.txt" ] && [ "$(wc -l < "$data/classes.txt")" != 6 ]; then
@@ -101,8 +110,8 @@ fi
 if [ ! -f "$data/splits/val.txt" ]; then
   rm -rf "$data"
   ./build/apps/u2pl_synth --out "$data.tmp" --seed $data_seed --classes 6 >/dev/null
-  mv "$data.tmp" "$data"
   echo $data_seed > "$out/data_seed"
+  mv "$data.tmp" "$data"
 fi
 
 # run ROW SEED: one training into its run directory; "done" marks it finished.

@@ -16,6 +16,7 @@ Usage: official_trace.py OFFICIAL_DIR CONFIG.yaml OUT.safetensors [--seed S] [--
        official_trace.py --compare A.safetensors B.safetensors
   CONFIG    a public-style config (../shared/peer/synth_semi8.yaml.in filled in, for example)
   --iters   iterations to record (default: one epoch)
+Threads: OMP_NUM_THREADS (1 when unset).
   --compare two traces of the same run recorded apart (another thread count, another machine):
             how far the public code drifts from itself, the yardstick for u2pl_replay's report;
             the same figures as u2pl_replay, B against A
@@ -40,7 +41,10 @@ def compare(path_a, path_b):
     from torch_u2pl_train import read_safetensors
     a, meta_a = read_safetensors(path_a)
     b, meta_b = read_safetensors(path_b)
-    for key in ("format", "config", "seed", "iterations"):
+    for path, meta in ((path_a, meta_a), (path_b, meta_b)):
+        if meta.get("format") != "u2pl-official-trace":
+            raise SystemExit(f"{path}: not a trace of official_trace.py (metadata format)")
+    for key in ("config", "seed", "iterations"):
         if meta_a.get(key) != meta_b.get(key):
             raise SystemExit(f"{path_b}: {key} {meta_b.get(key)!r}, {path_a} has {meta_a.get(key)!r}")
     print(f"{path_b} against {path_a}: {meta_a['iterations']} iterations of the same run\n")
@@ -65,7 +69,9 @@ def compare(path_a, path_b):
 
 
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+    if "--compare" in sys.argv[1:]:
+        if len(sys.argv) != 4 or sys.argv[1] != "--compare":
+            raise SystemExit("usage: official_trace.py --compare A.safetensors B.safetensors")
         return compare(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("official")
@@ -85,6 +91,10 @@ def main():
     import train_semi
 
     cfg = yaml.load(open(a.config), Loader=yaml.Loader)
+    try:
+        snaps = [int(x) for x in a.snapshots.split()]
+    except ValueError:
+        raise SystemExit(f"--snapshots {a.snapshots!r}: iteration counts separated by spaces")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     train_semi.setup_distributed = lambda *x, **k: (0, 1)
     os.environ["LOCAL_RANK"] = "0"
@@ -110,11 +120,14 @@ def main():
             rec["len"] = len(loader_l)
             if rec["iters"] <= 0:
                 rec["iters"] = len(loader_l)
-            snaps = [int(s) for s in a.snapshots.split()] or [1, rec["iters"]]
-            bad = [s for s in snaps if not 1 <= s <= rec["iters"]]
+            warm = cfg["trainer"].get("sup_only_epoch", 1) * len(loader_l)
+            if rec["iters"] > warm:
+                raise SystemExit(f"--iters {rec['iters']}: the warm start of {a.config} "
+                                 f"(trainer.sup_only_epoch) has {warm} iterations")
+            bad = [x for x in snaps if not 1 <= x <= rec["iters"]]
             if bad:
                 raise SystemExit(f"--snapshots {bad}: each must lie in [1, {rec['iters']}]")
-            rec["snaps"] = set(snaps)
+            rec["snaps"] = set(snaps or [1, rec["iters"]])
             state("init.", model.module)
             rec["sites"] = {m: n for n, m in model.module.named_modules() if isinstance(m, nn.Dropout2d)}
             meta["dropout_sites"] = ",".join(rec["sites"].values())

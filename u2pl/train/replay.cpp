@@ -9,7 +9,6 @@
 
 #include "engine/safetensors.h"
 #include "u2pl/net/weights.h"
-#include "u2pl/train/train_step.h"
 
 namespace u2pl {
 namespace {
@@ -22,30 +21,28 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-int64_t meta_int(const SafeTensorsFile& f, const std::string& key) {
-  const std::string v = f.meta(key);
+// A count in `text` (metadata `key`, or one of its items), refused whole unless it is one.
+int64_t parse_count(const SafeTensorsFile& f, const std::string& key, const std::string& text) {
   size_t used = 0;
   int64_t n = -1;
   try {
-    n = std::stoll(v, &used);
+    n = std::stoll(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  U2PL_CHECK(used == v.size() && n >= 0, f.path() << ": metadata " << key << " '" << v << "' is not a count");
+  U2PL_CHECK(used == text.size() && used > 0 && n >= 0,
+             f.path() << ": metadata " << key << ": '" << text << "' is not a count");
   return n;
 }
 
-// The student's dropout scales come from the trace (already in the plans); the teacher's
-// train-statistics forward of the warm start draws its own, which the student never sees.
-class TraceDraws : public PhiloxStepDraws {
- public:
-  TraceDraws(uint64_t seed, int64_t it) : PhiloxStepDraws(seed, it) {}
-  Rng* student_dropout() override { return nullptr; }
-  std::optional<std::vector<Box>> cutmix(int, int, int, int) override {
-    U2PL_FAIL("replay: a trace holds warm-start iterations only (no CutMix)");
-  }
-  IndexSource& contrastive(int) override { U2PL_FAIL("replay: a trace holds warm-start iterations only (no contrastive loss)"); }
-};
+int64_t meta_int(const SafeTensorsFile& f, const std::string& key) { return parse_count(f, key, f.meta(key)); }
+
+// A recorded tensor of `n` values: its name and what it holds when it holds another number.
+std::vector<double> recorded(const SafeTensorsFile& f, const std::string& name, size_t n) {
+  const std::vector<double> v = f.doubles(name);
+  U2PL_CHECK(v.size() == n, f.path() << ": " << name << " holds " << v.size() << " values, expected " << n);
+  return v;
+}
 
 // The engine's state against the trace's after.N.*, and how far the trace moved from init.
 ReplaySnapshot compare_state(const SafeTensorsFile& f, int64_t n, const ParamSet& ps,
@@ -80,6 +77,14 @@ ReplaySnapshot compare_state(const SafeTensorsFile& f, int64_t n, const ParamSet
 
 }  // namespace
 
+std::optional<std::vector<Box>> TraceDraws::cutmix(int, int, int, int) {
+  U2PL_FAIL("replay: a trace holds warm-start iterations only (no CutMix)");
+}
+
+IndexSource& TraceDraws::contrastive(int) {
+  U2PL_FAIL("replay: a trace holds warm-start iterations only (no contrastive loss)");
+}
+
 ReplayReport replay_trace(const TrainConfig& cfg, const std::string& path,
                           const std::function<void(const ReplayStep&)>& on_step) {
   const SafeTensorsFile f(path);
@@ -93,7 +98,8 @@ ReplayReport replay_trace(const TrainConfig& cfg, const std::string& path,
   r.iterations = meta_int(f, "iterations");
   r.iters_per_epoch = meta_int(f, "iters_per_epoch");
   U2PL_CHECK(r.iterations >= 1 && r.iters_per_epoch >= 1,
-             path << ": " << r.iterations << " iterations of epochs of " << r.iters_per_epoch);
+             path << ": " << r.iterations << " iterations of epochs of " << r.iters_per_epoch
+                  << " iterations; a trace needs at least one of each");
 
   TrainStep ts(cfg, Device::CPU);
   ts.set_iters_per_epoch(r.iters_per_epoch);
@@ -115,7 +121,7 @@ ReplayReport replay_trace(const TrainConfig& cfg, const std::string& path,
              path << ": dropout sites " << f.meta("dropout_sites") << ", the network's differ (" << own.size() << " sites)");
   std::set<int64_t> snaps;
   for (const std::string& s : split(f.meta("snapshots"), ' ')) {
-    const int64_t n = std::stoll(s);
+    const int64_t n = parse_count(f, "snapshots", s);
     U2PL_CHECK(n >= 1 && n <= r.iterations, path << ": snapshot after " << n << " of " << r.iterations << " iterations");
     snaps.insert(n);
   }
@@ -126,7 +132,9 @@ ReplayReport replay_trace(const TrainConfig& cfg, const std::string& path,
   for (int64_t it = 0; it < r.iterations; ++it) {
     const std::string p = "iter." + std::to_string(it) + ".";
     U2PL_CHECK(f.shape(p + "image") == image && f.shape(p + "label") == Shape({B, H, W}),
-               path << ": " << p << "image " << f.shape(p + "image").str() << ", the config's batch is " << image.str());
+               path << ": " << p << "image " << f.shape(p + "image").str() << " and " << p << "label "
+                    << f.shape(p + "label").str() << ", the config's batch is " << image.str() << " and "
+                    << Shape({B, H, W}).str());
     const Tensor img = Tensor::from_host(image, f.floats(p + "image"), Device::CPU);
     const Labels lab = Labels::from_host(Shape{B, H, W}, f.ints(p + "label"), Device::CPU);
     for (const std::string& site : sites) {
@@ -141,8 +149,8 @@ ReplayReport replay_trace(const TrainConfig& cfg, const std::string& path,
     ReplayStep s;
     s.it = it;
     s.loss = out.sup;
-    s.want_loss = f.doubles(p + "loss").at(0);
-    s.want_lrs = f.doubles(p + "lr");
+    s.want_loss = recorded(f, p + "loss", 1)[0];
+    s.want_lrs = recorded(f, p + "lr", size_t(ts.lr_groups()));
     for (int g = 0; g < ts.lr_groups(); ++g) s.lrs.push_back(ts.lr_at(it, g));
     r.steps.push_back(s);
     if (on_step) on_step(s);

@@ -15,11 +15,23 @@
 #include <vector>
 
 #include "u2pl/train/train_config.h"
+#include "u2pl/train/train_step.h"
 
 namespace u2pl {
 
 // The "format" metadata of a trace.
 constexpr const char* kTraceFormat = "u2pl-official-trace";
+
+// The draws of a replayed warm-start iteration: the student's dropout scales are already in its
+// plans (null); the teacher's train-statistics forward draws its own (Philox), which the student
+// never sees; CutMix and contrastive draws are refused (a trace has no semi-supervised iteration).
+class TraceDraws : public PhiloxStepDraws {
+ public:
+  TraceDraws(uint64_t seed, int64_t it) : PhiloxStepDraws(seed, it) {}
+  Rng* student_dropout() override { return nullptr; }
+  std::optional<std::vector<Box>> cutmix(int replica, int batch, int height, int width) override;
+  IndexSource& contrastive(int replica) override;
+};
 
 struct ReplayStep {
   int64_t it = 0;

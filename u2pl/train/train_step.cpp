@@ -364,9 +364,8 @@ StepResult TrainStep::step(Context& ctx, TensorView img_l_in, LabelView lab_l_in
   student_.reserve_idle(Shape{o.semi ? 2 * BR : BR, 3, H, W},
                         step_idle_floor(cfg_, student_, img_l_in.shape, b, o.semi));
 
-  const double f = poly_lr(1.0, it, total_iters(), cfg_.lr_power);
   std::vector<float> lrs;
-  for (const float base : base_lrs_) lrs.push_back(static_cast<float>(base * f));
+  for (int g = 0; g < lr_groups(); ++g) lrs.push_back(static_cast<float>(lr_at(it, g)));
 
   PhaseMarks phase(ctx);  // what u2pl_bench step --profile reports
   phase.next("batch and handover copies");
