@@ -314,8 +314,8 @@ TEST_CASE("train_log: the curves SVG is well-formed, with legends, one line per 
   CHECK(svg.find("voc &lt;semi&gt; &amp; 1/8") != std::string::npos);
   for (const char* name : {">loss<", ">sup<", ">unsup<", ">contra<", ">teacher<", ">student<"})
     CHECK_MESSAGE(svg.find(name) != std::string::npos, name);
-  CHECK(count(svg, "<polyline class=\"raw\"") == 4);
-  CHECK(count(svg, "<polyline class=\"avg\"") == 4);
+  CHECK(count(svg, "<polyline class=\"raw\"") == 4 + 1);  // the loss terms and the reliable share
+  CHECK(count(svg, "<polyline class=\"avg\"") == 4 + 1);
   CHECK(count(svg, "<polyline class=\"val\"") == 2);
   CHECK(count(svg, "<circle class=\"val\"") == vals.size() - 1);
   // Each model's own best validation, whether or not the checkpoint selection followed it; the
@@ -333,6 +333,35 @@ TEST_CASE("train_log: the curves SVG is well-formed, with legends, one line per 
   CHECK(svg.find("http") == svg.find("http://www.w3.org/2000/svg"));  // no external references
 }
 
+TEST_CASE("train_log: the curves get a pseudo-label panel once the log has pseudo-labels") {
+  std::vector<IterRecord> iters;
+  for (int64_t it = 0; it < 300; ++it) {
+    IterRecord r = iter_record(it, 1);
+    r.stats.clear();  // the warm start
+    if (it >= 100)    // past it; the last 100 also scored against the true labels
+      r.stats = {{"reliable", 0.9}, {"ema", 0.99}};
+    if (it >= 200)
+      for (const char* k : {"pl_acc", "pl_acc_reliable", "pl_acc_unreliable", "pl_unreliable_true_negative"})
+        r.stats.push_back({k, 0.5 + 0.001 * double(it % 50)});
+    iters.push_back(r);
+  }
+  const std::string svg = curves_svg(iters, {}, "run");
+  CHECK_MESSAGE(xml_problem(svg).empty(), xml_problem(svg));
+  CHECK(svg.find("height=\"1040\"") != std::string::npos);
+  CHECK(svg.find("unlabeled pixels (%)") != std::string::npos);
+  for (const char* name : {">reliable share<", ">right<", ">reliable: right<", ">unreliable: right<",
+                           ">unreliable: own class a negative<"})
+    CHECK_MESSAGE(svg.find(name) != std::string::npos, name);
+  CHECK(svg.find(">ema<") == std::string::npos);              // other stats stay out
+  CHECK(count(svg, "<polyline class=\"raw\"") == 4 + 5);    // the loss terms, then the five shares
+  CHECK(svg.find("height=\"730\"") == std::string::npos);
+  // Without pseudo-labels (SupOnly, or the warm start alone) the page keeps its two panels.
+  iters.resize(100);
+  const std::string plain = curves_svg(iters, {}, "run");
+  CHECK(plain.find("height=\"730\"") != std::string::npos);
+  CHECK(plain.find("unlabeled pixels") == std::string::npos);
+}
+
 TEST_CASE("train_log: curves for no records, a single point, constant and negative values") {
   const std::string empty = curves_svg({}, {}, "run");
   CHECK_MESSAGE(xml_problem(empty).empty(), xml_problem(empty));
@@ -342,7 +371,7 @@ TEST_CASE("train_log: curves for no records, a single point, constant and negati
   const std::string one = curves_svg({iter_record(0, 1)}, {val_record(0, "teacher", 0.5, true)}, "run");
   CHECK_MESSAGE(xml_problem(one).empty(), xml_problem(one));
   CHECK(count(one, "<polyline") == 0);
-  CHECK(count(one, "<circle class=\"raw\"") == 4);
+  CHECK(count(one, "<circle class=\"raw\"") == 4 + 1);
   CHECK(count(one, "<circle class=\"val\"") == 1);
   CHECK(count(one, "<circle class=\"best\"") == 1);
   CHECK(one.find("nan") == std::string::npos);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iterator>
 #include <sstream>
+#include <utility>
 
 #include "engine/file_io.h"
 
@@ -17,6 +18,15 @@ namespace {
 // the right of the plots.
 constexpr double kWidth = 960, kHeight = 730, kPlotL = 80, kPlotR = 780, kLegendX = 800;
 constexpr double kTopY0 = 50, kTopY1 = 380, kValY0 = 460, kValY1 = 680;
+// The third panel, drawn only when the log scores the pseudo-labels, and the page's height then.
+constexpr double kPseudoY0 = 760, kPseudoY1 = 980, kHeightPseudo = 1040;
+// The stats it draws (percent of the unlabeled crop pixels), with their legend names.
+const std::pair<const char*, const char*> kPseudoStats[] = {
+    {"reliable", "reliable share"},
+    {"pl_acc", "right"},
+    {"pl_acc_reliable", "reliable: right"},
+    {"pl_acc_unreliable", "unreliable: right"},
+    {"pl_unreliable_true_negative", "unreliable: own class a negative"}};
 constexpr size_t kMaxPoints = 2000;  // per drawn series
 const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
@@ -201,6 +211,26 @@ void frame(std::ostringstream& os, const Axis& x, const Axis& y, const std::stri
      << escape(ylabel) << "</text>\n";
 }
 
+// Each series raw (thin, faint) and as its moving mean (solid), with a legend from `legend_y`.
+void draw_series(std::ostringstream& os, const std::vector<Series>& series, const std::vector<std::vector<Point>>& shown,
+                 const Axis& x, const Axis& y, double legend_y) {
+  for (size_t i = 0; i < series.size(); ++i) {
+    if (shown[i].size() == 1) dot(os, shown[i][0], x, y, "raw", colour(i), 3, false);
+    if (shown[i].size() > 1) polyline(os, decimate(shown[i]), x, y, "raw", colour(i), 0.8, 0.3);
+  }
+  for (size_t i = 0; i < series.size(); ++i)
+    if (shown[i].size() > 1) polyline(os, decimate(moving_average(shown[i])), x, y, "avg", colour(i), 1.8, 1);
+  for (size_t i = 0; i < series.size(); ++i) {
+    const double ly = legend_y + 18 * double(i);
+    os << "<line x1=\"" << kLegendX << "\" y1=\"" << ly << "\" x2=\"" << kLegendX + 24 << "\" y2=\"" << ly
+       << "\" stroke=\"" << colour(i) << "\" stroke-width=\"2\"/>\n";
+    text(os, kLegendX + 30, ly, series[i].name, "start", " dy=\"0.32em\"");
+  }
+  const double note_y = legend_y + 18 * double(series.size()) + 6;
+  text(os, kLegendX, note_y, "faint: raw", "start", " font-size=\"10\" fill=\"#666\"");
+  text(os, kLegendX, note_y + 13, "solid: moving mean (1%)", "start", " font-size=\"10\" fill=\"#666\"");
+}
+
 void loss_panel(std::ostringstream& os, const std::vector<Series>& terms, const Axis& x) {
   double lo = INFINITY, hi = -INFINITY, lo_pos = INFINITY;
   for (const Series& s : terms)
@@ -218,21 +248,22 @@ void loss_panel(std::ostringstream& os, const std::vector<Series>& terms, const 
     std::copy_if(s.points.begin(), s.points.end(), std::back_inserter(p),
                  [&](const Point& q) { return !log || q.y > 0; });
   }
-  for (size_t i = 0; i < terms.size(); ++i) {
-    if (shown[i].size() == 1) dot(os, shown[i][0], x, y, "raw", colour(i), 3, false);
-    if (shown[i].size() > 1) polyline(os, decimate(shown[i]), x, y, "raw", colour(i), 0.8, 0.3);
+  draw_series(os, terms, shown, x, y, kTopY0 + 10);
+}
+
+// The reliable share of the pseudo-labels per iteration past the warm start and, where scored
+// (trainer.unsupervised.score_pseudo_labels), how many are right, in percent.
+void pseudo_panel(std::ostringstream& os, const std::vector<Series>& stats, const Axis& x) {
+  double lo = INFINITY, hi = -INFINITY;
+  std::vector<std::vector<Point>> shown;
+  for (const Series& s : stats) {
+    shown.push_back(s.points);
+    for (const Point& p : s.points) lo = std::min(lo, p.y), hi = std::max(hi, p.y);
   }
-  for (size_t i = 0; i < terms.size(); ++i)
-    if (shown[i].size() > 1) polyline(os, decimate(moving_average(shown[i])), x, y, "avg", colour(i), 1.8, 1);
-  for (size_t i = 0; i < terms.size(); ++i) {
-    const double ly = kTopY0 + 10 + 18 * double(i);
-    os << "<line x1=\"" << kLegendX << "\" y1=\"" << ly << "\" x2=\"" << kLegendX + 24 << "\" y2=\"" << ly
-       << "\" stroke=\"" << colour(i) << "\" stroke-width=\"2\"/>\n";
-    text(os, kLegendX + 30, ly, terms[i].name, "start", " dy=\"0.32em\"");
-  }
-  const double note_y = kTopY0 + 18 * double(terms.size()) + 16;
-  text(os, kLegendX, note_y, "faint: raw", "start", " font-size=\"10\" fill=\"#666\"");
-  text(os, kLegendX, note_y + 13, "solid: moving mean (1%)", "start", " font-size=\"10\" fill=\"#666\"");
+  const Axis y = linear_axis(lo, hi, kPseudoY1, kPseudoY0, 5, false);
+  frame(os, x, y, "unlabeled pixels (%)");
+  text(os, kLegendX, kPseudoY0 - 4, "pseudo-labels:", "start", " font-size=\"10\" fill=\"#666\"");
+  draw_series(os, stats, shown, x, y, kPseudoY0 + 10);
 }
 
 void val_panel(std::ostringstream& os, const std::vector<Series>& models, const std::vector<ValRecord>& vals,
@@ -279,18 +310,25 @@ std::string curves_svg(const std::vector<IterRecord>& iters, const std::vector<V
   });
   const std::vector<Series> models =
       collect(vals, [](const ValRecord& r, auto add) { add(r.model, double(r.iter), 100 * r.miou); });
+  const std::vector<Series> pseudo = collect(iters, [](const IterRecord& r, auto add) {
+    for (const auto& [key, name] : kPseudoStats)
+      for (const auto& [stat, v] : r.stats)
+        if (stat == key) add(name, double(r.iter), 100 * v);
+  });
   const auto has_points = [](const std::vector<Series>& v) {
     return std::any_of(v.begin(), v.end(), [](const Series& s) { return !s.points.empty(); });
   };
   double x_lo = INFINITY, x_hi = -INFINITY;
-  for (const std::vector<Series>* group : {&terms, &models})
+  for (const std::vector<Series>* group : {&terms, &models, &pseudo})
     for (const Series& s : *group)
       for (const Point& p : s.points) x_lo = std::min(x_lo, p.x), x_hi = std::max(x_hi, p.x);
 
+  const bool scored = has_points(pseudo);
+  const double height = scored ? kHeightPseudo : kHeight;
   std::ostringstream os;
   os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-     << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << kHeight
-     << "\" viewBox=\"0 0 " << kWidth << " " << kHeight << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+     << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << height
+     << "\" viewBox=\"0 0 " << kWidth << " " << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   text(os, kWidth / 2, 28, title, "middle", " font-size=\"16\"");
   if (!has_points(terms) && !has_points(models)) {
@@ -302,6 +340,7 @@ std::string curves_svg(const std::vector<IterRecord>& iters, const std::vector<V
     else empty_panel(os, kTopY0, kTopY1, "no training records yet");
     if (has_points(models)) val_panel(os, models, vals, top_x);
     else empty_panel(os, kValY0, kValY1, "no validation records yet");
+    if (scored) pseudo_panel(os, pseudo, top_x);
   }
   os << "</svg>\n";
   return os.str();

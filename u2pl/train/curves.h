@@ -15,8 +15,12 @@ namespace u2pl {
 // the positive ones span a decade or more (zeros, e.g. the unsupervised terms before the warm
 // start ends, are then neither drawn nor averaged), linear otherwise. Bottom: validation mIoU
 // (percent) per model name in order of appearance, points and lines, the last validation flagged
-// `best` (the run's best) ringed and quoted in the legend. NaN values are skipped; a series of one
-// point is drawn as a dot; a panel without data shows a message instead.
+// `best` (the run's best) ringed and quoted in the legend. A third panel once the log has
+// pseudo-labels (past the warm start of a run with a teacher): the reliable share and, where the
+// run scores them (trainer.unsupervised.score_pseudo_labels), the share that is right (all,
+// reliable, unreliable) and of unreliable pixels whose own class is among their negatives, in
+// percent of the unlabeled pixels, raw and as moving means. NaN values are skipped; a
+// series of one point is drawn as a dot; a panel without data shows a message instead.
 std::string curves_svg(const std::vector<IterRecord>& iters, const std::vector<ValRecord>& vals,
                        const std::string& title);
 // curves_svg written atomically (write_file_atomic).
