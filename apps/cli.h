@@ -18,6 +18,8 @@ class ArgReader {
     return true;
   }
   const std::string& key() const { return key_; }
+  // A config override, section.key=value: no leading "--" and an '='.
+  bool is_override() const { return key_.rfind("--", 0) != 0 && key_.find('=') != std::string::npos; }
   // The argument after the current option (consumed).
   std::string value() {
     U2PL_CHECK(i_ + 1 < argc_, key_ << " needs a value\n" << usage_);

@@ -53,7 +53,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--help" || k == "-h") {
       std::cout << kUsage;
       std::exit(0);
-    } else if (k.rfind("--", 0) != 0 && k.find('=') != std::string::npos) a.overrides.push_back(k);
+    } else if (r.is_override()) a.overrides.push_back(k);
     else U2PL_FAIL("unknown argument '" << k << "'\n" << kUsage);
   }
   U2PL_CHECK(!a.config.empty(), "--config is required\n" << kUsage);
